@@ -1,0 +1,191 @@
+"""Typed settings: defaults from ``config/default.toml``, overrides from ``TELERAD_*``.
+
+Everything Telerad writes at run time lives under one folder, ``TELERAD_HOME``,
+so two installations never collide and a test isolates itself by pointing
+``TELERAD_HOME`` at a temporary folder. Secrets are never settings values that
+get logged: they live in files under ``TELERAD_HOME/secrets`` (mode 0600),
+created on first use, unless a path to an existing file is configured.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipeline.exceptions import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_dir() -> Path:
+    """The folder holding default.toml, profiles and word lists (TELERAD_CONFIG_DIR overrides)."""
+    return Path(os.environ.get("TELERAD_CONFIG_DIR") or REPO_ROOT / "config")
+
+
+def default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "telerad"
+
+
+class Priority(str, Enum):
+    """Submission priority; STAT is read first."""
+
+    STAT = "STAT"
+    URGENT = "URGENT"
+    ROUTINE = "ROUTINE"
+
+    @property
+    def celery_priority(self) -> int:
+        """Redis priority step (0 is served first)."""
+        return {"STAT": 0, "URGENT": 3, "ROUTINE": 6}[self.value]
+
+
+class Settings(BaseSettings):
+    """All of Telerad's configuration, validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="TELERAD_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home, description="Root of all run-time state.")
+    organization: str = Field("TELERAD", description="Prefix of cloud study and patient pseudonyms.")
+    broker_url: str = Field("", description="Celery broker; empty = embedded filesystem broker.")
+    result_backend: str = Field("", description="Celery result backend; empty = derived.")
+    store_url: str = Field("", description="Upload target; empty = local folder bucket.")
+    key_prefix: str = Field("", description="Prefix inside the store before BATCH_ID/.")
+    s3_endpoint_url: str = Field("", description="S3-compatible endpoint URL.")
+    mapping_url: str = Field("", description="Encrypted mapping store; empty = local folder.")
+    staging_dir: str = Field("", description="De-identified files wait here until uploaded.")
+    profile: str = Field("basic", description="De-identification preset or profile file.")
+    options: list[str] = Field(default_factory=list, description="Extra Annex E options.")
+    upload_concurrency: int = Field(8, ge=1, le=64)
+    default_priority: Priority = Priority.ROUTINE
+    pseudonym_secret_file: str = Field("", description="HMAC secret file; empty = generated.")
+    mapping_key_file: str = Field("", description="Mapping key-encryption key file; empty = generated.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_dir() / "default.toml")
+        return (init_settings, env_settings, toml)
+
+    @field_validator("organization")
+    @classmethod
+    def _org_is_a_safe_prefix(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_" for c in v) or len(v) > 16:
+            raise ValueError(
+                "organization must be 1-16 letters, digits, '-' or '_' (it prefixes pseudonyms)"
+            )
+        return v.upper()
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home_default_when_empty(cls, v: Any) -> Any:
+        return v or default_home()
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options_from_csv(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _mapping_store_is_not_in_the_bucket(self) -> "Settings":
+        check_mapping_apart(self.effective_store_url, self.effective_mapping_url)
+        return self
+
+    # --- derived locations -------------------------------------------------------
+    @property
+    def effective_store_url(self) -> str:
+        return self.store_url or (self.home / "bucket").resolve().as_uri()
+
+    @property
+    def effective_mapping_url(self) -> str:
+        return self.mapping_url or (self.home / "mapping").resolve().as_uri()
+
+    @property
+    def staging_root(self) -> Path:
+        return Path(self.staging_dir) if self.staging_dir else self.home / "staging"
+
+    @property
+    def state_dir(self) -> Path:
+        """Persistent batch state (survives restarts of workers and watchers)."""
+        return self.home / "state"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.home / "audit" / "audit.jsonl"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @cached_property
+    def pseudonym_secret(self) -> bytes:
+        """The HMAC key behind every pseudonym; generated (0600) on first use."""
+        from pipeline.secrets import load_or_create_secret
+
+        path = Path(self.pseudonym_secret_file) if self.pseudonym_secret_file else (
+            self.secrets_dir / "pseudonym.key"
+        )
+        return load_or_create_secret(path, create=not self.pseudonym_secret_file)
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.staging_root, self.state_dir, self.secrets_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.secrets_dir, 0o700)
+
+
+def check_mapping_apart(store_url: str, mapping_url: str) -> None:
+    """Refuse a mapping store at, inside, or around the upload location."""
+
+    def norm(u: str) -> tuple[str, str, str]:
+        p = urlparse(u)
+        path = p.path.rstrip("/") + "/"
+        if p.scheme == "file":
+            path = str(Path(p.path).resolve()).rstrip("/") + "/"
+        return p.scheme, p.netloc, path
+
+    s, m = norm(store_url), norm(mapping_url)
+    if s[0] == m[0] and s[1] == m[1] and (m[2].startswith(s[2]) or s[2].startswith(m[2])):
+        raise ConfigError(
+            "mapping_url must be a separate place from store_url: the re-identification "
+            "mapping must never be stored in or around the upload location. "
+            "Set TELERAD_MAPPING_URL to a different bucket, container or folder."
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one clear ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid Telerad settings:\n  " + "\n  ".join(lines)) from None
