@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     options: list[str] = Field(default_factory=list, description="Extra Annex E options.")
     upload_concurrency: int = Field(8, ge=1, le=64)
     default_priority: Priority = Priority.ROUTINE
+    visibility_timeout: int = Field(
+        3600, ge=5, description="Seconds before Redis redelivers a task whose worker vanished."
+    )
+    allow_mixed_patients: bool = Field(False, description="Accept a study holding two patients.")
     pseudonym_secret_file: str = Field("", description="HMAC secret file; empty = generated.")
     mapping_key_file: str = Field("", description="Mapping key-encryption key file; empty = generated.")
 

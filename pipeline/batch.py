@@ -1,0 +1,528 @@
+"""The steps of one batch, in order, callable without Celery.
+
+    create_batch -> deidentify -> write_manifest -> upload -> store_mapping -> finalize
+
+Each step takes ``(settings, batch_id)``, runs under the batch's lock, records
+what it finished in the batch's state record, and does nothing when it finds
+its work already done. That makes every step safe to redeliver after a worker
+dies (Celery acknowledges late), and lets ``telerad retry`` resume a failed
+batch from the step that failed.
+
+Nothing PHI-bearing crosses a step boundary in clear: steps hand over the
+de-identified file list (``files.json``: new UIDs, sizes, hashes) and the
+encrypted mapping, both in the batch's private folder under ``state/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import uuid
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline.exceptions import (
+    NotDicomError,
+    PermanentError,
+    RefusedFileError,
+    SubmissionError,
+    TeleradError,
+    VerificationError,
+)
+from pipeline.manifest import (
+    MANIFEST_NAME,
+    REPORT_NAME,
+    SIGNATURE_NAME,
+    FileEntry,
+    build_manifest,
+    manifest_bytes,
+)
+from pipeline.settings import Priority, Settings
+from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow
+from pipeline.storage.base import CONTENT_TYPE_DICOM, CONTENT_TYPE_JSON
+
+log = logging.getLogger("telerad.batch")
+
+STEPS = ("deidentify", "write_manifest", "upload", "store_mapping", "finalize")
+
+
+class BatchFailed(PermanentError):
+    """A step failed for good; the record says why, and the batch can be retried."""
+
+
+# --- submission ----------------------------------------------------------------------
+def create_batch(
+    settings: Settings,
+    source: Path,
+    *,
+    priority: Priority | str | None = None,
+    organization: str | None = None,
+    profile: str | None = None,
+    options: list[str] | None = None,
+    overrides: dict[str, str] | None = None,
+    note: str = "",
+    origin: str = "submit",
+) -> str:
+    """Check a submission and record it as a queued batch; returns the new batch ID."""
+    source = Path(source).absolute()
+    if not source.exists():
+        raise SubmissionError(f"study path does not exist: {source}")
+    if source.is_file() and not zipfile.is_zipfile(source):
+        raise SubmissionError(
+            f"{source.name} is a file but not a ZIP archive: submit a study folder or a .zip"
+        )
+    if source.is_dir() and not any(p.is_file() for p in source.rglob("*")):
+        raise SubmissionError(f"study folder is empty: {source}")
+    try:
+        prio = Priority(str(priority or settings.default_priority.value).upper())
+    except ValueError:
+        raise SubmissionError(
+            f"unknown priority '{priority}': use STAT, URGENT or ROUTINE"
+        ) from None
+    org = (organization or settings.organization).upper()
+    if not org or not all(c.isalnum() or c in "-_" for c in org) or len(org) > 16:
+        raise SubmissionError("organization must be 1-16 letters, digits, '-' or '_'")
+    chosen_profile = profile or settings.profile
+    chosen_options = list(options if options is not None else settings.options)
+    # Fail at submit time, not in a worker, when the profile or an option is wrong.
+    _load_profile(chosen_profile, chosen_options)
+
+    settings.ensure_dirs()
+    record = BatchRecord(
+        batch_id=str(uuid.uuid4()),
+        priority=prio.value,
+        organization=org,
+        source=str(source),
+        submitted_at=utcnow(),
+        profile=chosen_profile,
+        options=chosen_options,
+        overrides=dict(overrides or {}),
+        note=note,
+        origin=origin,
+    )
+    StateStore(settings.state_dir).create(record)
+    _audit(settings, "batch.submitted", record.batch_id, priority=prio.value, origin=origin)
+    log.info("batch %s submitted (%s)", record.batch_id, prio.value)
+    return record.batch_id
+
+
+# --- the steps ----------------------------------------------------------------------------
+def deidentify(settings: Settings, batch_id: str) -> None:
+    """De-identify every DICOM file of the study into ``staging/BATCH_ID``."""
+    with _step(settings, batch_id, "deidentify", BatchState.DEIDENTIFYING) as record:
+        if record is None:
+            return
+        from pipeline.deid import Deidentifier
+
+        states = StateStore(settings.state_dir)
+        work = states.batch_dir(batch_id)
+        staging = settings.staging_root / batch_id
+        _reset_dir(staging)
+        source_root = _unpacked_source(Path(record.source), work)
+        deid = Deidentifier(
+            _load_profile(record.profile, record.options),
+            _pseudonyms(settings, record.organization),
+            overrides=record.overrides or None,
+        )
+        skipped: list[FileError] = []
+        refused: list[FileError] = []
+        produced: list[Any] = []
+        files = list(_study_files(source_root, skipped))
+        for index, path in enumerate(files, start=1):
+            rel = str(path.relative_to(source_root))
+            try:
+                produced.append((rel, deid.deidentify_file(path, staging)))
+            except NotDicomError as exc:
+                skipped.append(FileError(index, rel, str(exc)))
+            except RefusedFileError as exc:
+                refused.append(FileError(index, rel, str(exc)))
+            except TeleradError as exc:
+                raise _file_failure(record, index, len(files), rel, str(exc))
+            except Exception as exc:  # a parser bug must fail closed, without echoing values
+                raise _file_failure(
+                    record, index, len(files), rel, f"unexpected {type(exc).__name__} while reading"
+                )
+        record.skipped, record.refused = skipped, refused
+        if not produced:
+            raise BatchFailed(
+                f"no DICOM images found in the study ({len(files)} files looked at, "
+                f"{len(skipped)} not DICOM, {len(refused)} refused)"
+            )
+        _check_one_patient_per_batch(settings, produced)
+        _verify_staging(settings, deid, staging, produced)
+
+        entries = [_entry(settings, batch_id, res) for _rel, res in produced]
+        (work / "files.json").write_text(json.dumps([asdict(e) for e in entries]))
+        (work / "deid-report.json").write_text(json.dumps(_deid_report(deid, record)))
+        _mapping_store(settings, pending=True).put(batch_id, _mapping(record, produced, entries))
+        record.counts = {
+            "files_seen": len(files),
+            "images": len(entries),
+            "studies": len({e.cloud_study_id for e in entries}),
+            "series": len({e.series_instance_uid for e in entries}),
+            "bytes": sum(e.size for e in entries),
+            "skipped": len(skipped),
+            "refused": len(refused),
+        }
+        _audit(
+            settings,
+            "batch.deidentified",
+            batch_id,
+            profile=record.profile,
+            options=record.options,
+            images=len(entries),
+            studies=record.counts["studies"],
+            skipped=len(skipped),
+            refused=len(refused),
+        )
+
+
+def write_manifest(settings: Settings, batch_id: str) -> None:
+    """Write ``manifest.json`` (and its signature and the de-id report) into staging."""
+    with _step(settings, batch_id, "write_manifest", BatchState.DEIDENTIFYING) as record:
+        if record is None:
+            return
+        work = StateStore(settings.state_dir).batch_dir(batch_id)
+        entries = _load_entries(work)
+        report = json.loads((work / "deid-report.json").read_text())
+        manifest = build_manifest(
+            batch_id=batch_id,
+            priority=record.priority,
+            submitted_at=record.submitted_at,
+            created_at=utcnow(),
+            organization=record.organization,
+            deidentification={
+                **report.get("profile", {}),
+                "report_key": _key(settings, batch_id, REPORT_NAME),
+            },
+            files=entries,
+            note=record.note,
+        )
+        staging = settings.staging_root / batch_id
+        body = manifest_bytes(manifest)
+        (staging / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True))
+        (staging / SIGNATURE_NAME).write_bytes(_sign(settings, record.organization, body))
+        (staging / MANIFEST_NAME).write_bytes(body)
+
+
+def upload(settings: Settings, batch_id: str) -> None:
+    """Upload every file concurrently, then the report and signature, the manifest last."""
+    with _step(settings, batch_id, "upload", BatchState.UPLOADING) as record:
+        if record is None:
+            return
+        from pipeline.storage import open_store
+
+        store = open_store(settings.effective_store_url, settings)
+        work = StateStore(settings.state_dir).batch_dir(batch_id)
+        staging = settings.staging_root / batch_id
+        entries = _load_entries(work)
+        prefix = _key(settings, batch_id, "")
+
+        def meta(sha256: str) -> dict[str, str]:
+            return {
+                "batch_id": batch_id,
+                "priority": record.priority,
+                "uploaded_at": utcnow(),
+                "sha256": sha256,
+            }
+
+        def put(entry: FileEntry) -> None:
+            store.put_file(
+                entry.key,
+                staging / entry.key[len(prefix):],
+                content_type=CONTENT_TYPE_DICOM,
+                metadata=meta(entry.sha256),
+            )
+
+        with ThreadPoolExecutor(max_workers=settings.upload_concurrency) as pool:
+            list(pool.map(put, entries))  # re-raises the first failure
+        for name in (REPORT_NAME, SIGNATURE_NAME, MANIFEST_NAME):
+            path = staging / name
+            store.put_file(
+                _key(settings, batch_id, name),
+                path,
+                content_type=CONTENT_TYPE_JSON if name.endswith(".json") else "text/plain",
+                metadata=meta(_sha256_file(path)),
+            )
+        record.counts["uploaded"] = len(entries)
+        _audit(settings, "batch.uploaded", batch_id, images=len(entries), store=store.url.split(":")[0])
+
+
+def store_mapping(settings: Settings, batch_id: str) -> None:
+    """Move the encrypted mapping from the batch's private folder to the mapping store."""
+    with _step(settings, batch_id, "store_mapping", BatchState.STORING_MAPPING) as record:
+        if record is None:
+            return
+        pending = _mapping_store(settings, pending=True)
+        _mapping_store(settings).copy_from(pending, batch_id)
+
+
+def finalize(settings: Settings, batch_id: str) -> None:
+    """Remove staging and the private work folder; mark done; archive an inbox original."""
+    with _step(settings, batch_id, "finalize", BatchState.DONE) as record:
+        if record is None:
+            return
+        shutil.rmtree(settings.staging_root / batch_id, ignore_errors=True)
+        shutil.rmtree(StateStore(settings.state_dir).batch_dir(batch_id), ignore_errors=True)
+        record.error = ""
+        _audit(settings, "batch.done", batch_id, images=record.counts.get("images", 0))
+        if record.origin == "inbox":
+            from pipeline.inbox.disposal import archive_original
+
+            archive_original(settings, record)
+        log.info("batch %s done: %s images", batch_id, record.counts.get("images", 0))
+
+
+def run_all(settings: Settings, batch_id: str) -> None:
+    """Every step in order, in this process (the CLI's --no-queue path and the tests)."""
+    try:
+        for step in (deidentify, write_manifest, upload, store_mapping, finalize):
+            step(settings, batch_id)
+    except PermanentError as exc:
+        mark_failed(settings, batch_id, str(exc))
+        raise
+
+
+def mark_failed(settings: Settings, batch_id: str, reason: str) -> None:
+    """Record a final failure; an inbox original goes to quarantine with the reason."""
+    states = StateStore(settings.state_dir)
+    with states.update(batch_id) as record:
+        if record.state == BatchState.DONE.value:
+            return
+        record.state = BatchState.FAILED.value
+        record.error = reason
+    _audit(settings, "batch.failed", batch_id, outcome="failed")
+    log.warning("batch %s failed (see `telerad status %s`)", batch_id, batch_id)
+    if record.origin == "inbox":
+        from pipeline.inbox.disposal import quarantine_original
+
+        quarantine_original(settings, record, reason)
+
+
+def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
+    """Make a failed batch runnable again; finished steps stay finished."""
+    with StateStore(settings.state_dir).update(batch_id) as record:
+        if record.state != BatchState.FAILED.value:
+            raise SubmissionError(
+                f"batch {batch_id} is {record.state}; only a failed batch can be retried"
+            )
+        if not Path(record.source).exists() and "deidentify" not in record.steps_done:
+            raise SubmissionError(
+                f"batch {batch_id} cannot be retried: its source is no longer on disk"
+            )
+        record.state = BatchState.QUEUED.value
+        record.error = ""
+        record.errors = []
+    return record
+
+
+# --- helpers -----------------------------------------------------------------------
+class _step:
+    """Context for one step: lock, skip when done, record timing, state and failure."""
+
+    def __init__(self, settings: Settings, batch_id: str, name: str, state: BatchState) -> None:
+        self.settings, self.batch_id, self.name, self.state = settings, batch_id, name, state
+        self.states = StateStore(settings.state_dir)
+        self._lock = self.states.lock(batch_id)
+
+    def __enter__(self) -> BatchRecord | None:
+        self._lock.__enter__()
+        record = self.states.get(self.batch_id)
+        if self.name in record.steps_done or record.state == BatchState.FAILED.value:
+            return None
+        record.state = self.state.value
+        record.stage_times.setdefault(self.name, {})["started"] = utcnow()
+        self.states._write(record)
+        self.record = record
+        return record
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            record = getattr(self, "record", None)
+            if record is None:
+                return False
+            if exc is None:
+                record.steps_done.append(self.name)
+                record.stage_times[self.name]["finished"] = utcnow()
+                if self.name == "finalize":
+                    record.state = BatchState.DONE.value
+            elif isinstance(exc, PermanentError):
+                record.state = BatchState.FAILED.value
+                record.error = f"{self.name}: {exc}"
+            else:
+                record.error = f"{self.name}: {type(exc).__name__} (will retry)"
+            self.states._write(record)
+            return False
+        finally:
+            self._lock.__exit__(exc_type, exc, tb)
+
+
+def _file_failure(record: BatchRecord, index: int, total: int, rel: str, reason: str) -> BatchFailed:
+    record.errors = [FileError(index, rel, reason)]
+    return BatchFailed(
+        f"file {index} of {total} could not be de-identified: {reason}. "
+        "Nothing was uploaded; `telerad status` names the file"
+    )
+
+
+def _reset_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def _unpacked_source(source: Path, work: Path) -> Path:
+    """A folder to read: the study folder itself, or a ZIP unpacked safely into ``work``."""
+    if source.is_dir():
+        return source
+    if not source.exists():
+        raise BatchFailed("the study's source is no longer on disk")
+    from pipeline.inbox.zipsafe import safe_extract
+
+    dest = work / "unpacked"
+    shutil.rmtree(dest, ignore_errors=True)
+    safe_extract(source, dest)
+    return dest
+
+
+def _study_files(root: Path, skipped: list[FileError]) -> Iterator[Path]:
+    """Every regular file under the study, sorted; links leaving the study are refused."""
+    real_root = root.resolve()
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.is_relative_to(real_root):
+                skipped.append(FileError(0, str(path.relative_to(root)), "symbolic link leaves the study folder; not followed"))
+                continue
+        if path.is_file():
+            yield path
+
+
+def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, Any]]) -> None:
+    patients = {res.original.patient_id for _rel, res in produced}
+    if len(patients) > 1 and not getattr(settings, "allow_mixed_patients", False):
+        raise BatchFailed(
+            f"the study mixes {len(patients)} different patients; split it, or set "
+            "TELERAD_ALLOW_MIXED_PATIENTS=true if this is intended"
+        )
+
+
+def _verify_staging(settings: Settings, deid: Any, staging: Path, produced: list[tuple[str, Any]]) -> None:
+    """Run the leak verifier over the staged files; any finding fails the batch closed."""
+    try:
+        from pipeline.deid.verify import verify_batch
+    except ImportError:  # the verifier ships with the full engine
+        return
+    findings = verify_batch(staging, deid=deid, originals=[res.original for _r, res in produced])
+    if findings:
+        raise VerificationError(
+            f"verification found {len(findings)} problem(s) in the de-identified files "
+            f"(first: {findings[0]}); nothing was uploaded"
+        )
+
+
+def _entry(settings: Settings, batch_id: str, res: Any) -> FileEntry:
+    return FileEntry(
+        cloud_study_id=res.cloud_study_id,
+        study_instance_uid=res.study_instance_uid,
+        series_instance_uid=res.series_instance_uid,
+        modality=res.modality or "OT",
+        key=_key(settings, batch_id, res.relpath),
+        sop_instance_uid=res.sop_instance_uid,
+        sop_class_uid=res.sop_class_uid,
+        size=res.size,
+        sha256=res.sha256,
+    )
+
+
+def _load_entries(work: Path) -> list[FileEntry]:
+    return [FileEntry(**e) for e in json.loads((work / "files.json").read_text())]
+
+
+def _key(settings: Settings, batch_id: str, name: str) -> str:
+    prefix = settings.key_prefix.strip("/")
+    return f"{prefix}/{batch_id}/{name}" if prefix else f"{batch_id}/{name}"
+
+
+def _mapping(record: BatchRecord, produced: list[tuple[str, Any]], entries: list[FileEntry]) -> dict[str, Any]:
+    """Original identifiers -> pseudonyms, per study, with each source file's object key."""
+    studies: dict[str, dict[str, Any]] = {}
+    for (rel, res), entry in zip(produced, entries):
+        study = studies.setdefault(
+            res.cloud_study_id,
+            {
+                "cloud_study_id": res.cloud_study_id,
+                "original": {
+                    "patient_id": res.original.patient_id,
+                    "study_instance_uid": res.original.study_instance_uid,
+                    "accession_number": res.original.accession_number,
+                },
+                "pseudonym": {
+                    "patient_id": res.pseudo_patient_id,
+                    "study_instance_uid": res.study_instance_uid,
+                    "accession_number": res.pseudo_accession_number,
+                },
+                "files": [],
+            },
+        )
+        study["files"].append({"source": rel, "key": entry.key})
+    return {
+        "batch_id": record.batch_id,
+        "organization": record.organization,
+        "studies": [studies[k] for k in sorted(studies)],
+    }
+
+
+def _deid_report(deid: Any, record: BatchRecord) -> dict[str, Any]:
+    report = deid.report() if hasattr(deid, "report") else {}
+    report.setdefault("profile", deid.profile.describe())
+    report["profile"]["pseudonym_key_id"] = deid.pseudonyms.key_id
+    report["batch_id"] = record.batch_id
+    return report
+
+
+def _sha256_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_profile(name: str, options: list[str]) -> Any:
+    from pipeline.deid import load_profile
+
+    return load_profile(name, options=options)
+
+
+def _pseudonyms(settings: Settings, organization: str) -> Any:
+    from pipeline.pseudonyms import Pseudonyms
+
+    return Pseudonyms(settings.pseudonym_secret, organization)
+
+
+def _mapping_store(settings: Settings, *, pending: bool = False) -> Any:
+    from pipeline.mapping import MappingStore
+
+    if pending:
+        url = (settings.state_dir / "pending-mappings").resolve().as_uri()
+        return MappingStore.from_settings(settings, url=url)
+    return MappingStore.from_settings(settings)
+
+
+def _sign(settings: Settings, organization: str, body: bytes) -> bytes:
+    from pipeline.signing import sign_manifest
+
+    return sign_manifest(settings, body)
+
+
+def _audit(settings: Settings, action: str, batch_id: str, **details: Any) -> None:
+    from pipeline.audit import AuditLog
+
+    outcome = details.pop("outcome", "ok")
+    AuditLog(settings.audit_log_path).append(action, batch_id=batch_id, outcome=outcome, actor="telerad", **details)

@@ -1,0 +1,199 @@
+"""`telerad submit`, `worker`, `status`, `retry` and `demo`: batches on the queue.
+
+Queue commands import ``workers`` inside the command, so ``pipeline`` never
+imports Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.exceptions import SubmissionError
+from pipeline.settings import Settings, load_settings
+from pipeline.state import BatchRecord, StateStore
+
+console = Console()
+
+
+def parse_assignments(values: list[str] | None) -> dict[str, str]:
+    """``--set Keyword=value`` pairs into a dict, with a clear error for a bad one."""
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SubmissionError(f"--set expects Keyword=value, got '{item}'")
+        out[key.strip()] = value
+    return out
+
+
+def submit(
+    path: Path = typer.Argument(..., help="Study folder or .zip to send."),
+    priority: Optional[str] = typer.Option(None, "--priority", "-p", help="STAT, URGENT or ROUTINE."),
+    org: Optional[str] = typer.Option(None, "--org", help="Organisation prefix (default: settings)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="De-identification profile."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Extra Annex E option (repeatable)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a field: Keyword=value."),
+    note: str = typer.Option("", "--note", help="A note for the reader (must hold no PHI)."),
+    no_queue: bool = typer.Option(False, "--no-queue", help="Run every step here, without a worker."),
+) -> None:
+    """Submit a study; prints the batch ID."""
+    from pipeline import batch
+
+    settings = load_settings()
+    options = None if option is None else list(settings.options) + list(option)
+    batch_id = batch.create_batch(
+        settings,
+        path,
+        priority=priority,
+        organization=org,
+        profile=profile,
+        options=options,
+        overrides=parse_assignments(set_),
+        note=note,
+    )
+    if no_queue:
+        batch.run_all(settings, batch_id)
+    else:
+        from workers.dispatch import start_batch
+
+        start_batch(settings, batch_id)
+    typer.echo(batch_id)
+
+
+def worker(
+    concurrency: int = typer.Option(os.cpu_count() or 1, "--concurrency", "-c", help="Worker processes."),
+    loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
+) -> None:
+    """Run a Celery worker on the configured broker (embedded by default)."""
+    from workers.app import app as celery_app
+
+    celery_app.worker_main(
+        ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle"]
+    )
+
+
+def status(
+    batch_id: Optional[str] = typer.Argument(None, help="One batch; omit to list recent batches."),
+    limit: int = typer.Option(20, "--limit", help="How many recent batches to list."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show batches: state, counts, time in each stage, errors."""
+    settings = load_settings()
+    states = StateStore(settings.state_dir)
+    if batch_id:
+        record = states.get(batch_id)
+        if as_json:
+            typer.echo(json.dumps(record.to_dict(), indent=2))
+        else:
+            _print_one(settings, record)
+        if record.state == "failed":
+            raise typer.Exit(1)
+        return
+    records = states.all()[:limit]
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
+        return
+    table = Table("batch", "priority", "state", "studies", "images", "bytes", "submitted", "error")
+    for r in records:
+        table.add_row(
+            r.batch_id, r.priority, r.state, str(r.counts.get("studies", "")),
+            str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), r.submitted_at,
+            (r.error[:60] + "…") if len(r.error) > 60 else r.error,
+        )
+    console.print(table)
+
+
+def _print_one(settings: Settings, r: BatchRecord) -> None:
+    console.print(f"[bold]batch[/bold]     {r.batch_id}")
+    console.print(f"state     {r.state}")
+    console.print(f"priority  {r.priority}   organization {r.organization}")
+    console.print(f"profile   {r.profile}  options {', '.join(r.options) or '-'}")
+    console.print(f"submitted {r.submitted_at}")
+    if r.counts:
+        console.print("counts    " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())))
+    for step, times in r.stage_times.items():
+        console.print(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}")
+    for label, items in (("skipped", r.skipped), ("refused", r.refused), ("error in", r.errors)):
+        for e in items:
+            console.print(f"{label} file {e.index}: {e.relpath}: {e.reason}", markup=False)
+    if r.error:
+        console.print(f"[red]error[/red]     {r.error}", highlight=False)
+
+
+def retry(batch_id: str = typer.Argument(..., help="A failed batch.")) -> None:
+    """Put a failed batch back on the queue; finished steps are not redone."""
+    from pipeline import batch
+    from workers.dispatch import start_batch
+
+    settings = load_settings()
+    batch.reset_for_retry(settings, batch_id)
+    start_batch(settings, batch_id)
+    typer.echo(f"{batch_id} queued again")
+
+
+def demo(
+    timeout: float = typer.Option(120, help="Seconds to wait for the batch."),
+) -> None:
+    """Make a small synthetic study, run it through a real worker, show the bucket."""
+    from pipeline.storage import open_store
+    from pipeline.testing import make_study
+
+    settings = load_settings()
+    settings.ensure_dirs()
+    study = make_study(settings.home / "demo" / f"study-{int(time.time())}", series=2, images=3)
+    console.print(f"made a synthetic study of {len(study.files)} images (planted fake identifiers)")
+    log_path = settings.home / "demo" / "worker.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli.main", "worker", "--concurrency", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            from pipeline import batch
+            from workers.dispatch import start_batch
+
+            batch_id = batch.create_batch(settings, study.root, priority="STAT")
+            start_batch(settings, batch_id)
+            console.print(f"submitted batch {batch_id}; a worker (pid {proc.pid}) is processing it")
+            record = _wait_final(settings, batch_id, timeout)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    if record.state != "done":
+        console.print(f"[red]batch {record.state}[/red]: {record.error} (worker log: {log_path})")
+        raise typer.Exit(1)
+    store = open_store(settings.effective_store_url, settings)
+    console.print(f"\n[bold]bucket[/bold] {store.url}")
+    for info in sorted(store.list(f"{batch_id}/"), key=lambda i: i.key):
+        console.print(f"  {info.size:>8}  {info.key}", highlight=False)
+    console.print(f"\n[bold]{batch_id}/manifest.json[/bold]")
+    console.print_json(store.get_bytes(f"{batch_id}/manifest.json").decode())
+
+
+def _wait_final(settings: Settings, batch_id: str, timeout: float) -> BatchRecord:
+    states = StateStore(settings.state_dir)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = states.get(batch_id)
+        if record.final:
+            return record
+        time.sleep(0.2)
+    raise SubmissionError(f"batch {batch_id} did not finish within {timeout:.0f}s; see `telerad status {batch_id}`")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(submit)
+    app.command()(worker)
+    app.command()(status)
+    app.command()(retry)
+    app.command()(demo)

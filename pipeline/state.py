@@ -1,0 +1,163 @@
+"""Persistent batch state: one JSON record per batch under ``TELERAD_HOME/state``.
+
+The record is what ``telerad status`` shows and what makes every step
+idempotent: a step that finds its work recorded as done does not do it again.
+Records are rewritten atomically (temp file + rename) under a per-batch file
+lock, so workers, watchers and the CLI on one machine can share them, and they
+survive restarts of all of them. Records stay on the site: they may name the
+local source folder, so nothing here is ever uploaded or logged.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline.exceptions import SubmissionError
+
+
+class BatchState(str, Enum):
+    """Where a batch is; ``done`` and ``failed`` are final (``failed`` is retryable)."""
+
+    QUEUED = "queued"
+    DEIDENTIFYING = "deidentifying"
+    UPLOADING = "uploading"
+    STORING_MAPPING = "storing_mapping"
+    DONE = "done"
+    FAILED = "failed"
+
+
+def utcnow() -> str:
+    """ISO 8601 UTC timestamp with a Z, to the second."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class FileError:
+    """Why one input file stopped the batch or was refused (reason holds no PHI)."""
+
+    index: int
+    relpath: str
+    reason: str
+
+
+@dataclass
+class BatchRecord:
+    """Everything known about one batch, on this site only."""
+
+    batch_id: str
+    priority: str
+    organization: str
+    source: str
+    submitted_at: str
+    state: str = BatchState.QUEUED.value
+    profile: str = "basic"
+    options: list[str] = field(default_factory=list)
+    overrides: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+    origin: str = "submit"  # "submit" or "inbox"
+    steps_done: list[str] = field(default_factory=list)
+    stage_times: dict[str, dict[str, str]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[FileError] = field(default_factory=list)
+    refused: list[FileError] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+    error: str = ""
+    missing: list[str] = field(default_factory=list)
+    updated_at: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BatchRecord":
+        data = dict(data)
+        for name in ("skipped", "refused", "errors"):
+            data[name] = [FileError(**e) for e in data.get(name, [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def final(self) -> bool:
+        return self.state in (BatchState.DONE.value, BatchState.FAILED.value)
+
+
+class StateStore:
+    """Reads and updates batch records in one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, batch_id: str) -> Path:
+        if not batch_id or any(c not in "0123456789abcdef-" for c in batch_id):
+            raise SubmissionError(f"'{batch_id}' is not a batch ID (a UUID like 3f2a...-...)")
+        return self.root / f"{batch_id}.json"
+
+    def batch_dir(self, batch_id: str) -> Path:
+        """A private work folder for the batch's own files (no PHI in clear)."""
+        d = self.root / batch_id
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @contextmanager
+    def lock(self, batch_id: str) -> Iterator[None]:
+        """An exclusive lock on one batch, held across processes on this machine."""
+        lock_path = self.root / f".{batch_id}.lock"
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def create(self, record: BatchRecord) -> None:
+        path = self._path(record.batch_id)
+        if path.exists():
+            raise SubmissionError(f"batch {record.batch_id} exists already")
+        self._write(record)
+
+    def get(self, batch_id: str) -> BatchRecord:
+        path = self._path(batch_id)
+        try:
+            return BatchRecord.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise SubmissionError(
+                f"no batch {batch_id} on this site; `telerad status` lists the known ones"
+            ) from None
+
+    def exists(self, batch_id: str) -> bool:
+        return self._path(batch_id).exists()
+
+    @contextmanager
+    def update(self, batch_id: str) -> Iterator[BatchRecord]:
+        """Read-modify-write one record under its lock."""
+        with self.lock(batch_id):
+            record = self.get(batch_id)
+            yield record
+            self._write(record)
+
+    def all(self) -> list[BatchRecord]:
+        """Every record, newest submission first."""
+        records = []
+        for p in self.root.glob("*.json"):
+            try:
+                records.append(BatchRecord.from_dict(json.loads(p.read_text())))
+            except (json.JSONDecodeError, TypeError):
+                continue
+        return sorted(records, key=lambda r: r.submitted_at, reverse=True)
+
+    def _write(self, record: BatchRecord) -> None:
+        record.updated_at = utcnow()
+        path = self._path(record.batch_id)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        tmp.write_text(json.dumps(record.to_dict(), indent=1, sort_keys=True))
+        os.replace(tmp, path)

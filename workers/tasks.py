@@ -1,0 +1,58 @@
+"""Thin Celery tasks: a batch ID in, one pipeline step, retry policy out.
+
+Tasks own only retry, acknowledgement and routing. They take nothing but the
+batch ID (no paths with patient names, no credentials: the broker stores
+arguments in clear) and load settings from the worker's own environment.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Callable
+
+from pipeline import batch
+from pipeline.exceptions import PermanentError, TransientError
+from pipeline.settings import Settings, load_settings
+from workers.app import app
+
+log = logging.getLogger("telerad.worker")
+
+
+@lru_cache(maxsize=1)
+def worker_settings() -> Settings:
+    return load_settings()
+
+
+def _run(task, step: Callable[[Settings, str], None], batch_id: str) -> str:
+    settings = worker_settings()
+    try:
+        step(settings, batch_id)
+    except TransientError as exc:
+        if task.request.retries >= task.max_retries:
+            batch.mark_failed(settings, batch_id, f"{step.__name__}: gave up after retries: {exc}")
+            raise
+        log.info("batch %s: %s will retry (%s)", batch_id, step.__name__, type(exc).__name__)
+        raise task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries))
+    except PermanentError as exc:
+        batch.mark_failed(settings, batch_id, f"{step.__name__}: {exc}")
+        raise
+    return batch_id
+
+
+def _task(step: Callable[[Settings, str], None]):
+    @app.task(name=f"telerad.{step.__name__}", bind=True, max_retries=8, acks_late=True)
+    def task(self, batch_id: str) -> str:
+        return _run(self, step, batch_id)
+
+    task.__doc__ = step.__doc__
+    return task
+
+
+deidentify = _task(batch.deidentify)
+write_manifest = _task(batch.write_manifest)
+upload = _task(batch.upload)
+store_mapping = _task(batch.store_mapping)
+finalize = _task(batch.finalize)
+
+WORKFLOW = (deidentify, write_manifest, upload, store_mapping, finalize)
