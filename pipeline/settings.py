@@ -13,12 +13,13 @@ import os
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -67,7 +68,9 @@ class Settings(BaseSettings):
     mapping_url: str = Field("", description="Encrypted mapping store; empty = local folder.")
     staging_dir: str = Field("", description="De-identified files wait here until uploaded.")
     profile: str = Field("basic", description="De-identification preset or profile file.")
-    options: list[str] = Field(default_factory=list, description="Extra Annex E options.")
+    options: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra Annex E options (comma-separated in the environment)."
+    )
     upload_concurrency: int = Field(8, ge=1, le=64)
     default_priority: Priority = Priority.ROUTINE
     visibility_timeout: int = Field(
