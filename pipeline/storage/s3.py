@@ -1,0 +1,240 @@
+"""Amazon S3 and S3-compatible stores (``s3://bucket/prefix``) through boto3.
+
+Large files go through boto3's own transfer manager (multipart, bounded part
+concurrency); every request carries an SDK checksum (SHA-256) that the service
+checks before it accepts the bytes; botocore retries throttling, 5xx and
+connection errors with capped exponential backoff. What is still failing after
+that is sorted into our transient / permanent / not-found errors by ``_classify``.
+Credentials come only from boto3's usual chain (AWS_* variables, profiles, roles).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import boto3
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from s3transfer.exceptions import RetriesExceededError
+
+from pipeline.exceptions import (
+    ConfigError,
+    ObjectNotFound,
+    StorageError,
+    StoragePermanentError,
+    StorageTransientError,
+)
+from pipeline.storage.base import ObjectInfo
+from pipeline.storage.keys import check_key, join, sha256_file, with_sha256
+
+MiB = 1024 * 1024
+MAX_PRESIGN = timedelta(days=7)  # SigV4 limit
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
+    "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "BadDigest",
+    "XAmzContentSHA256Mismatch", "InvalidDigest",
+}
+
+
+def _classify(exc: BaseException, what: str, where: str) -> StorageError:
+    """Turn a boto3/botocore/s3transfer failure into one of our storage errors."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, RetriesExceededError) and exc.last_exception is not None:
+        exc = exc.last_exception
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in _NOT_FOUND:
+            return ObjectNotFound(f"{what} does not exist in {where}")
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            return StorageTransientError(f"{where} is failing ({code or status}) for {what}; retry later")
+        if code == "NoSuchBucket":
+            return StoragePermanentError(f"bucket of {where} does not exist; create it or fix TELERAD_STORE_URL")
+        if code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}:
+            return StoragePermanentError(
+                f"{where} refused access ({code}) to {what}; check the AWS credentials and bucket policy"
+            )
+        return StoragePermanentError(f"{where} refused {what}: {code or status} {err.get('Message', '')}".rstrip())
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return StoragePermanentError(
+            f"no usable AWS credentials for {where}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "a profile (AWS_PROFILE) or an instance role"
+        )
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
+        return StorageTransientError(f"cannot reach {where} for {what} ({type(exc).__name__}); retry later")
+    if isinstance(exc, BotoCoreError):
+        return StoragePermanentError(f"{where} cannot handle {what}: {exc}")
+    return StoragePermanentError(f"{where} failed on {what}: {type(exc).__name__}: {exc}")
+
+
+def _setting(settings: Any, name: str, default: Any) -> Any:
+    value = getattr(settings, name, None) if settings is not None else None
+    return default if value in (None, "") else value
+
+
+class S3Store:
+    """An ObjectStore over one bucket and key prefix."""
+
+    def __init__(self, bucket: str, prefix: str, *, client: Any, transfer: TransferConfig):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.client = client
+        self.transfer = transfer
+
+    @classmethod
+    def from_url(cls, url: str, settings: Any = None) -> "S3Store":
+        p = urlparse(url)
+        if not p.netloc:
+            raise ConfigError(f"S3 store URL {url!r} must be s3://bucket[/prefix]")
+        endpoint = _setting(settings, "s3_endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL")
+        config = Config(
+            retries={
+                "mode": _setting(settings, "s3_retry_mode", "standard"),
+                "total_max_attempts": int(_setting(settings, "storage_max_attempts", 6)),
+            },
+            connect_timeout=10,
+            read_timeout=60,
+            # Path-style works with every S3-compatible endpoint (MinIO, Ceph, moto).
+            s3={"addressing_style": "path"} if endpoint else {},
+            request_checksum_calculation="when_supported",
+            response_checksum_validation="when_supported",
+        )
+        client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+        threshold = int(_setting(settings, "multipart_threshold", 16 * MiB))
+        transfer = TransferConfig(
+            multipart_threshold=threshold,
+            multipart_chunksize=int(_setting(settings, "multipart_chunksize", max(threshold, 8 * MiB))),
+            max_concurrency=int(_setting(settings, "part_concurrency", 4)),
+            use_threads=True,
+        )
+        return cls(p.netloc, p.path, client=client, transfer=transfer)
+
+    # --- helpers ---------------------------------------------------------------------
+    def _name(self, key: str) -> str:
+        return join(self.prefix, check_key(key))
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every SDK error is classified
+            raise _classify(exc, what, self.url) from exc
+
+    # --- protocol ----------------------------------------------------------------------
+    def put_file(
+        self, key: str, path: Path, *, content_type: str, metadata: dict[str, str]
+    ) -> ObjectInfo:
+        """Upload through the transfer manager; skip when the same content is already there."""
+        what = f"object {key!r}"
+        metadata = with_sha256(metadata, sha256_file(path), what)
+        size = Path(path).stat().st_size
+        existing = self.head(key)
+        if existing and existing.size == size and existing.metadata.get("sha256") == metadata["sha256"]:
+            return existing
+        extra = {"ContentType": content_type, "Metadata": metadata, "ChecksumAlgorithm": "SHA256"}
+
+        def upload() -> None:
+            with create_transfer_manager(self.client, self.transfer) as manager:
+                manager.upload(str(path), self.bucket, self._name(key), extra_args=extra).result()
+
+        self._call(what, upload)
+        return ObjectInfo(key=key, size=size, content_type=content_type, metadata=metadata)
+
+    def put_bytes(
+        self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]
+    ) -> ObjectInfo:
+        what = f"object {key!r}"
+        digest = hashlib.sha256(data)
+        metadata = with_sha256(metadata, digest.hexdigest(), what)
+        self._call(
+            what, self.client.put_object, Bucket=self.bucket, Key=self._name(key), Body=data,
+            ContentType=content_type, Metadata=metadata,
+            ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+        )
+        return ObjectInfo(key=key, size=len(data), content_type=content_type, metadata=metadata)
+
+    def get_bytes(self, key: str) -> bytes:
+        what = f"object {key!r}"
+
+        def read() -> bytes:
+            return self.client.get_object(Bucket=self.bucket, Key=self._name(key))["Body"].read()
+
+        return self._call(what, read)
+
+    def download_file(self, key: str, path: Path) -> None:
+        """Stream to a temp file beside ``path`` (ranged, parallel when large), then rename."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+
+        def download() -> None:
+            with create_transfer_manager(self.client, self.transfer) as manager:
+                manager.download(self.bucket, self._name(key), str(tmp)).result()
+            os.replace(tmp, path)
+
+        try:
+            self._call(f"object {key!r}", download)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            r = self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+        except Exception as exc:  # noqa: BLE001
+            err = _classify(exc, f"object {key!r}", self.url)
+            if isinstance(err, ObjectNotFound):
+                return None
+            raise err from exc
+        return ObjectInfo(
+            key=key,
+            size=int(r["ContentLength"]),
+            content_type=r.get("ContentType"),
+            metadata=dict(r.get("Metadata", {})),
+            last_modified=r.get("LastModified"),
+        )
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects in key order; metadata is not part of an S3 listing (use head)."""
+        full = join(self.prefix, prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+        try:
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield ObjectInfo(
+                        key=obj["Key"][strip:], size=int(obj["Size"]), last_modified=obj.get("LastModified")
+                    )
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, f"listing of {prefix or '/'!r}", self.url) from exc
+
+    def delete(self, key: str) -> None:
+        self._call(f"object {key!r}", self.client.delete_object, Bucket=self.bucket, Key=self._name(key))
+
+    def share_url(self, key: str, expires: timedelta) -> str:
+        """A presigned GET URL (SigV4: at most 7 days)."""
+        if not timedelta(seconds=1) <= expires <= MAX_PRESIGN:
+            raise StoragePermanentError("S3 presigned URLs last between 1 second and 7 days")
+        return self._call(
+            f"object {key!r}", self.client.generate_presigned_url, "get_object",
+            Params={"Bucket": self.bucket, "Key": self._name(key)},
+            ExpiresIn=int(expires.total_seconds()),
+        )

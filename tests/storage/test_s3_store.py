@@ -1,0 +1,97 @@
+"""S3 specifics: multipart with service-checked checksums, and errors after botocore's retries."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from pipeline.exceptions import StoragePermanentError, StorageTransientError
+from pipeline.storage import CONTENT_TYPE_JSON, open_store
+from tests.storage.backends import MiB, small_parts_settings
+
+pytestmark = pytest.mark.real
+
+
+class Throttle:
+    """A botocore hook answering the first ``times`` PutObject calls with 503 SlowDown."""
+
+    def __init__(self, times: int):
+        self.times, self.calls = times, 0
+
+    def __call__(self, request, **kwargs):
+        self.calls += 1
+        if self.calls <= self.times:
+            body = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
+            return AWSResponse(request.url, 503, {}, _Raw(body))
+        return None
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **kwargs):
+        yield self.body
+
+    def read(self, *a, **k):
+        return self.body
+
+
+@pytest.fixture
+def s3_store(moto_endpoint, aws_env, tmp_path, request):
+    from tests.storage.backends import _make_backend
+
+    backend = _make_backend("s3", request, tmp_path)
+    backend.settings.storage_max_attempts = 3
+    return backend.open()
+
+
+def test_large_file_is_multipart_with_sha256_checksums(s3_store, tmp_path):
+    """A 12 MiB file goes up as three parts, each carrying a SHA-256 the service checked."""
+    src = tmp_path / "big.dcm"
+    src.write_bytes(os.urandom(12 * MiB))
+    s3_store.put_file("B1/big.dcm", src, content_type="application/dicom", metadata={})
+    head = s3_store.client.head_object(
+        Bucket=s3_store.bucket, Key="site-a/B1/big.dcm", ChecksumMode="ENABLED"
+    )
+    assert head["ETag"].strip('"').endswith("-3")
+    assert head.get("ChecksumSHA256")
+
+
+def test_brief_throttling_is_retried_by_the_sdk(s3_store):
+    """Two 503 SlowDown answers are absorbed by botocore's retries; the upload succeeds."""
+    hook = Throttle(times=2)
+    s3_store.client.meta.events.register_first("before-send.s3.PutObject", hook)
+    s3_store.put_bytes("B1/m.json", b"{}", content_type=CONTENT_TYPE_JSON, metadata={})
+    assert hook.calls == 3
+    assert s3_store.get_bytes("B1/m.json") == b"{}"
+
+
+def test_lasting_throttling_is_a_transient_error(s3_store):
+    """When throttling outlasts the retries, the caller gets StorageTransientError (queue retries)."""
+    hook = Throttle(times=100)
+    s3_store.client.meta.events.register_first("before-send.s3.PutObject", hook)
+    with pytest.raises(StorageTransientError, match="SlowDown"):
+        s3_store.put_bytes("B1/m.json", b"{}", content_type=CONTENT_TYPE_JSON, metadata={})
+    assert hook.calls == 3  # storage_max_attempts: tries in all, not retries
+
+
+def test_missing_bucket_is_permanent_and_says_what_to_fix(moto_endpoint, aws_env):
+    """A bucket that does not exist is not retried forever: the error names the fix."""
+    store = open_store("s3://no-such-bucket-telerad/x", small_parts_settings(s3_endpoint_url=moto_endpoint))
+    with pytest.raises(StoragePermanentError, match="does not exist; create it"):
+        store.put_bytes("B1/m.json", b"{}", content_type=CONTENT_TYPE_JSON, metadata={})
+
+
+def test_unreachable_endpoint_is_transient(aws_env):
+    """Connection refused (server down) is a transient error, after the SDK's retries."""
+    from tests.harness.moto_server import free_port
+
+    store = open_store(
+        "s3://bucket/x",
+        small_parts_settings(s3_endpoint_url=f"http://127.0.0.1:{free_port()}", storage_max_attempts=2),
+    )
+    with pytest.raises(StorageTransientError, match="cannot reach"):
+        store.get_bytes("B1/m.json")
