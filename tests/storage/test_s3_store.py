@@ -87,7 +87,7 @@ def test_missing_bucket_is_permanent_and_says_what_to_fix(moto_endpoint, aws_env
 
 def test_unreachable_endpoint_is_transient(aws_env):
     """Connection refused (server down) is a transient error, after the SDK's retries."""
-    from tests.harness.moto_server import free_port
+    from tests.harness.ports import free_port
 
     store = open_store(
         "s3://bucket/x",
