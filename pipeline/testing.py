@@ -231,3 +231,77 @@ def scan_tree_for_markers(root: Path, markers: list[str]) -> dict[str, list[str]
         if hits:
             found[str(p.relative_to(root))] = sorted(set(hits))
     return found
+
+
+class MemoryStore:
+    """An in-memory ObjectStore for tests: same contract as the real backends, no disk or network.
+
+    Keys are checked like the real stores' keys (relative, no empty or hidden parts);
+    a missing key raises ``ObjectNotFound``. ``writes`` counts every put, so a test can
+    check that an operation wrote (or did not write) an object.
+    """
+
+    def __init__(self, url: str = "memory://test") -> None:
+        self.url = url
+        self.objects: dict[str, tuple[bytes, str, dict[str, str]]] = {}
+        self.writes = 0
+
+    @staticmethod
+    def _check(key: str) -> str:
+        from pipeline.exceptions import StoragePermanentError
+
+        parts = key.split("/")
+        if not key or "\\" in key or any(not p or p.startswith(".") for p in parts):
+            raise StoragePermanentError(f"invalid object key {key!r}")
+        return key
+
+    def _info(self, key: str):
+        from datetime import datetime, timezone
+
+        from pipeline.storage.base import ObjectInfo
+
+        data, content_type, metadata = self.objects[key]
+        return ObjectInfo(
+            key=key,
+            size=len(data),
+            content_type=content_type,
+            metadata=dict(metadata),
+            last_modified=datetime.now(timezone.utc),
+        )
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]):
+        import hashlib
+
+        self._check(key)
+        meta = {**metadata, "sha256": hashlib.sha256(data).hexdigest()}
+        self.objects[key] = (bytes(data), content_type, meta)
+        self.writes += 1
+        return self._info(key)
+
+    def put_file(self, key: str, path: Path, *, content_type: str, metadata: dict[str, str]):
+        return self.put_bytes(key, Path(path).read_bytes(), content_type=content_type, metadata=metadata)
+
+    def get_bytes(self, key: str) -> bytes:
+        from pipeline.exceptions import ObjectNotFound
+
+        try:
+            return self.objects[self._check(key)][0]
+        except KeyError:
+            raise ObjectNotFound(f"object {key!r} does not exist in the memory store") from None
+
+    def download_file(self, key: str, path: Path) -> None:
+        Path(path).write_bytes(self.get_bytes(key))
+
+    def head(self, key: str):
+        return self._info(key) if self._check(key) in self.objects else None
+
+    def list(self, prefix: str = ""):
+        for key in sorted(self.objects):
+            if key.startswith(prefix):
+                yield self._info(key)
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(self._check(key), None)
+
+    def share_url(self, key: str, expires) -> str:
+        return f"{self.url}/{self._check(key)}"

@@ -1,0 +1,121 @@
+"""`telerad keys status` and `telerad keys rotate`: the mapping store's key-encryption keys."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Optional
+
+import typer
+
+from pipeline.exceptions import TeleradError
+
+keys_app = typer.Typer(
+    name="keys",
+    help="Key-encryption keys of the re-identification mapping store.",
+    no_args_is_help=True,
+)
+
+
+def _fail(exc: TeleradError) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
+@keys_app.command("status")
+def status() -> None:
+    """Show the current key, the keys the keyring holds, and which keys the stored mappings use."""
+    from pipeline.mapping import MappingStore
+    from pipeline.settings import load_settings
+
+    try:
+        settings = load_settings()
+        store = MappingStore.from_settings(settings)
+        usage = store.key_usage()
+    except TeleradError as exc:
+        raise _fail(exc) from None
+    keyring = store.keyring
+    typer.echo(f"mapping store: {store.store.url}")
+    typer.echo(f"current key:   {keyring.current.ref.provider} {keyring.current.ref}")
+    typer.echo("keyring:")
+    for ref in keyring.refs:
+        typer.echo(f"  {ref.provider:8} {ref}")
+    typer.echo("mappings by key:")
+    if not usage:
+        typer.echo("  (no mappings stored)")
+    unreadable = 0
+    for ref, batches in sorted(usage.items(), key=lambda kv: str(kv[0])):
+        note = ""
+        if ref == keyring.current.ref:
+            note = "  (current)"
+        elif keyring.find(ref) is None:
+            note = "  (NOT IN KEYRING: these mappings cannot be read)"
+            unreadable += len(batches)
+        elif ref.provider != "unreadable":
+            note = "  (older key: run `telerad keys rotate`)"
+        typer.echo(f"  {ref.provider:8} {ref}: {len(batches)}{note}")
+    if unreadable:
+        raise typer.Exit(1)
+
+
+@keys_app.command("rotate")
+def rotate(
+    new_key: bool = typer.Option(
+        True, "--new-key/--no-new-key",
+        help="Add a new local key version first (--no-new-key: finish re-wrapping under the current key). "
+        "With a KMS key configured, records are re-wrapped under it and KMS rotates its own key material.",
+    ),
+    retire: bool = typer.Option(
+        False, "--retire",
+        help="Afterwards, remove local key versions no mapping uses any more (stop workers first).",
+    ),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who is rotating (default: your login name)."),
+) -> None:
+    """Re-wrap every mapping's data key under a new key-encryption key (the data is not re-encrypted)."""
+    from pipeline.audit import AuditLog
+    from pipeline.mapping import Keyring, MappingStore
+    from pipeline.mapping.keys import LOCAL
+    from pipeline.settings import load_settings
+
+    actor = actor or getpass.getuser()
+    try:
+        settings = load_settings()
+        audit = AuditLog.from_settings(settings)
+        store = MappingStore.from_settings(settings)
+        keyring = store.keyring
+        if new_key and keyring.current.ref.provider == LOCAL:
+            keyring.local_file.add_version()
+            keyring = Keyring.from_settings(settings)
+            typer.echo(f"new key: {keyring.current.ref}")
+        report = store.rotate(keyring)
+        retired: list[int] = []
+        if retire and keyring.local_file is not None and report.ok:
+            in_use = {r.version for r in store.key_usage() if r.provider == LOCAL}
+            old = [r.version for r in keyring.refs if r.provider == LOCAL and r.version not in in_use]
+            retired = keyring.local_file.retire([v for v in old if v is not None])
+        ref = keyring.current.ref
+        audit.append(
+            "keys.rotate", actor=actor, outcome="ok" if report.ok else "partial",
+            key_provider=ref.provider, key_id=ref.key_id, key_version=ref.version,
+            rewrapped=report.rewrapped, already_current=report.already_current,
+            failed=len(report.failed), retired_versions=retired,
+        )
+    except TeleradError as exc:
+        raise _fail(exc) from None
+    typer.echo(
+        f"re-wrapped {report.rewrapped} mapping(s) under {ref}; "
+        f"{report.already_current} already used it"
+    )
+    if retired:
+        typer.echo("retired key versions: " + ", ".join(f"v{v}" for v in retired))
+    for batch_id, why in sorted(report.failed.items()):
+        typer.secho(f"not re-wrapped: {batch_id}: {why}", fg=typer.colors.RED, err=True)
+    if report.failed:
+        typer.secho(
+            f"{len(report.failed)} mapping(s) could not be re-wrapped; fix their keys and run "
+            "`telerad keys rotate --no-new-key`", fg=typer.colors.RED, err=True,
+        )
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")
