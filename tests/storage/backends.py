@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from pipeline.storage import ObjectStore, open_store
+from tests.harness.azurite import Azurite, azurite
 from tests.harness.moto_server import TEST_CREDENTIALS, moto_server
 
 MiB = 1024 * 1024
-ALL_BACKENDS = ["local", "s3"]
+ALL_BACKENDS = ["local", "s3", "azure"]
 BACKENDS = [
     b for b in os.environ.get("TELERAD_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b
 ]
@@ -57,6 +58,19 @@ def moto_endpoint() -> str:
         yield url
 
 
+@pytest.fixture(scope="session")
+def azurite_server() -> Azurite:
+    with azurite() as server:
+        yield server
+
+
+@pytest.fixture
+def azure_env(monkeypatch, azurite_server):
+    """The Azurite development account, by connection string (as a site would configure it)."""
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_server.connection_string)
+    return azurite_server
+
+
 @pytest.fixture
 def aws_env(monkeypatch):
     """Test credentials only, whatever the developer's shell holds."""
@@ -71,7 +85,7 @@ def aws_env(monkeypatch):
 def _make_backend(name: str, request, tmp_path: Path) -> Backend:
     if name == "local":
         return Backend("local", (tmp_path / "bucket").as_uri(), small_parts_settings())
-    if name == "s3":
+    if name == "s3":  # moto server over HTTP
         endpoint = request.getfixturevalue("moto_endpoint")
         request.getfixturevalue("aws_env")
         import boto3
@@ -79,6 +93,13 @@ def _make_backend(name: str, request, tmp_path: Path) -> Backend:
         bucket = f"telerad-{uuid.uuid4().hex[:12]}"
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
         return Backend("s3", f"s3://{bucket}", small_parts_settings(s3_endpoint_url=endpoint))
+    if name == "azure":
+        server = request.getfixturevalue("azure_env")
+        from azure.storage.blob import BlobServiceClient
+
+        container = f"telerad-{uuid.uuid4().hex[:12]}"
+        BlobServiceClient.from_connection_string(server.connection_string).create_container(container)
+        return Backend("azure", f"az://{container}", small_parts_settings())
     raise ValueError(name)
 
 

@@ -1,1 +1,8 @@
-from tests.storage.backends import aws_env, backend, moto_endpoint, store  # noqa: F401
+from tests.storage.backends import (  # noqa: F401
+    aws_env,
+    azure_env,
+    azurite_server,
+    backend,
+    moto_endpoint,
+    store,
+)
