@@ -269,6 +269,7 @@ class AuditLog:
         problems: list[Problem] = []
         prev_hash, prev_seq, count = GENESIS, 0, 0
         by_seq: dict[int, dict[str, Any]] = {}
+        seen: dict[str, int] = {}  # hash -> line
         for n, raw in self.lines():
             count = n
             if not raw.strip():
@@ -281,7 +282,12 @@ class AuditLog:
             if entry_hash(entry) != entry["hash"]:
                 problems.append(Problem(n, f"entry seq {entry['seq']} was edited (its hash does not match)"))
             elif entry["prev"] != prev_hash:
-                if entry["seq"] == prev_seq + 1:
+                if entry["prev"] in seen and entry["seq"] > prev_seq:
+                    m = seen[entry["prev"]]
+                    problems.append(Problem(
+                        n, f"entry seq {entry['seq']} belongs right after line {m}, not after seq "
+                           f"{prev_seq}: entries were reordered"))
+                elif entry["seq"] == prev_seq + 1:
                     problems.append(Problem(
                         n, f"entry seq {entry['seq']} does not follow the entry before it: "
                            "the line before was edited or replaced"))
@@ -295,6 +301,7 @@ class AuditLog:
                         n, f"entry seq {entry['seq']} is out of order (after seq {prev_seq}): "
                            "entries were reordered or inserted"))
             prev_hash, prev_seq = entry["hash"], entry["seq"]
+            seen.setdefault(entry["hash"], n)
             by_seq.setdefault(entry["seq"], entry)
         if mirror and self.mirror is not None:
             problems += self._check_mirror(by_seq, count)
