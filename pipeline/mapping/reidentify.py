@@ -114,7 +114,11 @@ def reidentify(
     actor = actor or getpass.getuser()
     audit = audit or AuditLog.from_settings(settings)
     text = reason.strip() if isinstance(reason, str) else ""
-    details: dict[str, Any] = {"reason_length": len(text), "reason_code": reason_code}
+    details: dict[str, Any] = {
+        "reason_length": len(text),
+        # A code outside the list may be free text: it is not recorded.
+        "reason_code": reason_code if reason_code in REASON_CODES else None,
+    }
     if text:
         details["reason_hmac"] = reason_digest(reason_secret(settings), text)
     # Identifiers typed by the operator are recorded only once known to be safe:
