@@ -1,0 +1,218 @@
+"""The de-identification engine: read once, guard, walk with handlers, update, write.
+
+``Deidentifier.deidentify_file`` is the only entry point the batch and the CLI
+use. The steps, in order: recognise and read the file (``dicomio``); whole-file
+guards (burned-in annotation policy); record the originals the mapping needs;
+walk every element of the dataset, at every depth, asking the handlers in
+order; apply per-submission overrides; record what was done (updaters);
+rebuild the file meta and write under a path made of pseudonyms and new UIDs.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+
+from pipeline import dicomio
+from pipeline.deid import guards, updaters
+from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
+from pipeline.deid.handlers import Context, GroupLength, Identity, Private, TableRule, Unlisted
+from pipeline.deid.overrides import Overrides
+from pipeline.deid.profile import Profile
+from pipeline.deid.vocabulary import Vocabulary
+from pipeline.exceptions import (
+    DeidentificationError,
+    DicomReadError,
+    NotDicomError,
+    RefusedFileError,
+    TeleradError,
+)
+from pipeline.pseudonyms import Pseudonyms
+from pipeline.settings import config_dir
+
+
+@dataclass(frozen=True)
+class OriginalIds:
+    """The original identifiers the encrypted mapping records (never uploaded)."""
+
+    patient_id: str
+    study_instance_uid: str
+    accession_number: str
+
+
+@dataclass
+class DeidentifiedFile:
+    """One written, de-identified file and what the manifest and mapping need of it."""
+
+    relpath: str
+    cloud_study_id: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str
+    size: int
+    sha256: str
+    original: OriginalIds
+    pseudo_patient_id: str
+    pseudo_accession_number: str
+    actions: dict[str, dict[str, int]] = field(default_factory=dict)
+    pixels_cleaned: bool = False
+
+
+def _keywords_to_tags(words: list[str], what: str) -> frozenset[int]:
+    tags = set()
+    for w in words:
+        t = tag_for_keyword(w)
+        if t is None:
+            raise DeidentificationError(f"config/deid: unknown keyword {w!r} in {what}")
+        tags.add(t)
+    return frozenset(tags)
+
+
+def _load_keep_lists(root: Path) -> tuple[frozenset[int], frozenset[int]]:
+    uids = tomllib.loads((root / "deid" / "uids.toml").read_text(encoding="utf-8"))
+    keep = tomllib.loads((root / "deid" / "keep.toml").read_text(encoding="utf-8"))
+    return (
+        _keywords_to_tags(uids.get("never_remap", []), "uids.toml never_remap"),
+        _keywords_to_tags(keep.get("keep", []), "keep.toml keep"),
+    )
+
+
+class Deidentifier:
+    """De-identifies files with one profile and one keyed pseudonym source."""
+
+    def __init__(self, profile: Profile, pseudonyms: Pseudonyms, overrides: dict | None = None,
+                 *, config_root: Path | None = None) -> None:
+        root = config_root or config_dir()
+        self.profile = profile
+        self.pseudonyms = pseudonyms
+        self.overrides = Overrides.parse(overrides or {})
+        self.never_remap, self.keep_text = _load_keep_lists(root)
+        self.cleaners = Cleaners(Vocabulary.from_files(vocabulary_paths(root)))
+        self.guard = guards.BurnedInGuard.from_config(root, profile)
+        self.handlers = [GroupLength(), Private(), Identity(), TableRule(), Unlisted()]
+
+    def describe_actions(self) -> list[str]:
+        """One line per step, in the order they run."""
+        return ([self.guard.describe()] + [h.describe() for h in self.handlers]
+                + [self.overrides.describe()] + updaters.describe())
+
+    # --- the walk ----------------------------------------------------------------------
+    def _walk(self, ctx: Context, ds: Dataset, *, top: bool = False) -> None:
+        identity = self.handlers[2]
+        for tag in list(ds.keys()):
+            if tag not in ds:
+                continue
+            if top:
+                ctx.current_tag = int(tag)
+            for h in self.handlers:
+                if h is identity:
+                    if identity(ctx, ds, tag, top=top):
+                        break
+                elif h(ctx, ds, tag):
+                    break
+        if self.profile.has("retain-safe-private"):
+            drop_empty_private_blocks(ds)
+
+    def _nested_walk(self, ctx: Context, ds: Dataset) -> None:
+        self._walk(ctx, ds, top=False)
+
+    # --- one file --------------------------------------------------------------------
+    def deidentify_file(self, src: Path, out_root: Path) -> DeidentifiedFile:
+        """De-identify ``src`` into ``out_root/relpath``; see the module docstring for the steps."""
+        src = Path(src)
+        source = dicomio.read(src)
+        ds = source.dataset
+        originals = _originals(ds)
+        self.guard.check(ds)  # raises RefusedFileError by policy
+        cleaned_pixels = False
+        if self.guard.wants_cleaning(ds):
+            source = dicomio.read(src, load_pixels=True)
+            ds = source.dataset
+            cleaned_pixels = self.guard.clean_pixels(source)
+        ctx = Context(
+            profile=self.profile, pseudonyms=self.pseudonyms, patient_key=originals["patient_key"],
+            never_remap=self.never_remap, keep_text=self.keep_text, cleaners=self.cleaners,
+        )
+        ctx.walk = self._nested_walk
+        try:
+            self._walk(ctx, ds, top=True)
+            self.overrides.apply(ctx, ds)
+            updaters.apply(ds, self.profile, cleaned_pixels=cleaned_pixels)
+        except TeleradError:
+            raise
+        except Exception as exc:  # a value pydicom could not convert, a bad sequence...
+            tag = ctx.current_tag
+            raise DeidentificationError(
+                f"could not de-identify element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+                f"({type(exc).__name__}); the file is malformed there"
+            ) from None
+        return self._write(source, ds, originals, ctx, out_root, cleaned_pixels)
+
+    def _write(self, source, ds: Dataset, originals: dict, ctx: Context, out_root: Path,
+               cleaned_pixels: bool) -> DeidentifiedFile:
+        study = str(ds.get("StudyInstanceUID", "") or "")
+        series = str(ds.get("SeriesInstanceUID", "") or "")
+        sop = str(ds.get("SOPInstanceUID", "") or "")
+        cloud = self.pseudonyms.study_id(originals["study"])
+        relpath = f"{cloud}/{series}/{sop}.dcm"
+        if source.pixel_span is not None and cleaned_pixels:
+            raise DeidentificationError("internal: cleaned pixels must not be streamed from the source")
+        try:
+            size, sha = dicomio.write(source, ds, Path(out_root) / relpath)
+        except TeleradError:
+            raise
+        except Exception as exc:
+            raise DeidentificationError(
+                f"could not write the de-identified file ({type(exc).__name__})"
+            ) from None
+        return DeidentifiedFile(
+            relpath=relpath, cloud_study_id=cloud, study_instance_uid=study,
+            series_instance_uid=series, sop_instance_uid=sop,
+            sop_class_uid=str(ds.get("SOPClassUID", "")), modality=str(ds.get("Modality", "") or ""),
+            size=size, sha256=sha,
+            original=OriginalIds(originals["patient_id"], originals["study"], originals["accession"]),
+            pseudo_patient_id=str(ds.get("PatientID", "") or ""),
+            pseudo_accession_number=str(ds.get("AccessionNumber", "") or ""),
+            actions={k: dict(v) for k, v in ctx.counts.items()},
+            pixels_cleaned=cleaned_pixels,
+        )
+
+
+def _originals(ds: Dataset) -> dict:
+    """Originals the mapping needs; refuses files that are not composite instances."""
+    try:
+        study = str(ds.get("StudyInstanceUID", "") or "").strip()
+        series = str(ds.get("SeriesInstanceUID", "") or "").strip()
+        sop = str(ds.get("SOPInstanceUID", "") or "").strip()
+        sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+        pid = str(ds.get("PatientID", "") or "").strip()
+        name = str(ds.get("PatientName", "") or "").strip()
+        acc = str(ds.get("AccessionNumber", "") or "").strip()
+    except Exception as exc:
+        raise DicomReadError(f"the file's identifying attributes cannot be read ({type(exc).__name__})") from None
+    missing = [k for k, v in (("SOPClassUID", sop_class), ("SOPInstanceUID", sop),
+                              ("StudyInstanceUID", study), ("SeriesInstanceUID", series)) if not v]
+    if missing:
+        if not sop_class and not sop and not study:
+            raise NotDicomError("not a composite DICOM instance (no SOP Class, SOP Instance or Study UID)")
+        raise RefusedFileError(
+            f"the file lacks {', '.join(missing)}, so it cannot be placed in a study; quarantined"
+        )
+    key = pid or (f"name:{name}" if name else f"study:{study}")
+    return {"patient_id": pid, "study": study, "accession": acc, "patient_key": key}
+
+
+def action_totals(files: list[DeidentifiedFile]) -> dict[str, dict[str, int]]:
+    """Sum per-file action counts into per-attribute totals."""
+    total: dict[str, Counter] = {}
+    for f in files:
+        for attr, counts in f.actions.items():
+            total.setdefault(attr, Counter()).update(counts)
+    return {k: dict(v) for k, v in sorted(total.items())}

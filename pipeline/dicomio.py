@@ -1,0 +1,274 @@
+"""Recognise DICOM by content, read it once, write it with its pixel bytes streamed.
+
+Reading stops before the pixel data: the header is parsed by pydicom, and the
+pixel data element's bytes are later copied straight from the source into the
+output, so pixel data stays byte-identical and a 1 GB file never sits in
+memory. Files whose layout does not allow that (deflated, big endian, elements
+after the pixel data) are read whole instead.
+
+Errors never carry PHI: no paths, no values, only tags and exception types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom import config as _pydicom_config
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    UID,
+)
+
+from pipeline.exceptions import DicomReadError, NotDicomError
+
+# pydicom warns about invalid values by quoting them, and names files by path;
+# both may be PHI. Validation warnings are off, and pydicom's log records lose
+# their text (the level and logger stay, so a problem is still visible).
+_pydicom_config.settings.reading_validation_mode = _pydicom_config.IGNORE
+
+
+class _WithholdText(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = "pydicom message withheld (it may quote file names or values)"
+        record.args = ()
+        return True
+
+
+logging.getLogger("pydicom").addFilter(_WithholdText())
+
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+IMPLEMENTATION_CLASS_UID = "2.25.148939371387591563436155633391563728945"
+IMPLEMENTATION_VERSION_NAME = "TELERAD_0_1"
+_CHUNK = 4 * 1024 * 1024
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_VRS = {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+} | _LONG_VRS
+
+
+@dataclass
+class SourceFile:
+    """A parsed DICOM file: its header dataset and where its pixel element lies."""
+
+    dataset: Dataset
+    transfer_syntax: UID
+    pixel_span: tuple[int, int] | None  # (offset, length) of the raw pixel element in the source
+    path: Path
+
+    @property
+    def streams_pixels(self) -> bool:
+        return self.pixel_span is not None
+
+
+def sniff(path: Path) -> str:
+    """``"part10"`` (DICM preamble) or ``"raw"`` (a bare dataset); else NotDicomError."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        raise DicomReadError(f"cannot open the file ({exc.strerror or type(exc).__name__})") from None
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "part10"
+    if _looks_like_raw_dataset(head):
+        return "raw"
+    raise NotDicomError("not a DICOM file (no DICM preamble and no dataset at the start)")
+
+
+def _looks_like_raw_dataset(head: bytes) -> bool:
+    """A bare dataset starts with a low, even group's element, explicit or implicit VR."""
+    if len(head) < 8:
+        return False
+    for endian in ("<", ">"):
+        group, elem = struct.unpack(endian + "HH", head[:4])
+        if group not in (0x0002, 0x0004, 0x0008, 0x0010) or elem > 0x0100:
+            continue
+        if head[4:6] in _VRS:
+            return True
+        (length,) = struct.unpack(endian + "I", head[4:8])
+        if endian == "<" and length < 0x10000 and (length % 2 == 0 or length == 1):
+            return True
+    return False
+
+
+def read(path: Path, *, load_pixels: bool = False) -> SourceFile:
+    """Parse ``path`` once; NotDicomError for non-DICOM, DicomReadError when it cannot be parsed."""
+    kind = sniff(path)
+    try:
+        # Opened by descriptor so that pydicom's messages name no path.
+        with open(os.open(path, os.O_RDONLY), "rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(fh, force=(kind == "raw"), stop_before_pixels=not load_pixels)
+            stop = fh.tell()
+            size = os.fstat(fh.fileno()).st_size
+            if len(ds) == 0 and kind == "part10":
+                raise DicomReadError("the file has a DICOM preamble but no readable data elements")
+            _check_not_dicomdir(ds)
+            ts = _transfer_syntax(ds)
+            span = None
+            if not load_pixels:
+                span = _pixel_span(fh, stop, size, ts, ds)
+                if span is None and stop < size:
+                    # Elements after the pixel data, or a layout we do not stream: read whole.
+                    fh.seek(0)
+                    ds = pydicom.dcmread(fh, force=(kind == "raw"))
+            _check_complete(ds, size, streamed=span is not None)
+    except (NotDicomError, DicomReadError):
+        raise
+    except Exception as exc:  # pydicom raises many types; their messages may quote values
+        raise DicomReadError(
+            f"the file looks like DICOM but cannot be parsed ({type(exc).__name__})"
+        ) from None
+    if len(ds) == 0:
+        raise NotDicomError("not a DICOM object (no data elements)")
+    return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path)
+
+
+def _check_complete(ds: Dataset, size: int, *, streamed: bool) -> None:
+    """Refuse a truncated file: pydicom silently returns the elements it could read."""
+    last_end = 0
+    for elem in ds._dict.values():
+        length = getattr(elem, "length", None)
+        tell = getattr(elem, "value_tell", None)
+        value = getattr(elem, "value", None)
+        if length is None or tell is None or length == 0xFFFFFFFF:
+            last_end = 0  # an undefined-length element: its end is not known here
+            continue
+        if isinstance(value, (bytes, bytearray)) and len(value) != length:
+            raise DicomReadError("the file is truncated (an element is shorter than its length)")
+        last_end = tell + length
+    if not streamed and last_end and last_end < size and size - last_end < 12:
+        raise DicomReadError("the file is truncated (it ends inside an element header)")
+
+
+def _check_not_dicomdir(ds: Dataset) -> None:
+    meta = getattr(ds, "file_meta", None)
+    sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if sop_class == DICOMDIR_SOP_CLASS or 0x00041220 in ds:
+        raise NotDicomError("a DICOMDIR (media directory), not an image: skipped")
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    """The syntax the dataset is really encoded in (file meta can be wrong)."""
+    meta = getattr(ds, "file_meta", None)
+    declared = UID(str(meta.TransferSyntaxUID)) if meta is not None and "TransferSyntaxUID" in meta else None
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        return declared or ExplicitVRLittleEndian
+    actual = ImplicitVRLittleEndian if implicit else (
+        ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
+    if declared is None:
+        return actual
+    if declared.is_implicit_VR == implicit and declared.is_little_endian == little:
+        return declared
+    if declared.is_compressed:
+        return declared
+    return actual
+
+
+def _pixel_span(fh, stop: int, size: int, ts: UID, ds: Dataset) -> tuple[int, int] | None:
+    """Offset and length of the top-level pixel element at ``stop``, if it can be streamed."""
+    if stop >= size or ts == DeflatedExplicitVRLittleEndian or not ts.is_little_endian:
+        return None
+    fh.seek(stop)
+    head = fh.read(12)
+    if len(head) < 8:
+        return None
+    group, elem = struct.unpack("<HH", head[:4])
+    if (group << 16 | elem) not in PIXEL_TAGS:
+        return None
+    if ts.is_implicit_VR:
+        (length,) = struct.unpack("<I", head[4:8])
+        header_len = 8
+    else:
+        if head[4:6] not in _LONG_VRS or len(head) < 12:
+            return None
+        (length,) = struct.unpack("<I", head[8:12])
+        header_len = 12
+    if length != 0xFFFFFFFF:
+        end = stop + header_len + length
+    else:
+        end = _end_of_encapsulated(fh, stop + header_len, size)
+        if end is None:
+            return None
+    if end != size:
+        return None
+    return stop, end - stop
+
+
+def _end_of_encapsulated(fh, pos: int, size: int) -> int | None:
+    """Walk the items of encapsulated pixel data to the sequence delimiter."""
+    while pos + 8 <= size:
+        fh.seek(pos)
+        group, elem, length = struct.unpack("<HHI", fh.read(8))
+        pos += 8
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return pos
+        if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            return None
+        pos += length
+    return None
+
+
+def build_file_meta(ds: Dataset, transfer_syntax: UID) -> FileMetaDataset:
+    """A new File Meta Information group: no source AE title, no private information."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    return meta
+
+
+def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
+    """Write ``ds`` (plus the source's pixel bytes) atomically; returns (size, sha256)."""
+    ds.file_meta = build_file_meta(ds, source.transfer_syntax)
+    ds.preamble = b"\x00" * 128
+    header = io.BytesIO()
+    pydicom.dcmwrite(header, ds, enforce_file_format=True)
+    digest = hashlib.sha256()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    size = 0
+    try:
+        with open(tmp, "wb") as out:
+            data = header.getbuffer()
+            out.write(data)
+            digest.update(data)
+            size += len(data)
+            del data
+            if source.pixel_span is not None:
+                offset, length = source.pixel_span
+                with open(source.path, "rb") as src:
+                    src.seek(offset)
+                    left = length
+                    while left:
+                        chunk = src.read(min(_CHUNK, left))
+                        if not chunk:
+                            raise DicomReadError("the source file was truncated while it was copied")
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        left -= len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size, digest.hexdigest()
