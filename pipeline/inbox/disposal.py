@@ -1,0 +1,171 @@
+"""What happens to an inbox original once its batch is over.
+
+Uploaded (the batch's ``upload`` step is recorded done): the original moves to
+``INBOX/archive/BATCH_ID/`` and is deleted after ``inbox_archive_days``, or
+deleted at once when ``inbox_delete_after_upload`` is set. Failed: it moves,
+unchanged, to ``INBOX/quarantine/BATCH_ID/`` with a ``reason.txt``. Nothing is
+ever deleted before its upload is confirmed.
+
+Both run in the worker that finishes or fails the batch; they never raise for
+a disposal problem (the batch's own outcome stands), they log it by batch ID
+and leave the original where it is, where the next watcher start finds it.
+In the archive and quarantine the study gets its original name back: those
+folders are for the local operator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline.inbox.claim import CLAIM_FILE, SPOOL, EntryLock, InboxLayout
+from pipeline.state import BatchRecord, StateStore, utcnow
+
+log = logging.getLogger("telerad.inbox")
+
+ARCHIVE_INFO = "archived.json"
+REASON_FILE = "reason.txt"
+_RESERVED_NAMES = {ARCHIVE_INFO, REASON_FILE, "submission.json", CLAIM_FILE}
+
+
+def _original_name(entry: Path, payload: Path) -> str:
+    try:
+        name = json.loads((entry / CLAIM_FILE).read_text()).get("original_name") or ""
+    except (FileNotFoundError, json.JSONDecodeError):
+        name = ""
+    if not name or "/" in name or name in (".", "..") or name in _RESERVED_NAMES:
+        return payload.name
+    return name
+
+
+def move_out(entry: Path, payload: Path, target: Path) -> Path:
+    """Move a study (and its sidecar) from a spool or quarantine entry into ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    dest = target / _original_name(entry, payload)
+    if dest.exists():  # a retried batch quarantined twice keeps the first copy's name free
+        dest = target / payload.name
+    os.rename(payload, dest)
+    sidecar = entry / "submission.json"
+    if sidecar.exists() and entry != target:
+        os.replace(sidecar, target / "submission.json")
+    return dest
+
+
+def _remove_entry(entry: Path) -> None:
+    for name in (CLAIM_FILE, ".lock", REASON_FILE):
+        try:
+            (entry / name).unlink()
+        except FileNotFoundError:
+            pass
+    shutil.rmtree(entry, ignore_errors=True)
+
+
+def _locked_entry(source: Path) -> EntryLock | None:
+    """Lock the source's spool entry (watchers may be looking at it); quarantine needs none."""
+    entry = source.parent
+    if entry.parent.name != SPOOL:
+        return EntryLock(entry)  # unlocked placeholder: quarantine folders have no lock file
+    lock = EntryLock(entry)
+    return lock if lock.acquire(timeout=30) else None
+
+
+def archive_original(settings: Any, record: BatchRecord) -> Path | None:
+    """Archive (or delete, by setting) an uploaded batch's inbox original; returns where it went."""
+    source = Path(record.source)
+    layout = InboxLayout.from_source(source)
+    if layout is None or not source.exists():
+        return None
+    if "upload" not in record.steps_done:
+        log.warning("batch %s: original kept, its upload is not confirmed", record.batch_id)
+        return None
+    lock = _locked_entry(source)
+    if lock is None:
+        log.warning("batch %s: original busy, left in the spool for the next watcher start", record.batch_id)
+        return None
+    try:
+        entry = source.parent
+        if getattr(settings, "inbox_delete_after_upload", False):
+            if source.is_dir():
+                shutil.rmtree(source)
+            else:
+                source.unlink()
+            _remove_entry(entry)
+            log.info("batch %s: original deleted after upload", record.batch_id)
+            return None
+        days = int(getattr(settings, "inbox_archive_days", 30))
+        target = layout.archive / record.batch_id
+        dest = move_out(entry, source, target)
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        (target / ARCHIVE_INFO).write_text(
+            json.dumps(
+                {
+                    "batch_id": record.batch_id,
+                    "archived_at": utcnow(),
+                    "delete_after": (now + timedelta(days=days)).isoformat().replace("+00:00", "Z"),
+                },
+                indent=1,
+            )
+        )
+        _remove_entry(entry)
+        record.source = str(dest)
+        log.info("batch %s: original archived for %d days", record.batch_id, days)
+        return dest
+    except OSError as exc:
+        log.warning("batch %s: original not archived (%s)", record.batch_id, type(exc).__name__)
+        return None
+    finally:
+        lock.release()
+
+
+def write_reason(target: Path, ident: str, reason: str, *, batch: bool) -> None:
+    """``reason.txt``: why, when, and how to send the study again (no PHI: IDs and reasons only)."""
+    again = (
+        f"fix the cause, then run `telerad retry {ident}`, or move the study back into the inbox."
+        if batch
+        else "fix the cause, then move the study back into the inbox."
+    )
+    (target / REASON_FILE).write_text(
+        f"{'Batch' if batch else 'Claim'}: {ident}\n"
+        f"Quarantined at: {utcnow()}\n"
+        f"Reason: {reason[:4000]}\n\n"
+        f"The study's files are in this folder, unchanged. To send it again, {again}\n"
+    )
+
+
+def quarantine_original(settings: Any, record: BatchRecord, reason: str) -> Path | None:
+    """Move a failed batch's inbox original to ``quarantine/BATCH_ID/`` with ``reason.txt``."""
+    source = Path(record.source)
+    layout = InboxLayout.from_source(source)
+    if layout is None or not source.exists():
+        return None
+    target = layout.quarantine / record.batch_id
+    if source.parent == target:  # failed again after a retry: refresh the reason only
+        write_reason(target, record.batch_id, reason, batch=True)
+        return source
+    lock = _locked_entry(source)
+    if lock is None:
+        log.warning("batch %s: original busy, left in the spool for the next watcher start", record.batch_id)
+        return None
+    try:
+        entry = source.parent
+        dest = move_out(entry, source, target)
+        write_reason(target, record.batch_id, reason, batch=True)
+        _remove_entry(entry)
+    except OSError as exc:
+        log.warning("batch %s: original not quarantined (%s)", record.batch_id, type(exc).__name__)
+        return None
+    finally:
+        lock.release()
+    record.source = str(dest)
+    try:  # so `telerad retry` finds the study where it now is
+        with StateStore(settings.state_dir).update(record.batch_id) as stored:
+            stored.source = str(dest)
+    except Exception as exc:  # the move stands; the record only loses the new path
+        log.warning("batch %s: record not updated (%s)", record.batch_id, type(exc).__name__)
+    log.info("batch %s: original quarantined", record.batch_id)
+    return dest
