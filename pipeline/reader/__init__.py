@@ -1,0 +1,19 @@
+"""The reader's side: list complete batches, fetch and verify one, share it by links."""
+
+from pipeline.reader.durations import parse_duration
+from pipeline.reader.fetch import FetchError, FetchResult, fetch_batch
+from pipeline.reader.listing import BatchSummary, list_batches
+from pipeline.reader.share import SharedBatch, ShareExpiredError, create_share, open_share
+
+__all__ = [
+    "BatchSummary",
+    "FetchError",
+    "FetchResult",
+    "ShareExpiredError",
+    "SharedBatch",
+    "create_share",
+    "fetch_batch",
+    "list_batches",
+    "open_share",
+    "parse_duration",
+]

@@ -1,0 +1,90 @@
+"""List complete batches (those with a manifest): STAT first, then the longest waiting."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pipeline.exceptions import TeleradError
+from pipeline.manifest import MANIFEST_NAME
+from pipeline.reader.layout import parse_manifest
+
+log = logging.getLogger(__name__)
+PRIORITY_ORDER = {"STAT": 0, "URGENT": 1, "ROUTINE": 2}
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a reader needs to choose the next batch; all from the manifest, no PHI."""
+
+    batch_id: str
+    priority: str
+    submitted_at: datetime
+    organization: str
+    studies: int
+    images: int
+    size: int
+    modalities: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _summary(manifest: dict[str, Any]) -> BatchSummary:
+    files = [f for s in manifest["studies"] for se in s["series"] for f in se["files"]]
+    return BatchSummary(
+        batch_id=manifest["batch_id"],
+        priority=manifest["priority"],
+        submitted_at=_parse_time(manifest["submitted_at"]),
+        organization=manifest["organization"],
+        studies=int(manifest["total_studies"]),
+        images=int(manifest["total_images"]),
+        size=sum(int(f["size"]) for f in files),
+        modalities=sorted({m for s in manifest["studies"] for m in s.get("modalities", [])}),
+        note=manifest.get("note", ""),
+    )
+
+
+def manifest_batch_ids(store: Any, prefix: str = "") -> list[str]:
+    """Batch IDs that have a manifest directly under ``prefix``."""
+    p = prefix.strip("/")
+    base = f"{p}/" if p else ""
+    ids = []
+    for obj in store.list(base):
+        rest = obj.key[len(base):].split("/")
+        if len(rest) == 2 and rest[1] == MANIFEST_NAME:
+            ids.append(rest[0])
+    return ids
+
+
+def list_batches(
+    store: Any,
+    priority: str | None = None,
+    since: timedelta | datetime | None = None,
+    *,
+    prefix: str = "",
+    now: datetime | None = None,
+) -> list[BatchSummary]:
+    """Complete batches, optionally one priority and only those submitted since a time."""
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - since if isinstance(since, timedelta) else since
+    wanted = priority.upper() if priority else None
+    out = []
+    for batch_id in manifest_batch_ids(store, prefix):
+        try:
+            body = store.get_bytes(f"{prefix.strip('/')}/{batch_id}/{MANIFEST_NAME}".lstrip("/"))
+            summary = _summary(parse_manifest(body, batch_id, prefix))
+        except TeleradError as exc:
+            log.warning("skipping batch %s: its manifest cannot be used (%s)", batch_id, exc)
+            continue
+        if wanted and summary.priority != wanted:
+            continue
+        if cutoff and summary.submitted_at < cutoff:
+            continue
+        out.append(summary)
+    out.sort(key=lambda b: (PRIORITY_ORDER.get(b.priority, 9), b.submitted_at, b.batch_id))
+    return out
