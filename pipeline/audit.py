@@ -45,17 +45,24 @@ log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 MIRROR_PREFIX = "audit/"
 
-#: Detail keys that may appear in an entry (their values are shape-checked too).
-SAFE_DETAILS = frozenset(
+#: Detail keys whose value must be a whole number (counts, sizes, lengths).
+COUNT_DETAILS = frozenset(
     {
-        "cloud_study_id", "cloud_study_ids", "study_count", "series_count", "image_count",
-        "file_count", "skipped_count", "quarantined_count", "object_count", "byte_count",
-        "counts", "profile", "options", "cid7050_codes", "priority", "organization",
-        "reason_code", "reason_length", "reason_hmac", "error_type", "error_code",
-        "duration_s", "attempt", "step", "state", "store_scheme", "key_provider", "key_id",
-        "key_version", "rewrapped", "already_current", "failed", "retired_versions",
-        "manifest_sha256", "share_expires_at", "destination_scheme", "verified", "mismatched",
-        "missing", "studies_returned", "worker", "task_id", "pseudonym_key_id",
+        "study_count", "series_count", "image_count", "file_count", "skipped_count",
+        "quarantined_count", "refused_count", "object_count", "byte_count",
+        "studies", "series", "images", "files", "skipped", "refused", "bytes",
+        "rewrapped", "already_current", "failed", "mismatched", "missing",
+        "reason_length", "studies_returned", "attempt",
+    }
+)
+#: Other detail keys that may appear in an entry (their values are shape-checked too).
+SAFE_DETAILS = COUNT_DETAILS | frozenset(
+    {
+        "cloud_study_id", "cloud_study_ids", "counts", "profile", "options", "cid7050_codes",
+        "priority", "organization", "origin", "reason_code", "reason_hmac", "error_type",
+        "error_code", "duration_s", "step", "state", "store", "store_scheme", "key_provider",
+        "key_id", "key_version", "retired_versions", "manifest_sha256", "share_expires_at",
+        "destination_scheme", "verified", "worker", "task_id", "pseudonym_key_id",
     }
 )
 _SAFE_STR = re.compile(r"^[A-Za-z0-9._:@+=/-]{0,128}$")
@@ -145,7 +152,11 @@ class AuditLog:
     def _details(self, details: dict[str, Any], redacted: list[str]) -> dict[str, Any]:
         clean: dict[str, Any] = {}
         for key, value in sorted(details.items()):
-            if key in SAFE_DETAILS and _safe_value(value):
+            if key in COUNT_DETAILS:
+                ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+            else:
+                ok = key in SAFE_DETAILS and _safe_value(value)
+            if ok:
                 clean[key] = list(value) if isinstance(value, tuple) else value
                 continue
             if self.strict:

@@ -81,11 +81,21 @@ class MappingStore:
         return f"MappingStore({self.store.url!r}, {self.keyring!r})"
 
     @classmethod
-    def from_settings(cls, settings: Any, *, keyring: Keyring | None = None) -> "MappingStore":
-        """The store at ``settings.effective_mapping_url`` with the configured keyring."""
+    def from_settings(
+        cls, settings: Any, *, url: str | None = None, keyring: Keyring | None = None
+    ) -> "MappingStore":
+        """The store at ``url`` (default ``settings.effective_mapping_url``) with the configured keyring.
+
+        ``url`` lets the batch code keep a pending record in its private folder
+        before ``copy_from`` moves it to the mapping store; it must never be the
+        upload location.
+        """
+        from pipeline.settings import check_mapping_apart
         from pipeline.storage import open_store
 
-        store = open_store(settings.effective_mapping_url, settings)
+        url = url or settings.effective_mapping_url
+        check_mapping_apart(settings.effective_store_url, url)
+        store = open_store(url, settings)
         return cls(store, keyring or Keyring.from_settings(settings))
 
     # --- keys in the store ---------------------------------------------------------
@@ -228,6 +238,30 @@ class MappingStore:
                 "altered or belongs to another batch; restore it from a backup"
             ) from None
         return json.loads(plaintext)
+
+    def copy_from(self, other: "MappingStore", batch_id: str) -> None:
+        """Copy a batch's encrypted record from another mapping store, as ciphertext.
+
+        Idempotent: an identical record already here is left alone. The copy is read
+        back and decrypted before returning, so the caller may delete the source.
+        A *different* mapping already stored for the batch is refused.
+        """
+        record = other._read_record(check_batch_id(batch_id))
+        raw = _canonical(record)
+        try:
+            existing = self.store.get_bytes(self.key_for(batch_id))
+        except ObjectNotFound:
+            existing = None
+        if existing is not None and existing != raw:
+            if self.get(batch_id) != other.get(batch_id):
+                raise MappingError(
+                    f"batch {batch_id} already has a different mapping in {self.store.url}; "
+                    "refusing to overwrite it"
+                )
+            return
+        if existing is None:
+            self._write_record(batch_id, record)
+        self.get(batch_id)  # readable here with this store's keyring, or raise now
 
     def key_of(self, batch_id: str) -> KeyRef:
         """The KEK named by a batch's record (no decryption)."""

@@ -56,3 +56,13 @@ def test_an_unwritable_log_raises_audit_error(tmp_path):
     log = AuditLog(tmp_path / "audit" / "audit.jsonl")
     with pytest.raises(AuditError, match="cannot open the audit log"):
         log.append("upload", batch_id="b1")
+
+
+def test_counts_must_be_numbers(tmp_path):
+    """A count key carrying file names (which can hold patient names) is redacted."""
+    log = AuditLog(tmp_path / "a.jsonl")
+    e = log.append("batch.deidentified", batch_id="b1", images=12, studies=1,
+                   files=["PHIPIDX/series0/PHIPIDX_0000"], store="s3", origin="inbox")
+    assert e["details"] == {"images": 12, "studies": 1, "store": "s3", "origin": "inbox"}
+    assert e["redacted"] == ["files"]
+    assert b"PHIPIDX" not in log.path.read_bytes()

@@ -152,3 +152,33 @@ def test_missing_mapping_is_a_clear_error(mapping_store):
     batch = new_batch_id()
     with pytest.raises(MappingError, match=f"no mapping for batch {batch}"):
         mapping_store.get(batch)
+
+
+def test_copy_from_moves_ciphertext_and_checks_it_reads_back(memory_store):
+    """A pending record is copied byte for byte, read back, and a re-run is a no-op."""
+    from pipeline.testing import MemoryStore
+
+    keyring = Keyring.from_bytes(os.urandom(32))
+    pending = MappingStore(MemoryStore(), keyring)
+    final = MappingStore(memory_store, keyring)
+    batch = new_batch_id()
+    mapping, _ = sample_mapping(batch)
+    pending.put(batch, mapping)
+    final.copy_from(pending, batch)
+    assert memory_store.get_bytes(f"{batch}.map") == pending.store.get_bytes(f"{batch}.map")
+    writes = memory_store.writes
+    final.copy_from(pending, batch)
+    assert memory_store.writes == writes
+    assert final.get(batch) == mapping
+    other = new_batch_id()
+    pending.put(other, sample_mapping(other)[0])
+    with pytest.raises(KeyError_):  # the destination's keyring cannot read it: caught before deleting
+        MappingStore(MemoryStore(), Keyring.from_bytes(os.urandom(32))).copy_from(pending, other)
+
+
+def test_from_settings_refuses_a_url_inside_the_upload_location(settings):
+    """Even an explicit url for the mapping store may not sit in the bucket."""
+    from pipeline.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="separate place"):
+        MappingStore.from_settings(settings, url=settings.effective_store_url + "/mappings")
