@@ -1,0 +1,185 @@
+"""`telerad watch` and `telerad up`: a watched inbox, alone or with its workers.
+
+Lines printed name batches and claims by ID; a study's folder name (often a
+patient's name) is shown only with ``--show-names``, for an operator at the
+console, never by default, since console output is often shipped to logs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from pipeline.exceptions import ConfigError
+from pipeline.settings import Settings, load_settings
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def make_submitter(settings: Settings) -> tuple[Callable[..., str], Callable[[str], None]]:
+    """The watcher's collaborators: record a batch (``create_batch``), then queue it (``start_batch``)."""
+    from pipeline.batch import create_batch
+
+    def submit(source: Path, request: Any) -> str:
+        return create_batch(
+            settings,
+            source,
+            priority=request.priority.value if request.priority else None,
+            organization=request.organization,
+            overrides=request.overrides or None,
+            note=request.note,
+            origin="inbox",
+        )
+
+    def dispatch(batch_id: str) -> None:
+        from workers.dispatch import start_batch
+
+        start_batch(settings, batch_id)
+
+    return submit, dispatch
+
+
+class Printer:
+    """A notification handler: one line per study taken and per batch finished."""
+
+    def __init__(self, show_names: bool = False) -> None:
+        self.show_names = show_names
+
+    def __call__(self, e: Any) -> None:
+        from datetime import datetime
+
+        t = datetime.now().strftime("%H:%M:%S")
+        name = f"  [dim]{e.local_name}[/dim]" if self.show_names and e.local_name else ""
+        prio = f"{e.priority:<8}" if e.priority else " " * 8
+        if e.kind == "taken":
+            console.print(f"{t} [cyan]taken[/cyan]     claim {e.claim_id[:8]}  {prio}{name}")
+        elif e.kind == "submitted":
+            console.print(f"{t} [blue]queued[/blue]    batch {e.batch_id}  {prio}{name}")
+        elif e.kind == "refused":
+            console.print(f"{t} [red]refused[/red]   claim {e.claim_id[:8]}  -> {e.where}/: {e.reason}{name}")
+        elif e.kind == "retrying":
+            console.print(f"{t} [yellow]waiting[/yellow]   claim {e.claim_id[:8]}  ({e.reason}; will retry)")
+        elif e.kind == "finished" and e.state == "done":
+            console.print(f"{t} [green]done[/green]      batch {e.batch_id}  {prio}{name}")
+        elif e.kind == "finished":
+            where = f"  -> {e.where}/" if e.where else ""
+            console.print(f"{t} [red]failed[/red]    batch {e.batch_id}  {prio}{e.reason}{where}{name}")
+
+
+def _inbox_path(inbox: Optional[Path], settings: Settings) -> Path:
+    configured = str(getattr(settings, "inbox_dir", "") or "")
+    if inbox is None and not configured:
+        raise ConfigError("no inbox given: pass INBOX, or set TELERAD_INBOX_DIR")
+    return (inbox or Path(configured)).expanduser().absolute()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _watcher(inbox: Path, settings: Settings, quiet: Optional[float], polling: Optional[bool], show_names: bool):
+    from pipeline.inbox.watcher import Watcher, WatcherConfig
+
+    submit, dispatch = make_submitter(settings)
+    config = WatcherConfig.from_settings(settings, quiet_seconds=quiet, polling=polling)
+    return Watcher(inbox, settings, submit, dispatch=dispatch, config=config, notify=[Printer(show_names)])
+
+
+INBOX_ARG = typer.Argument(None, help="Folder to watch (default: the inbox_dir setting).")
+QUIET_OPT = typer.Option(None, "--quiet-seconds", help="Take a study after this long without changes.")
+POLL_OPT = typer.Option(None, "--polling/--inotify", help="Poll (network shares) instead of inotify.")
+NAMES_OPT = typer.Option(False, "--show-names", help="Also print each study's folder name (may hold PHI).")
+
+
+def watch(
+    inbox: Optional[Path] = INBOX_ARG,
+    quiet_seconds: Optional[float] = QUIET_OPT,
+    polling: Optional[bool] = POLL_OPT,
+    show_names: bool = NAMES_OPT,
+) -> None:
+    """Watch INBOX; submit each complete study once (stat/, urgent/, routine/ set the priority)."""
+    settings = load_settings()
+    path = _inbox_path(inbox, settings)
+    watcher = _watcher(path, settings, quiet_seconds, polling, show_names)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    console.print(f"watching {path} (Ctrl-C to stop)")
+    watcher.run(stop)
+    console.print("watcher stopped")
+
+
+def worker_command(concurrency: int) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        "--loglevel=INFO", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
+    ]
+
+
+def stop_worker(proc: subprocess.Popen, timeout: float) -> int:
+    """Warm shutdown (one SIGTERM to the main process: running tasks finish), then SIGKILL."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            console.print("[yellow]worker did not stop in time; killing it (its tasks will be redelivered)[/yellow]")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    return proc.wait()
+
+
+def up(
+    inbox: Optional[Path] = INBOX_ARG,
+    concurrency: int = typer.Option(
+        max(1, (os.cpu_count() or 2) - 1), "--concurrency", "-c", help="Worker processes."
+    ),
+    quiet_seconds: Optional[float] = QUIET_OPT,
+    polling: Optional[bool] = POLL_OPT,
+    show_names: bool = NAMES_OPT,
+    stop_timeout: float = typer.Option(120.0, "--stop-timeout", help="Seconds to let running tasks finish."),
+) -> None:
+    """Start a watcher and a worker pool together on the current settings; Ctrl-C stops both."""
+    settings = load_settings()
+    path = _inbox_path(inbox, settings)
+    watcher = _watcher(path, settings, quiet_seconds, polling, show_names)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    # Its own session: a terminal's Ctrl-C reaches only us, and we send the worker exactly
+    # one SIGTERM (a second signal would make Celery abandon running tasks).
+    proc = subprocess.Popen(worker_command(concurrency), start_new_session=True)
+    broker = "embedded broker" if settings.embedded_broker else "Redis broker"
+    console.print(f"worker pool started ({concurrency} processes, {broker}); watching {path} (Ctrl-C to stop)")
+
+    def worker_died() -> None:
+        proc.wait()
+        stop.set()
+
+    threading.Thread(target=worker_died, daemon=True).start()
+    try:
+        watcher.run(stop)
+    finally:
+        died = proc.poll() is not None
+        code = stop_worker(proc, stop_timeout)
+    if died:
+        console.print(f"[red]the worker pool exited (code {code}); watcher stopped[/red]")
+        raise typer.Exit(1)
+    console.print("watcher and workers stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch")(watch)
+    app.command("up")(up)
