@@ -87,7 +87,10 @@ def list_cmd(
     if not batches:
         typer.echo("no complete batches")
         return
-    table = Table("batch", "priority", "waiting", "org", "studies", "images", "size", "modalities")
+    table = Table()
+    table.add_column("batch", no_wrap=True)  # a batch ID must stay whole to be copied
+    for name in ("priority", "waiting", "org", "studies", "images", "size", "modalities"):
+        table.add_column(name, overflow="fold")
     for b in batches:
         style = "bold red" if b.priority == "STAT" else None
         table.add_row(
