@@ -139,3 +139,22 @@ def test_a_failing_mirror_does_not_lose_the_local_entry(tmp_path, caplog):
     log.append("upload", batch_id="b1", actor="worker")
     assert [e["seq"] for e in log.entries()] == [1]
     assert "not mirrored" in caplog.text
+
+
+def test_mirror_from_settings_writes_beside_the_mappings(telerad_home):
+    """audit_mirror on: entries land under audit/ of the mapping store, and mapping listing ignores them."""
+    from pipeline.mapping import MappingStore
+    from pipeline.settings import load_settings
+    from tests.mapping.sample import SettingsWith, new_batch_id, sample_mapping
+
+    settings = SettingsWith(load_settings(), audit_mirror=True)
+    log = AuditLog.from_settings(settings)
+    fill(log, 2)
+    folder = settings.home / "mapping" / "audit"
+    assert sorted(p.name for p in folder.iterdir()) == ["000000000001.json", "000000000002.json"]
+    store = MappingStore.from_settings(settings)
+    batch = new_batch_id()
+    store.put(batch, sample_mapping(batch)[0])
+    assert list(store.batch_ids()) == [batch]
+    (settings.audit_log_path).write_text(settings.audit_log_path.read_text().splitlines()[0] + "\n")
+    assert any("truncated" in p for p in AuditLog.from_settings(settings).verify())
