@@ -263,7 +263,7 @@ def store_mapping(settings: Settings, batch_id: str) -> None:
 
 def finalize(settings: Settings, batch_id: str) -> None:
     """Remove staging and the private work folder; mark done; archive an inbox original."""
-    with _step(settings, batch_id, "finalize", BatchState.DONE) as record:
+    with _step(settings, batch_id, "finalize", BatchState.FINALIZING) as record:
         if record is None:
             return
         shutil.rmtree(settings.staging_root / batch_id, ignore_errors=True)

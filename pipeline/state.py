@@ -31,6 +31,7 @@ class BatchState(str, Enum):
     DEIDENTIFYING = "deidentifying"
     UPLOADING = "uploading"
     STORING_MAPPING = "storing_mapping"
+    FINALIZING = "finalizing"
     DONE = "done"
     FAILED = "failed"
 

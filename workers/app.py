@@ -23,7 +23,8 @@ def broker_settings(settings: Settings) -> dict:
     if settings.embedded_broker:
         queue_dir = settings.broker_dir / "queue"
         processed = settings.broker_dir / "processed"
-        for d in (queue_dir, processed):
+        control = settings.broker_dir / "control"
+        for d in (queue_dir, processed, control):
             d.mkdir(parents=True, exist_ok=True)
         return {
             "broker_url": "filesystem://",
@@ -31,6 +32,7 @@ def broker_settings(settings: Settings) -> dict:
                 "data_folder_in": str(queue_dir),
                 "data_folder_out": str(queue_dir),
                 "processed_folder": str(processed),
+                "control_folder": str(control),
                 "store_processed": False,
                 "polling_interval": 0.1,
             },

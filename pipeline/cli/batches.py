@@ -103,12 +103,14 @@ def status(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
-    table = Table("batch", "priority", "state", "studies", "images", "bytes", "submitted", "error")
+    table = Table("priority", "state", "studies", "images", "bytes", "submitted", "error")
+    table.add_column("batch", no_wrap=True)
     for r in records:
         table.add_row(
-            r.batch_id, r.priority, r.state, str(r.counts.get("studies", "")),
+            r.priority, r.state, str(r.counts.get("studies", "")),
             str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), r.submitted_at,
             (r.error[:60] + "…") if len(r.error) > 60 else r.error,
+            r.batch_id,
         )
     console.print(table)
 
