@@ -354,6 +354,19 @@ class LocalKeyringFile:
 
 
 # --- the keyring ---------------------------------------------------------------
+def local_key_path(settings: Any) -> Path:
+    """``mapping_key_file``, or ``secrets/mapping.key`` when unset."""
+    configured = getattr(settings, "mapping_key_file", "") or ""
+    return Path(configured) if configured else settings.secrets_dir / "mapping.key"
+
+
+def would_generate_key(settings: Any) -> bool:
+    """True when Keyring.from_settings would create a new local key (none configured or present)."""
+    return not getattr(settings, "mapping_kms_key_id", "") and not getattr(
+        settings, "mapping_key_file", ""
+    ) and not local_key_path(settings).exists()
+
+
 class Keyring:
     """The KEKs Telerad may use: one current (for new records) and others to read older ones."""
 
@@ -393,7 +406,7 @@ class Keyring:
         """Local keyring file (created 0600 when unset and absent) or AWS KMS as current."""
         kms_key_id = getattr(settings, "mapping_kms_key_id", "") or ""
         configured = getattr(settings, "mapping_key_file", "") or ""
-        local = LocalKeyringFile(Path(configured) if configured else settings.secrets_dir / "mapping.key")
+        local = LocalKeyringFile(local_key_path(settings))
         local_keks: list[LocalKek] = []
         local_current: LocalKek | None = None
         if kms_key_id:

@@ -29,7 +29,15 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.exceptions import KeyError_, MappingError, ObjectNotFound
-from pipeline.mapping.keys import Keyring, KeyRef, _b64, _unb64, context_aad
+from pipeline.mapping.keys import (
+    Keyring,
+    KeyRef,
+    _b64,
+    _unb64,
+    context_aad,
+    local_key_path,
+    would_generate_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +104,17 @@ class MappingStore:
         url = url or settings.effective_mapping_url
         check_mapping_apart(settings.effective_store_url, url)
         store = open_store(url, settings)
+        if keyring is None and would_generate_key(settings):
+            # A lost key file must not be papered over by a new key: the mappings
+            # already stored would stay unreadable and new ones would split off.
+            existing = next(iter(cls(store, None).batch_ids()), None)  # type: ignore[arg-type]
+            if existing is not None:
+                raise KeyError_(
+                    f"the mapping key file {local_key_path(settings)} is missing, but the mapping "
+                    f"store {store.url} already holds mappings: restore the key file from your "
+                    "backup (a new key could not read them), or set mapping_key_file / "
+                    "mapping_kms_key_id"
+                )
         return cls(store, keyring or Keyring.from_settings(settings))
 
     # --- keys in the store ---------------------------------------------------------

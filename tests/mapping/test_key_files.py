@@ -80,7 +80,7 @@ def test_two_processes_creating_the_key_at_once_agree(settings):
 
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as pool:
-        ids = pool.map(_key_id_in_child, [str(settings.home)] * 8)
+        ids = pool.map(_key_id_in_child, [str(settings.home)] * 4)
     assert len(set(ids)) == 1
 
 
@@ -100,3 +100,14 @@ def test_mapping_store_from_settings_writes_only_ciphertext_in_the_mapping_folde
     assert (folder / f"{batch}.map").is_file()
     assert scan_tree_for_markers(folder, markers) == {}
     assert MappingStore.from_settings(settings).get(batch) == mapping
+
+
+def test_a_lost_key_file_is_not_replaced_while_mappings_exist(settings):
+    """Deleting secrets/mapping.key does not give a fresh key that could never read the old mappings."""
+    batch = new_batch_id()
+    MappingStore.from_settings(settings).put(batch, sample_mapping(batch)[0])
+    key_file = settings.secrets_dir / "mapping.key"
+    key_file.unlink()
+    with pytest.raises(KeyError_, match="restore the key file from your backup"):
+        MappingStore.from_settings(settings)
+    assert not key_file.exists()

@@ -93,6 +93,7 @@ def test_kms_record_without_kms_configured_is_refused(aws, s3_settings):
     _, kms = aws
     settings, _ = s3_settings
     arn = _kms_key(kms)
+    Keyring.from_settings(settings)  # this site also has a local key
     batch = new_batch_id()
     MappingStore.from_settings(SettingsWith(settings, mapping_kms_key_id=arn)).put(batch, sample_mapping(batch)[0])
     with pytest.raises(KeyError_, match=arn):
