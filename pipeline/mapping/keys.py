@@ -238,6 +238,7 @@ def parse_keyring(data: bytes, source: str) -> tuple[dict[int, bytes], int]:
         )
     keys: dict[int, bytes] = {}
     current = None
+    n = 1
     try:
         lines = data.decode("ascii").splitlines()
         for n, line in enumerate(lines[1:], start=2):

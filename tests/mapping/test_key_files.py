@@ -111,3 +111,14 @@ def test_a_lost_key_file_is_not_replaced_while_mappings_exist(settings):
     with pytest.raises(KeyError_, match="restore the key file from your backup"):
         MappingStore.from_settings(settings)
     assert not key_file.exists()
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe", b"key 3 notbase64!\n", b"current 9\n"])
+def test_a_damaged_keyring_file_is_a_clear_error(settings, damage):
+    """A keyring file that was edited or corrupted says so and where, instead of crashing."""
+    keyring = Keyring.from_settings(settings)
+    keyring.local_file.add_version()
+    path = keyring.local_file.path
+    path.write_bytes(path.read_bytes() + damage)
+    with pytest.raises(KeyError_, match="damaged|no valid current key"):
+        Keyring.from_settings(settings)
