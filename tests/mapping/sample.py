@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from types import SimpleNamespace
 from typing import Any
 
 from pipeline.testing import PlantedPHI
@@ -51,7 +50,3 @@ class SettingsWith:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._settings, name)
-
-
-def ns(**kw: Any) -> SimpleNamespace:
-    return SimpleNamespace(**kw)

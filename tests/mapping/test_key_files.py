@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from pipeline.exceptions import KeyError_
-from pipeline.mapping import Keyring, LocalKeyringFile, MappingStore
+from pipeline.mapping import Keyring, MappingStore
 from pipeline.mapping.keys import fingerprint
 from pipeline.settings import load_settings
 from tests.mapping.sample import new_batch_id, sample_mapping
