@@ -162,7 +162,7 @@ def up(
     # one SIGTERM (a second signal would make Celery abandon running tasks).
     proc = subprocess.Popen(worker_command(concurrency), start_new_session=True)
     broker = "embedded broker" if settings.embedded_broker else "Redis broker"
-    console.print(f"worker pool started ({concurrency} processes, {broker}); watching {path} (Ctrl-C to stop)")
+    console.print(f"worker pool started (pid {proc.pid}, {concurrency} processes, {broker}); watching {path} (Ctrl-C to stop)")
 
     def worker_died() -> None:
         proc.wait()
