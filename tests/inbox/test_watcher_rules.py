@@ -215,3 +215,36 @@ def test_hooks_may_refuse_and_may_fail(tmp_path: Path, rec: Recorder) -> None:
     assert len(rec.calls) == 1
     assert sorted(rec.kinds()) == ["refused", "submitted", "taken", "taken"]
     assert [e.reason for e in rec.events if e.kind == "refused"] == ["refused by review: no STAT after hours"]
+
+
+def test_restart_finds_a_batch_created_just_before_a_crash(tmp_path: Path, rec: Recorder) -> None:
+    """Batch recorded but claim.json not updated (crash in between): queued, not created again."""
+    settings = load_settings()
+    states = StateStore(settings.state_dir)
+    clock = Clock()
+    w1 = make(tmp_path, rec, clock)
+    claim = w1.spool.claim(drop_folder(tmp_path, "A"))
+    bid = str(uuid.uuid4())
+    states.create(BatchRecord(bid, "ROUTINE", "ORG", str(claim.payload.absolute()), utcnow(), origin="inbox"))
+    claim.release()
+    dispatched: list[str] = []
+    w2 = make(tmp_path, rec, clock, dispatch=dispatched.append)
+    w2.recover()
+    assert rec.calls == [] and dispatched == [bid]
+
+
+def test_restart_archives_what_a_finished_batch_left_behind(tmp_path: Path, rec: Recorder) -> None:
+    """A done batch whose original is still spooled (worker could not move it) is archived at start."""
+    settings = load_settings()
+    states = StateStore(settings.state_dir)
+    clock = Clock()
+    w1 = make(tmp_path, rec, clock)
+    drop_folder(tmp_path, "A", ready=".ready")
+    w1.scan_once()
+    [entry] = list((tmp_path / ".spool").iterdir())
+    bid = rec.events[-1].batch_id
+    states.create(BatchRecord(bid, "ROUTINE", "ORG", str(entry / "study"), utcnow(), origin="inbox",
+                              state=BatchState.DONE.value, steps_done=["upload"]))
+    make(tmp_path, rec, clock).recover()
+    assert (tmp_path / "archive" / bid / "A" / "series1").is_dir()
+    assert list((tmp_path / ".spool").iterdir()) == []
