@@ -95,3 +95,13 @@ def test_unreachable_endpoint_is_transient(aws_env):
     )
     with pytest.raises(StorageTransientError, match="cannot reach"):
         store.get_bytes("B1/m.json")
+
+
+def test_throttled_file_upload_is_transient_too(s3_store, tmp_path):
+    """put_file goes through the transfer manager; lasting throttling still surfaces as transient."""
+    src = tmp_path / "a.dcm"
+    src.write_bytes(b"x" * 1000)
+    s3_store.client.meta.events.register_first("before-send.s3.PutObject", Throttle(times=100))
+    with pytest.raises(StorageTransientError, match="SlowDown"):
+        s3_store.put_file("B1/a.dcm", src, content_type="application/dicom", metadata={})
+    assert s3_store.head("B1/a.dcm") is None
