@@ -45,6 +45,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def source_sha256(path: Path, key: str) -> tuple[str, int]:
+    """SHA-256 and size of the file about to be uploaded as ``key``; a clear error when it is gone."""
+    try:
+        return sha256_file(path), Path(path).stat().st_size
+    except FileNotFoundError:
+        raise StoragePermanentError(
+            f"the file to upload as {key!r} is missing from staging; re-run the step that produced it"
+        ) from None
+
+
 def with_sha256(metadata: dict[str, str], digest: str, what: str) -> dict[str, str]:
     """The caller's metadata, with ``sha256`` filled in or checked against the content.
 

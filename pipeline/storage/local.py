@@ -28,7 +28,7 @@ from pipeline.exceptions import (
     StorageTransientError,
 )
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import check_key, sha256_file, with_sha256
+from pipeline.storage.keys import check_key, source_sha256, with_sha256
 
 META_DIR = ".meta"
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.EIO, errno.ETIMEDOUT}
@@ -106,13 +106,10 @@ class LocalStore:
         """Copy a file in atomically; skip when the same content is already there."""
         target = self._data(key)
         try:
-            metadata = with_sha256(metadata, sha256_file(path), f"object {key!r}")
+            digest, size = source_sha256(path, key)
+            metadata = with_sha256(metadata, digest, f"object {key!r}")
             existing = self.head(key)
-            if (
-                existing is not None
-                and existing.size == path.stat().st_size
-                and existing.metadata.get("sha256") == metadata["sha256"]
-            ):
+            if existing and existing.size == size and existing.metadata.get("sha256") == digest:
                 return existing
             with open(path, "rb") as src:
                 _atomic_write(target, lambda fh: shutil.copyfileobj(src, fh, 1024 * 1024))

@@ -40,7 +40,7 @@ from pipeline.exceptions import (
     StorageTransientError,
 )
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import check_key, join, sha256_file, with_sha256
+from pipeline.storage.keys import check_key, join, source_sha256, with_sha256
 
 MiB = 1024 * 1024
 MAX_PRESIGN = timedelta(days=7)  # SigV4 limit
@@ -145,8 +145,8 @@ class S3Store:
     ) -> ObjectInfo:
         """Upload through the transfer manager; skip when the same content is already there."""
         what = f"object {key!r}"
-        metadata = with_sha256(metadata, sha256_file(path), what)
-        size = Path(path).stat().st_size
+        digest, size = source_sha256(path, key)
+        metadata = with_sha256(metadata, digest, what)
         existing = self.head(key)
         if existing and existing.size == size and existing.metadata.get("sha256") == metadata["sha256"]:
             return existing

@@ -130,3 +130,9 @@ def test_share_url_reads_without_credentials(store, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with urllib.request.urlopen(url, timeout=10) as r:
         assert r.read() == b"shared"
+
+
+def test_missing_staged_file_is_a_clear_permanent_error(store, tmp_path):
+    """Uploading a staged file that vanished says so, instead of blaming the store."""
+    with pytest.raises(StoragePermanentError, match="missing from staging"):
+        store.put_file("B1/a.dcm", tmp_path / "gone.dcm", content_type=CONTENT_TYPE_DICOM, metadata=meta())
