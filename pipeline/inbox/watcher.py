@@ -356,7 +356,10 @@ class Watcher:
         try:
             self.recover()
             while not stop.is_set():
-                self.scan_once()
+                try:
+                    self.scan_once()
+                except Exception as exc:  # a vanished share or a permission problem: keep watching
+                    log.warning("inbox scan failed (%s); retrying", type(exc).__name__)
                 self._wake.wait(self.config.scan_interval)
                 self._wake.clear()
                 stop.wait(0.05)  # rate-limit event storms

@@ -248,3 +248,35 @@ def test_restart_archives_what_a_finished_batch_left_behind(tmp_path: Path, rec:
     make(tmp_path, rec, clock).recover()
     assert (tmp_path / "archive" / bid / "A" / "series1").is_dir()
     assert list((tmp_path / ".spool").iterdir()) == []
+
+
+def test_a_failing_scan_does_not_stop_the_watcher(tmp_path: Path, rec: Recorder, monkeypatch) -> None:
+    """A share that vanishes for a moment (an OSError while scanning) does not end `telerad watch`."""
+    import threading
+
+    import pipeline.inbox.watcher as watcher_mod
+
+    real = watcher_mod.find_candidates
+    calls = {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise PermissionError("share went away")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(watcher_mod, "find_candidates", flaky)
+    w = Watcher(tmp_path, load_settings(), rec.submit, config=WatcherConfig(scan_interval=0.1))
+    drop_folder(tmp_path, ready=".ready")
+    stop = threading.Event()
+    t = threading.Thread(target=w.run, args=(stop,))
+    t.start()
+    try:
+        for _ in range(50):
+            if rec.calls:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        stop.set()
+        t.join(10)
+    assert calls["n"] > 1 and len(rec.calls) == 1
