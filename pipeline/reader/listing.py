@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pipeline.exceptions import TeleradError
+from pipeline.exceptions import ObjectNotFound, TeleradError
 from pipeline.manifest import MANIFEST_NAME
-from pipeline.reader.layout import parse_manifest
+from pipeline.reader.layout import manifest_key, parse_manifest
+from pipeline.storage.base import ListsFolders
 
 log = logging.getLogger(__name__)
 PRIORITY_ORDER = {"STAT": 0, "URGENT": 1, "ROUTINE": 2}
@@ -49,10 +50,12 @@ def _summary(manifest: dict[str, Any]) -> BatchSummary:
     )
 
 
-def manifest_batch_ids(store: Any, prefix: str = "") -> list[str]:
-    """Batch IDs that have a manifest directly under ``prefix``."""
+def candidate_batch_ids(store: Any, prefix: str = "") -> list[str]:
+    """Batch folders under ``prefix``: by folder listing when the store can, else from every key."""
     p = prefix.strip("/")
     base = f"{p}/" if p else ""
+    if isinstance(store, ListsFolders):
+        return list(store.list_folders(base))
     ids = []
     for obj in store.list(base):
         rest = obj.key[len(base):].split("/")
@@ -74,10 +77,12 @@ def list_batches(
     cutoff = now - since if isinstance(since, timedelta) else since
     wanted = priority.upper() if priority else None
     out = []
-    for batch_id in manifest_batch_ids(store, prefix):
+    for batch_id in candidate_batch_ids(store, prefix):
         try:
-            body = store.get_bytes(f"{prefix.strip('/')}/{batch_id}/{MANIFEST_NAME}".lstrip("/"))
+            body = store.get_bytes(manifest_key(prefix, batch_id))
             summary = _summary(parse_manifest(body, batch_id, prefix))
+        except ObjectNotFound:
+            continue  # still uploading, or not a batch folder
         except TeleradError as exc:
             log.warning("skipping batch %s: its manifest cannot be used (%s)", batch_id, exc)
             continue

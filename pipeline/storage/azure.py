@@ -231,6 +231,16 @@ class AzureStore:
         except Exception as exc:  # noqa: BLE001
             raise _classify(exc, f"listing of {prefix or '/'!r}", self.url) from exc
 
+    def list_folders(self, prefix: str = "") -> Iterator[str]:
+        """Virtual directories directly under ``prefix`` (blob names split at '/')."""
+        full = join(self.prefix, prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        try:
+            for item in self.container.walk_blobs(name_starts_with=full or None, delimiter="/"):
+                if item.name.endswith("/"):  # a BlobPrefix, not a blob
+                    yield item.name[len(full):].rstrip("/")
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, f"listing of {prefix or '/'!r}", self.url) from exc
+
     def delete(self, key: str) -> None:
         try:
             self._blob(key).delete_blob(delete_snapshots="include")

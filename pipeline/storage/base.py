@@ -65,3 +65,15 @@ class ObjectStore(Protocol):
 
     def share_url(self, key: str, expires: timedelta) -> str:
         """A URL that reads the object with no credentials until ``expires`` from now."""
+
+
+@runtime_checkable
+class ListsFolders(Protocol):
+    """Optional extra of a store: the "folders" directly under a prefix, without listing every object.
+
+    Readers use it to find batches in a bucket holding millions of images; stores
+    without it are listed object by object.
+    """
+
+    def list_folders(self, prefix: str = "") -> Iterator[str]:
+        """Names (no slashes) of the folders directly under ``prefix`` ('' or ending in '/')."""

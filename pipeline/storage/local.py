@@ -175,6 +175,18 @@ class LocalStore:
                     except FileNotFoundError:
                         continue  # deleted while listing
 
+    def list_folders(self, prefix: str = "") -> Iterator[str]:
+        """Sub-folders directly under ``prefix`` (the hidden sidecar tree is not one)."""
+        folders = [f for f in prefix.split("/") if f]
+        if any(f.startswith(".") for f in folders):
+            return
+        base = self.root.joinpath(*folders)
+        try:
+            names = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        yield from names
+
     def delete(self, key: str) -> None:
         for path in (self._data(key), self._meta(key)):
             try:

@@ -226,6 +226,19 @@ class S3Store:
         except Exception as exc:  # noqa: BLE001
             raise _classify(exc, f"listing of {prefix or '/'!r}", self.url) from exc
 
+    def list_folders(self, prefix: str = "") -> Iterator[str]:
+        """Common prefixes directly under ``prefix`` (one request per 1000 folders)."""
+        full = join(self.prefix, prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=full, Delimiter="/"
+        )
+        try:
+            for page in pages:
+                for common in page.get("CommonPrefixes", []):
+                    yield common["Prefix"][len(full):].rstrip("/")
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, f"listing of {prefix or '/'!r}", self.url) from exc
+
     def delete(self, key: str) -> None:
         self._call(f"object {key!r}", self.client.delete_object, Bucket=self.bucket, Key=self._name(key))
 

@@ -46,3 +46,27 @@ def test_key_prefix_and_unusable_manifests(store, telerad_home):
                     metadata={})
     assert [b.batch_id for b in list_batches(store, prefix="site-7")] == [good.batch_id]
     assert list_batches(store) == []
+
+
+class ObjectsOnly:
+    """A store offering only the base protocol (no folder listing)."""
+
+    def __init__(self, store):
+        self.store, self.url = store, store.url
+
+    def list(self, prefix=""):
+        return self.store.list(prefix)
+
+    def get_bytes(self, key):
+        return self.store.get_bytes(key)
+
+
+def test_stores_without_folder_listing_give_the_same_answer(store, telerad_home):
+    """A minimal store (list + get_bytes) is listed object by object with the same result."""
+    s = load_settings()
+    a = publish_batch(store, s, priority="URGENT", prefix="p")
+    b = publish_batch(store, s, priority="STAT", prefix="p")
+    publish_batch(store, s, prefix="p", complete=False)
+    expected = [b.batch_id, a.batch_id]
+    assert [x.batch_id for x in list_batches(store, prefix="p")] == expected
+    assert [x.batch_id for x in list_batches(ObjectsOnly(store), prefix="p")] == expected

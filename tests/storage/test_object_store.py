@@ -136,3 +136,12 @@ def test_missing_staged_file_is_a_clear_permanent_error(store, tmp_path):
     """Uploading a staged file that vanished says so, instead of blaming the store."""
     with pytest.raises(StoragePermanentError, match="missing from staging"):
         store.put_file("B1/a.dcm", tmp_path / "gone.dcm", content_type=CONTENT_TYPE_DICOM, metadata=meta())
+
+
+def test_folders_directly_under_a_prefix(store):
+    """list_folders names each batch folder once, without walking every object in it."""
+    for key in ("in/B1/manifest.json", "in/B1/S/1.dcm", "in/B2/S/2.dcm", "in/top.json", "out/B3/x.json"):
+        store.put_bytes(key, b"x", content_type=CONTENT_TYPE_JSON, metadata=meta())
+    assert sorted(store.list_folders()) == ["in", "out"]
+    assert sorted(store.list_folders("in/")) == ["B1", "B2"]
+    assert list(store.list_folders("nothing/")) == []
