@@ -239,14 +239,18 @@ class Watcher:
 
     def _process(self, claim: Claim, tries: int = 0) -> None:
         """Submit and dispatch a claimed study; refuse it to quarantine on a permanent error."""
+        priority = claim.folder_priority
         try:
-            request = self._request(claim)
-            for reviewer in self.review_handlers:
-                refusal = reviewer(claim, request)
-                if refusal:
-                    raise PermanentError(f"refused by review: {refusal}")
             if claim.batch_id is None:
-                batch_id = self._recorded_batch(claim) or self.submit(claim.payload, request)
+                batch_id = self._recorded_batch(claim)
+                if batch_id is None:
+                    request = self._request(claim)
+                    priority = request.priority
+                    for reviewer in self.review_handlers:
+                        refusal = reviewer(claim, request)
+                        if refusal:
+                            raise PermanentError(f"refused by review: {refusal}")
+                    batch_id = self.submit(claim.payload, request)
                 claim.update(batch_id=batch_id, dispatched=self.dispatch is None)
             if not claim.dispatched:
                 if self.dispatch is not None:
@@ -265,14 +269,18 @@ class Watcher:
             log.warning("claim %s: will retry in %.0fs (%s)", claim.claim_id, delay, type(exc).__name__)
             self._emit(InboxEvent("retrying", claim.claim_id, batch_id=claim.batch_id, reason=type(exc).__name__))
             return
-        priority = (request.priority.value if request.priority else None)
         claim.release()
         event = InboxEvent(
-            "submitted", claim.claim_id, batch_id=claim.batch_id, priority=priority,
+            "submitted", claim.claim_id, batch_id=claim.batch_id,
+            priority=priority.value if priority else self._default_priority(),
             local_name=claim.original_name,
         )
         self._tracking[claim.batch_id] = event  # type: ignore[index]
         self._emit(event)
+
+    def _default_priority(self) -> str:
+        default = getattr(self.settings, "default_priority", Priority.ROUTINE)
+        return getattr(default, "value", str(default))
 
     def _refuse(self, claim: Claim, reason: str) -> None:
         target = self.layout.quarantine / claim.claim_id
