@@ -1,0 +1,274 @@
+"""Where the de-identification engine spends its time, with numbers, on one process.
+
+    .venv/bin/python -m bench.profile_engine [--corpus DIR | --size-mb 100] [--repeat 3]
+
+Not a speed test of the engine alone but evidence for whoever works on it: the
+same files, in the same process, one after another (best of ``--repeat`` runs):
+
+- ``pydicom loop``: ``dcmread`` + ``save_as``, no changes (the issue's baseline)
+- ``streaming floor``: what the engine's design costs with no de-identification at
+  all: header read with ``stop_before_pixels``, header written by ``dcmwrite``,
+  pixel bytes copied through
+- ``engine``: ``Deidentifier.deidentify_file`` as it is
+- the engine with one cost taken away at a time (monkeypatched here, never in the
+  engine): no ``fsync``, no SHA-256, no pydicom write validation, all three
+
+and a breakdown of the engine's own time by stage (read, walk, write, of which
+SHA-256 and fsync), plus cProfile's top functions by own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import contextlib
+import hashlib
+import io
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pydicom
+
+from bench import corpus as corpus_mod
+from bench.common import table, write_result
+
+SECRET = b"telerad-bench-secret-0123456789abcdef"
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def _engine():
+    from pipeline.deid import Deidentifier, load_profile
+    from pipeline.pseudonyms import Pseudonyms
+
+    return Deidentifier(load_profile("basic"), Pseudonyms(SECRET, "BENCH"))
+
+
+def pydicom_loop(files: list[Path], out: Path) -> None:
+    for i, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        ds.save_as(out / f"{i:06d}.dcm")
+
+
+def streaming_floor(files: list[Path], out: Path) -> None:
+    """Header parsed and written by pydicom, pixel element copied as bytes: no de-identification."""
+    for i, f in enumerate(files):
+        with open(f, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            stop = fh.tell()
+        header = io.BytesIO()
+        pydicom.dcmwrite(header, ds, enforce_file_format=True)
+        with open(out / f"{i:06d}.dcm", "wb") as dst, open(f, "rb") as src:
+            dst.write(header.getbuffer())
+            src.seek(stop)
+            shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
+
+
+def engine_loop(files: list[Path], out: Path) -> None:
+    deid = _engine()
+    for f in files:
+        deid.deidentify_file(f, out)
+
+
+class _NoHash:
+    def __init__(self, *a: Any) -> None:
+        pass
+
+    def update(self, data: Any) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return "0" * 64
+
+
+@contextlib.contextmanager
+def _patched(no_fsync: bool = False, no_sha: bool = False, no_validation: bool = False) -> Iterator[None]:
+    from pipeline import dicomio
+
+    saved_fsync, saved_hashlib = os.fsync, dicomio.hashlib
+    saved_mode = pydicom.config.settings.writing_validation_mode
+    try:
+        if no_fsync:
+            os.fsync = lambda fd: None  # type: ignore[assignment]
+        if no_sha:
+            dicomio.hashlib = type("H", (), {"sha256": _NoHash})  # type: ignore[assignment]
+        if no_validation:
+            pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+        yield
+    finally:
+        os.fsync = saved_fsync  # type: ignore[assignment]
+        dicomio.hashlib = saved_hashlib
+        pydicom.config.settings.writing_validation_mode = saved_mode
+
+
+def _best(fn: Callable[[list[Path], Path], None], files: list[Path], work: Path, repeat: int,
+          patch: dict | None = None) -> float:
+    times = []
+    for _ in range(repeat):
+        out = work / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        with _patched(**(patch or {})):
+            t = time.perf_counter()
+            fn(files, out)
+            times.append(time.perf_counter() - t)
+    shutil.rmtree(work / "out", ignore_errors=True)
+    return min(times)
+
+
+def stage_breakdown(files: list[Path], work: Path) -> dict[str, float]:
+    """Seconds per stage of the engine, measured by wrapping its functions (one run)."""
+    from pipeline import dicomio
+    from pipeline.deid import engine as engine_mod, updaters
+
+    spent: dict[str, float] = {}
+    originals: dict[str, Any] = {}
+
+    def timed(owner: Any, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+        originals[(id(owner), name)] = (owner, name, fn)
+
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
+
+        setattr(owner, name, wrapper)
+
+    deid = _engine()
+    timed(engine_mod.dicomio, "read", "read (dcmread header, find pixel span)")
+    timed(deid, "_walk", "walk (handlers over every element)")
+    timed(updaters, "apply", "updaters")
+    timed(engine_mod.dicomio, "write", "write (dcmwrite header, copy pixels, SHA-256, fsync)")
+    timed(dicomio.os, "fsync", "  of which fsync")
+    timed(dicomio.pydicom, "dcmwrite", "  of which dcmwrite (header encoding)")
+    real_sha = dicomio.hashlib.sha256
+
+    class TimedSha:
+        def __init__(self) -> None:
+            self.h = real_sha()
+
+        def update(self, data: Any) -> None:
+            t = time.perf_counter()
+            self.h.update(data)
+            spent["  of which SHA-256"] = spent.get("  of which SHA-256", 0.0) + time.perf_counter() - t
+
+        def hexdigest(self) -> str:
+            return self.h.hexdigest()
+
+    saved_hashlib = dicomio.hashlib
+    dicomio.hashlib = type("H", (), {"sha256": TimedSha})  # type: ignore[assignment]
+    out = work / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    t = time.perf_counter()
+    try:
+        for f in files:
+            deid.deidentify_file(f, out)
+    finally:
+        total = time.perf_counter() - t
+        dicomio.hashlib = saved_hashlib
+        for owner, name, fn in originals.values():
+            setattr(owner, name, fn)
+        shutil.rmtree(out, ignore_errors=True)
+    order = ["read (dcmread header, find pixel span)", "walk (handlers over every element)", "updaters",
+             "write (dcmwrite header, copy pixels, SHA-256, fsync)", "  of which dcmwrite (header encoding)",
+             "  of which SHA-256", "  of which fsync"]
+    ordered = {k: spent.get(k, 0.0) for k in order}
+    ordered["other (guards, originals, result records)"] = total - sum(
+        v for k, v in ordered.items() if not k.startswith("  "))
+    ordered["total"] = total
+    return ordered
+
+
+def top_functions(files: list[Path], work: Path, n: int = 15) -> list[dict[str, Any]]:
+    out = work / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    deid = _engine()
+    prof = cProfile.Profile()
+    prof.enable()
+    for f in files:
+        deid.deidentify_file(f, out)
+    prof.disable()
+    shutil.rmtree(out, ignore_errors=True)
+    stats = pstats.Stats(prof)
+    rows = []
+    for (file, line, func), (cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{Path(file).name}:{line}({func})", "calls": nc,
+                     "own_s": round(tt, 3), "cumulative_s": round(ct, 3)})
+    rows.sort(key=lambda r: r["own_s"], reverse=True)
+    return rows[:n]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", type=Path, help="an existing corpus (default: generate one)")
+    ap.add_argument("--size-mb", type=float, default=100)
+    ap.add_argument("--mix", default=corpus_mod.DEFAULT_MIX)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--results-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="telerad-bench-prof-", dir=args.workdir))
+    try:
+        root = args.corpus
+        corpus_info = None
+        if root is None:
+            c = corpus_mod.generate(work / "corpus", size_mb=args.size_mb, mix=args.mix, seed=args.seed, quiet=True)
+            root, corpus_info = c.root, c.summary()
+        files = _files(root)
+        nbytes = sum(f.stat().st_size for f in files)
+        variants = [
+            ("pydicom loop (baseline)", pydicom_loop, None),
+            ("streaming floor (no de-id)", streaming_floor, None),
+            ("engine", engine_loop, None),
+            ("engine, no fsync", engine_loop, {"no_fsync": True}),
+            ("engine, no SHA-256", engine_loop, {"no_sha": True}),
+            ("engine, no write validation", engine_loop, {"no_validation": True}),
+            ("engine, none of the three", engine_loop, {"no_fsync": True, "no_sha": True, "no_validation": True}),
+        ]
+        rows, results = [], []
+        base = None
+        for name, fn, patch in variants:
+            s = _best(fn, files, work, args.repeat, patch)
+            base = base or s
+            results.append({"name": name, "seconds": s, "files_per_s": len(files) / s,
+                            "mb_per_s": nbytes / 1e6 / s, "ratio_to_pydicom_loop": base / s})
+            rows.append([name, s, len(files) / s, nbytes / 1e6 / s, f"{base / s:.2f}x"])
+        print(f"\nEngine ablation: {len(files)} files, {nbytes / 1e6:.1f} MB, one process, best of {args.repeat}")
+        print(table(["variant", "s", "files/s", "MB/s", "vs pydicom loop"], rows))
+
+        stages = stage_breakdown(files, work)
+        total = stages["total"]
+        print(f"\nEngine time by stage (one run, {total:.2f} s)")
+        print(table(["stage", "s", "share"], [[k, v, f"{100 * v / total:.0f}%"] for k, v in stages.items()]))
+
+        top = top_functions(files, work)
+        print("\ncProfile, top functions by own time (profiler overhead inflates small calls)")
+        print(table(["function", "calls", "own s", "cum s"],
+                    [[r["function"], r["calls"], r["own_s"], r["cumulative_s"]] for r in top]))
+        path = write_result("profile_engine", {
+            "corpus": corpus_info or {"root": str(root), "files": len(files), "bytes": nbytes},
+            "repeat": args.repeat, "variants": results, "stages": stages, "top_functions": top,
+        }, args.results_dir)
+        print(f"\nwrote {path}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
