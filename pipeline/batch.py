@@ -78,7 +78,7 @@ def create_batch(
     if source.is_dir() and not any(p.is_file() for p in source.rglob("*")):
         raise SubmissionError(f"study folder is empty: {source}")
     try:
-        prio = Priority(str(priority or settings.default_priority.value).upper())
+        prio = Priority(str(getattr(priority, "value", priority) or settings.default_priority.value).upper())
     except ValueError:
         raise SubmissionError(
             f"unknown priority '{priority}': use STAT, URGENT or ROUTINE"

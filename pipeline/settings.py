@@ -77,6 +77,28 @@ class Settings(BaseSettings):
         3600, ge=5, description="Seconds before Redis redelivers a task whose worker vanished."
     )
     allow_mixed_patients: bool = Field(False, description="Accept a study holding two patients.")
+    # --- storage transfers -------------------------------------------------------------
+    azure_account_url: str = Field("", description="Azure blob account URL for DefaultAzureCredential.")
+    part_concurrency: int = Field(4, ge=1, le=64, description="Parallel parts of one large object.")
+    multipart_threshold: int = Field(16 * 2**20, ge=5 * 2**20, description="Bytes above which uploads go in parts.")
+    multipart_chunksize: int = Field(16 * 2**20, ge=5 * 2**20, description="Size of one upload part.")
+    storage_max_attempts: int = Field(6, ge=1, le=20, description="Tries in all for one storage call.")
+    s3_retry_mode: str = Field("standard", pattern="^(standard|adaptive|legacy)$")
+    azure_initial_backoff: float = Field(2.0, gt=0, description="First Azure retry delay, seconds.")
+    # --- inbox -----------------------------------------------------------------------
+    inbox_dir: str = Field("", description="Inbox for `telerad watch`/`up` when none is given.")
+    inbox_quiet_seconds: float = Field(10.0, ge=0, description="A study is complete after this long unchanged.")
+    inbox_ready_marker: str = Field(".ready", description="A file whose presence marks a study complete.")
+    inbox_polling: bool = Field(False, description="Poll instead of inotify (network shares).")
+    inbox_scan_interval: float = Field(1.0, gt=0, description="Seconds between rescans of the inbox.")
+    inbox_archive_days: int = Field(30, ge=0, description="Days an uploaded original stays in archive/.")
+    inbox_delete_after_upload: bool = Field(False, description="Delete originals once uploaded instead of archiving.")
+    zip_max_entries: int = Field(50000, ge=1)
+    zip_max_unpacked_bytes: int = Field(32 * 2**30, ge=1)
+    zip_max_ratio: float = Field(200.0, gt=1, description="Largest compression ratio accepted (zip bombs).")
+    # --- keys -----------------------------------------------------------------------
+    signing_key_file: str = Field("", description="Ed25519 organisation key; empty = generated.")
+    public_key_file: str = Field("", description="Organisation public key a reader checks manifests with.")
     pseudonym_secret_file: str = Field("", description="HMAC secret file; empty = generated.")
     mapping_key_file: str = Field("", description="Mapping key-encryption key file; empty = generated.")
 
