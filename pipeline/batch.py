@@ -303,6 +303,22 @@ def mark_failed(settings: Settings, batch_id: str, reason: str) -> None:
         quarantine_original(settings, record, reason)
 
 
+def missing_objects(settings: Settings, batch_id: str) -> list[str] | None:
+    """Object keys the batch still lacks in the store, or None when there is nothing to compare.
+
+    For a batch interrupted before its manifest went up: what a retry will still upload.
+    """
+    work = settings.state_dir / batch_id
+    if not (work / "files.json").exists():
+        return None
+    from pipeline.storage import open_store
+
+    store = open_store(settings.effective_store_url, settings)
+    wanted = [e.key for e in _load_entries(work)]
+    wanted += [_key(settings, batch_id, n) for n in (REPORT_NAME, SIGNATURE_NAME, MANIFEST_NAME)]
+    return [k for k in wanted if store.head(k) is None]
+
+
 def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
     """Make a failed batch runnable again; finished steps stay finished."""
     with StateStore(settings.state_dir).update(batch_id) as record:

@@ -127,9 +127,24 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
         console.print(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}")
     for label, items in (("skipped", r.skipped), ("refused", r.refused), ("error in", r.errors)):
         for e in items:
-            console.print(f"{label} file {e.index}: {e.relpath}: {e.reason}", markup=False)
+            console.print(f"{label} file {e.index}: {e.relpath}: {e.reason}", markup=False, soft_wrap=True)
     if r.error:
         console.print(f"[red]error[/red]     {r.error}", highlight=False)
+    if not r.final or r.state == "failed":
+        from pipeline.batch import missing_objects
+        from pipeline.exceptions import TeleradError
+
+        try:
+            missing = missing_objects(settings, r.batch_id)
+        except TeleradError as exc:
+            console.print(f"missing   cannot compare with the store now: {exc}", highlight=False)
+            missing = None
+        if missing:
+            console.print(f"missing   {len(missing)} object(s) not in the store yet (no manifest: readers do not see this batch)")
+            for key in missing[:20]:
+                console.print(f"  {key}", highlight=False, soft_wrap=True)
+            if len(missing) > 20:
+                console.print(f"  … and {len(missing) - 20} more")
 
 
 def retry(batch_id: str = typer.Argument(..., help="A failed batch.")) -> None:
