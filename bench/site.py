@@ -154,6 +154,13 @@ def _submit_main(items: list[str]) -> int:
     from workers.dispatch import start_batch
 
     settings = load_settings()
+    # Pay the one-time costs (engine imports, broker connection) before the first clock reading.
+    from pipeline.deid import load_profile
+    from workers.app import app
+
+    load_profile(settings.profile, options=list(settings.options))
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
     for item in items:
         prio, _, path = item.partition("=")
         t = time.time()
