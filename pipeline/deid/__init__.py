@@ -8,11 +8,17 @@
 
 from pipeline.deid.engine import DeidentifiedFile, Deidentifier, OriginalIds, action_totals
 from pipeline.deid.profile import ALL_OPTIONS, PRESETS, Profile, load_profile
+from pipeline.deid.report import build_report
+from pipeline.deid.verify import Finding, Verifier, VerifyReport
 
 __all__ = [
     "ALL_OPTIONS",
     "PRESETS",
     "DeidentifiedFile",
+    "Finding",
+    "Verifier",
+    "VerifyReport",
+    "build_report",
     "Deidentifier",
     "OriginalIds",
     "Profile",

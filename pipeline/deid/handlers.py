@@ -146,7 +146,7 @@ class Unlisted:
 
     def describe(self) -> str:
         return ("unlisted elements: remap instance UIDs, remove free-text VRs not on the keep list, "
-                "remove unknown UN elements, walk sequences, keep the rest")
+                "apply the date policy to DA/DT, remove unknown UN elements, walk sequences, keep the rest")
 
     def __call__(self, ctx: Context, ds: Dataset, tag: int) -> bool:
         vr = element_vr(ds, tag)
@@ -167,6 +167,13 @@ class Unlisted:
             del ds[tag]
             ctx.count(tag, "removed")
             return True
+        if vr in ("DA", "DT"):  # dates the table does not list follow the date policy too
+            policy = ctx.profile.date_policy
+            if policy == "shift":
+                ctx.cleaners.shift_dates(ctx, ds, tag, vr)
+            elif policy == "remove":
+                del ds[tag]
+                ctx.count(tag, "removed")
         return True
 
 

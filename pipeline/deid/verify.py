@@ -1,0 +1,193 @@
+"""The leak verifier: a second, independent look at de-identified files before upload.
+
+It does not trust the engine. It re-reads each written file and reports any
+private element outside the safe list, a person name or patient ID that is not
+a pseudonym, a date the date policy forbids, BurnedInAnnotation = YES, an
+instance UID that was not replaced, a file meta or preamble that was copied,
+and (given the mapping's originals) any original identifier anywhere in the
+header bytes or the path. It fails closed: a file it cannot read is a finding.
+Findings name the file, the tag and the check, never the offending value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+
+from pipeline import dicomio
+from pipeline.deid import standard
+from pipeline.deid.cleaning import Cleaners
+from pipeline.deid.values import DUMMY_TEXT, is_standard_uid
+from pipeline.exceptions import TeleradError, VerificationError
+from pipeline.pseudonyms import Pseudonyms
+
+INSTANCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+DUMMY_DATES = {"19000101", "19000101000000"}
+_CODE_OPTIONS = {standard.code_for(o)["code_value"]: o for o in standard.OPTION_COLUMNS}
+MIN_ORIGINAL_LEN = 3  # shorter originals ("1", "A") would match by chance anywhere
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason a file must not leave: where, which check, which tag (never the value)."""
+
+    file: str
+    check: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.check}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    files: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def as_dict(self) -> dict:
+        return {"files": self.files, "ok": self.ok,
+                "findings": [{"file": f.file, "check": f.check, "detail": f.detail} for f in self.findings]}
+
+
+def _tag(t) -> str:
+    return f"({t.group:04X},{t.element:04X})"
+
+
+class Verifier:
+    """Checks files against the de-identification promises; options come from the profile or the file."""
+
+    def __init__(self, pseudonyms: Pseudonyms, profile=None, *, originals: list[str] | None = None,
+                 allowed_names: list[str] | None = None) -> None:
+        self.pseudonyms = pseudonyms
+        self.profile = profile
+        self.originals = sorted({o.strip() for o in (originals or []) if len(o.strip()) >= MIN_ORIGINAL_LEN})
+        self.allowed_names = {n.strip().upper() for n in (allowed_names or []) if n.strip()}
+
+    @classmethod
+    def originals_from_mapping(cls, mapping: dict) -> list[str]:
+        """Every original identifier a mapping records (patient IDs, study UIDs, accessions)."""
+        out: list[str] = []
+        for s in mapping.get("studies", []):
+            out += [str(v) for v in (s.get("original") or {}).values() if v]
+        return out
+
+    # --- options in force for one file -----------------------------------------------
+    def _options(self, ds) -> set[str]:
+        if self.profile is not None:
+            return set(self.profile.options)
+        codes = {str(i.get("CodeValue", "")) for i in ds.get("DeidentificationMethodCodeSequence", [])}
+        return {_CODE_OPTIONS[c] for c in codes if c in _CODE_OPTIONS}
+
+    # --- one file ------------------------------------------------------------------------
+    def verify_file(self, path: Path, rel: str) -> list[Finding]:
+        found: list[Finding] = []
+
+        def add(check: str, detail: str) -> None:
+            found.append(Finding(rel, check, detail))
+
+        try:
+            raw = Path(path).read_bytes()
+            src = dicomio.read(Path(path))
+            ds = pydicom.dcmread(Path(path), stop_before_pixels=True)
+        except TeleradError as exc:
+            return [Finding(rel, "unreadable", str(exc))]
+        except Exception as exc:
+            return [Finding(rel, "unreadable", type(exc).__name__)]
+        header = raw if src.pixel_span is None else raw[: src.pixel_span[0]]
+        opts = self._options(ds)
+
+        if raw[:128] != b"\x00" * 128:
+            add("preamble", "the 128-byte preamble is not zeroed")
+        for kw in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
+                   "ReceivingApplicationEntityTitle", "PrivateInformation", "PrivateInformationCreatorUID"):
+            if kw in ds.file_meta:
+                add("file meta", f"{kw} was not removed")
+        if str(ds.get("PatientIdentityRemoved", "")).upper() != "YES":
+            add("marking", "PatientIdentityRemoved is not YES")
+        if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+            add("burned-in", "BurnedInAnnotation is YES")
+        pid = str(ds.get("PatientID", "") or "")
+        if pid and not self.pseudonyms.is_patient_pseudonym(pid):
+            add("patient id", "(0010,0020) PatientID is not a pseudonym")
+        if "retain-uids" not in opts:
+            for kw in INSTANCE_UIDS:
+                v = str(ds.get(kw, "") or "")
+                if v and not v.startswith("2.25.") and not is_standard_uid(v):
+                    add("uid", f"{kw} was not replaced")
+            msi = str(ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
+            if msi != str(ds.get("SOPInstanceUID", "")):
+                add("uid", "MediaStorageSOPInstanceUID differs from SOPInstanceUID")
+        date_policy = ("shift" if "retain-long-modified-dates" in opts
+                       else "keep" if "retain-long-full-dates" in opts else "remove")
+        self._walk(ds, opts, date_policy, add)
+        if date_policy == "shift" and str(ds.get("LongitudinalTemporalInformationModified", "")) != "MODIFIED":
+            add("dates", "LongitudinalTemporalInformationModified is not MODIFIED")
+        low_header, low_rel = header.lower(), rel.lower()
+        for o in self.originals:
+            if "retain-uids" in opts and o.replace(".", "").isdigit():
+                continue  # Retain UIDs keeps original UIDs by request
+            b = o.lower().encode("utf-8", "ignore")
+            if b in low_header:
+                add("original identifier", "an original identifier from the mapping appears in the file")
+                break
+            if o.lower() in low_rel:
+                add("original identifier", "an original identifier from the mapping appears in the path")
+                break
+        return found
+
+    def _walk(self, ds, opts: set[str], date_policy: str, add, depth: int = 0) -> None:
+        for elem in ds:
+            t = elem.tag
+            if t.is_private:
+                if "retain-safe-private" not in opts or not Cleaners.keep_private(ds, t):
+                    add("private", f"{_tag(t)} private element outside the safe list")
+                    continue
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    self._walk(item, opts, date_policy, add, depth + 1)
+                continue
+            if elem.VR == "PN" and elem.value not in (None, ""):
+                names = [elem.value] if elem.VM <= 1 else list(elem.value)
+                for n in names:
+                    s = str(n).strip()
+                    if not s:
+                        continue
+                    if not (self.pseudonyms.is_patient_pseudonym(s) or s.upper() == DUMMY_TEXT
+                            or s.upper() in self.allowed_names):
+                        add("person name", f"{_tag(t)} {elem.keyword or 'PN'} is not a pseudonym")
+            if elem.VR in ("DA", "DT") and date_policy == "remove" and elem.value not in (None, ""):
+                vals = [elem.value] if elem.VM <= 1 else list(elem.value)
+                if any(str(v).strip() and str(v).strip() not in DUMMY_DATES for v in vals):
+                    add("dates", f"{_tag(t)} {elem.keyword or 'date'} holds a date the profile removes")
+
+    # --- a tree ----------------------------------------------------------------------------
+    def verify_tree(self, root: Path) -> VerifyReport:
+        report = VerifyReport()
+        for p in sorted(Path(root).rglob("*")):
+            if not p.is_file():
+                continue
+            rel = p.relative_to(root).as_posix()
+            if p.name in ("manifest.json", "manifest.sig", "deid-report.json"):
+                continue
+            report.files += 1
+            report.findings += self.verify_file(p, rel)
+        return report
+
+    def check(self, root: Path) -> VerifyReport:
+        """Verify a staging tree; VerificationError (nothing may be uploaded) on any finding."""
+        report = self.verify_tree(root)
+        if not report.ok:
+            shown = "\n  ".join(str(f) for f in report.findings[:20])
+            more = len(report.findings) - 20
+            raise VerificationError(
+                f"de-identified output failed verification ({len(report.findings)} findings in "
+                f"{report.files} files); nothing was uploaded:\n  {shown}"
+                + (f"\n  ... and {more} more" if more > 0 else "")
+            )
+        return report
