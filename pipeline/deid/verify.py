@@ -191,3 +191,18 @@ class Verifier:
                 + (f"\n  ... and {more} more" if more > 0 else "")
             )
         return report
+
+
+def verify_batch(root: Path, *, deid, originals) -> list[Finding]:
+    """The pipeline's pre-upload check: the engine's profile and key, the batch's originals.
+
+    ``originals`` are ``OriginalIds`` of the batch's files; a per-submission
+    PatientName alias is the only person name allowed besides pseudonyms.
+    """
+    strings: list[str] = []
+    for o in originals:
+        strings += [o.patient_id, o.study_instance_uid, o.accession_number]
+    alias = deid.overrides.as_dict().get("PatientName")
+    verifier = Verifier(deid.pseudonyms, deid.profile, originals=strings,
+                        allowed_names=[alias] if alias else None)
+    return verifier.verify_tree(Path(root)).findings

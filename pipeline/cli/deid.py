@@ -1,0 +1,97 @@
+"""`telerad verify` and `telerad profile show|diff`: look at what de-identification does.
+
+Thin commands over ``pipeline.deid``; `telerad anonymize` lives in anonymize.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+profile_app = typer.Typer(help="Show or compare de-identification profiles.", no_args_is_help=True)
+
+
+def verify(
+    directory: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder of de-identified files."),
+    mapping: Optional[str] = typer.Option(None, "--mapping", help="Batch ID whose mapping's originals to search for."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Judge by this profile (default: what each file records)."),
+    option: list[str] = typer.Option([], "--option", help="Extra option for --profile."),
+    allow_name: list[str] = typer.Option([], "--allow-name", help="A patient name alias set with --set."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Scan de-identified files for anything that must not leave; exit 1 on any finding."""
+    from pipeline.deid import Verifier, load_profile
+    from pipeline.pseudonyms import Pseudonyms
+    from pipeline.settings import load_settings
+
+    settings = load_settings()
+    originals: list[str] = []
+    if mapping:
+        from pipeline.mapping import MappingStore
+
+        originals = Verifier.originals_from_mapping(MappingStore.from_settings(settings).get(mapping))
+    prof = load_profile(profile, option) if profile else None
+    verifier = Verifier(Pseudonyms(settings.pseudonym_secret, settings.organization), prof,
+                        originals=originals, allowed_names=allow_name)
+    report = verifier.verify_tree(directory)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for f in report.findings:
+            typer.echo(str(f))
+        typer.echo(f"{report.files} files checked, {len(report.findings)} findings"
+                   + ("" if report.ok else " - NOT safe to send"))
+    if not report.ok:
+        sys.exit(1)
+
+
+@profile_app.command("show")
+def show(
+    name: str = typer.Argument("basic", help="A preset or a file under config/profiles/."),
+    option: list[str] = typer.Option([], "--option", help="Extra option."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Print the effective action for every attribute of a profile."""
+    from pipeline.deid import load_profile
+
+    prof = load_profile(name, option)
+    rows = prof.effective_actions()
+    if as_json:
+        typer.echo(json.dumps({"profile": prof.describe(), "attributes": rows}, indent=2))
+        return
+    d = prof.describe()
+    typer.echo(f"profile {d['profile']}; options: {', '.join(d['options']) or 'none'}; {d['standard']}")
+    for r in rows:
+        extra = f" = {r['value']!r}" if "value" in r else ""
+        typer.echo(f"{r['tag']:<14} {r['attribute']:<48} {r['action']}{extra}  [{r['code']}, {r['source']}]")
+
+
+@profile_app.command("diff")
+def diff(
+    a: str = typer.Argument(..., help="First profile."),
+    b: str = typer.Argument(..., help="Second profile."),
+) -> None:
+    """Print the attributes whose effective action differs between two profiles."""
+    from pipeline.deid import load_profile
+
+    pa, pb = load_profile(a), load_profile(b)
+    left = {(r["tag"], r["attribute"]): r for r in pa.effective_actions()}
+    right = {(r["tag"], r["attribute"]): r for r in pb.effective_actions()}
+    n = 0
+    for key in sorted(set(left) | set(right)):
+        ra, rb = left.get(key), right.get(key)
+        da = (ra["action"], ra.get("value")) if ra else ("(not listed)", None)
+        db = (rb["action"], rb.get("value")) if rb else ("(not listed)", None)
+        if da != db:
+            n += 1
+            typer.echo(f"{key[0]:<14} {key[1]:<48} {a}: {da[0]}  {b}: {db[0]}")
+    typer.echo(f"{n} attributes differ")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(verify)
+    app.add_typer(profile_app, name="profile")
