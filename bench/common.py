@@ -119,17 +119,45 @@ class Run:
 
 def run_measured(name: str, argv: Sequence[str], *, env: dict[str, str] | None = None,
                  cwd: Path | None = None, timeout: float | None = None) -> Run:
-    """Run ``argv`` to completion, timing it and sampling its process tree's memory."""
+    """Run ``argv`` to completion, timing it and sampling its process tree's memory.
+
+    The child is reaped with ``wait4``, whose ``ru_maxrss`` is the exact peak of the
+    child (and of the descendants it waited for), so even a command that ends before
+    the first sample has its peak.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(
         list(argv), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
     )
+    chunks: dict[str, list[bytes]] = {"out": [], "err": []}
+
+    def drain(stream: Any, key: str) -> None:
+        for block in iter(lambda: stream.read(65536), b""):
+            chunks[key].append(block)
+
+    readers = [threading.Thread(target=drain, args=(proc.stdout, "out"), daemon=True),
+               threading.Thread(target=drain, args=(proc.stderr, "err"), daemon=True)]
+    for t in readers:
+        t.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
     with TreeMemory(proc.pid) as mem:
-        out, err = proc.communicate(timeout=timeout)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.005)
     seconds = time.perf_counter() - start
-    return Run(name, seconds, mem.peak_tree, mem.peak_process, proc.returncode,
-               out.decode(errors="replace"), err.decode(errors="replace"))
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for t in readers:
+        t.join()
+    peak_process = max(mem.peak_process, usage.ru_maxrss * 1024)
+    return Run(name, seconds, max(mem.peak_tree, peak_process), peak_process, proc.returncode,
+               b"".join(chunks["out"]).decode(errors="replace"), b"".join(chunks["err"]).decode(errors="replace"))
 
 
 def python_env(**extra: str) -> dict[str, str]:

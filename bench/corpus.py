@@ -12,8 +12,8 @@ identifiers planted by ``pipeline.testing`` so the de-identifiers have work to d
 - ``sc``  Secondary Capture, 512 x 512 RGB (about 0.8 MB), BurnedInAnnotation NO
 - ``sr``  Basic Text SR (no pixels), a report with names and free text (a few KB)
 
-The mix gives each kind's share of the *files*; files are generated until the
-corpus reaches the requested size. Files are grouped into studies (one patient
+The mix gives each kind's share of the *files*; every kind in the mix appears
+at least once, and files are generated until the corpus reaches the requested size. Files are grouped into studies (one patient
 each) and series (one per kind within a study). The same seed, size and mix
 give byte-identical files. ``write_multiframe`` is also used on its own by
 ``bench/memory.py`` to write a 1 GB file without holding it in memory.
@@ -245,8 +245,9 @@ def generate(root: Path, *, size_mb: float = 500, mix: str | dict = DEFAULT_MIX,
     per_study_count: Counter = Counter()
     first_sop: dict[tuple[int, str], str] = {}
     n = 0
-    while corpus.bytes < target or (studies and n < studies):
-        kind = kinds[int(rng.choice(len(kinds), p=p))]
+    while corpus.bytes < target or n < len(kinds) or (studies and n < studies):
+        # every kind of the mix at least once, then drawn by weight
+        kind = kinds[n] if n < len(kinds) else kinds[int(rng.choice(len(kinds), p=p))]
         study = n % studies if studies else n // files_per_study
         per_study_count[study] += 1
         instance = per_study_count[study]

@@ -1,0 +1,102 @@
+"""The benchmarks still run: each script on a tiny corpus, real servers, results as JSON.
+
+No figure is checked here (benchmarks are not timed tests); only that each script
+finishes, prints its table and writes a result file with the fields the docs use.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.common import python_env
+from tests.harness.worker import REPO
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+
+def bench(tmp_path: Path, name: str, *args: str, timeout: float = 240) -> dict:
+    """Run ``python -m bench.NAME ARGS`` into tmp_path; return its latest JSON result."""
+    results = tmp_path / "results"
+    r = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", *args, "--results-dir", str(results), "--workdir", str(tmp_path)],
+        cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=timeout,
+    )
+    assert r.returncode == 0, r.stderr[-4000:] + r.stdout[-2000:]
+    assert "wrote " in r.stdout
+    data = json.loads((results / f"{name}-latest.json").read_text())
+    assert data["machine"]["nproc"] >= 1
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("telerad-bench-")]
+    assert not leftovers, f"the benchmark left {leftovers} behind"
+    return data
+
+
+def test_corpus_is_reproducible_and_has_every_kind(tmp_path):
+    """Same seed, size and mix: byte-identical files; every kind asked for is there and readable."""
+    import pydicom
+
+    from bench.corpus import generate
+
+    a = generate(tmp_path / "a", size_mb=4, mix="ct=1,mr=1,mf=1,sc=1,sr=1", seed=5, quiet=True)
+    b = generate(tmp_path / "b", size_mb=4, mix="ct=1,mr=1,mf=1,sc=1,sr=1", seed=5, quiet=True)
+    assert [p.relative_to(a.root) for p in a.files] == [p.relative_to(b.root) for p in b.files]
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a.files, b.files))
+    assert set(a.kinds) == {"ct", "mr", "mf", "sc", "sr"}
+    assert a.bytes >= 4_000_000
+    for p in a.files:
+        pydicom.dcmread(p)
+
+
+def test_deid_benchmark_runs(tmp_path):
+    """cp, the pydicom loop and telerad anonymize (1 and all cores) on the same tiny corpus."""
+    data = bench(tmp_path, "deid", "--size-mb", "3")
+    names = {r["name"] for r in data["rows"]}
+    assert {"cp -r", "pydicom loop", "telerad anonymize --jobs 1"} <= names
+    for r in data["rows"]:
+        assert r["seconds"] > 0 and r["peak_tree_rss_mb"] > 0
+        if r["name"].startswith("telerad"):
+            assert r["telerad"]["failed"] == 0 and r["telerad"]["written"] == data["corpus"]["files"]
+    assert {g["goal"].split(" ")[0] for g in data["goals"]} >= {"anonymize"}
+
+
+def test_profile_engine_runs(tmp_path):
+    """The ablation and stage breakdown run and account for the engine's time."""
+    data = bench(tmp_path, "profile_engine", "--size-mb", "3", "--repeat", "1")
+    assert data["stages"]["total"] > 0 and data["top_functions"]
+
+
+def test_e2e_benchmark_runs(tmp_path):
+    """Two studies through Redis, a worker and moto, against the boto3 baselines."""
+    data = bench(tmp_path, "e2e", "--studies", "2", "--size-mb", "3")
+    assert data["telerad_e2e_s"] > 0 and data["upload_file_loop_s"] > 0 and data["transfer_manager_s"] > 0
+    assert len(data["per_batch_submit_to_manifest_s"]) == 2
+
+
+def test_priority_benchmark_runs(tmp_path):
+    """A STAT study behind three ROUTINE ones, against one study alone."""
+    data = bench(tmp_path, "priority", "--routine", "3", "--study-mb", "1", "--workers", "1",
+                 "--baseline-runs", "1")
+    assert data["stat_s"] > 0 and len(data["routine_submit_to_manifest_s"]) == 3
+
+
+def test_memory_benchmark_runs(tmp_path):
+    """Two small multi-frame files through a worker, with the pydicom baseline."""
+    data = bench(tmp_path, "memory", "--sizes-mb", "2,4")
+    assert [round(r["size_mb"]) for r in data["rows"]] == [2, 4]
+    assert all(r["pool_process_hwm_mb"] > 0 and r["pydicom_peak_rss_mb"] for r in data["rows"])
+
+
+def test_all_runs_a_subset_quickly(tmp_path):
+    """bench.all --quick drives the scripts (here the two without servers)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "bench.all", "--quick", "--only", "deid,profile_engine",
+         "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path)],
+        cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "r" / "deid-latest.json").exists()
+    assert (tmp_path / "r" / "profile_engine-latest.json").exists()
