@@ -44,6 +44,11 @@ def broker_settings(settings: Settings) -> dict:
             "sep": ":",
             "queue_order_strategy": "priority",
             "visibility_timeout": settings.visibility_timeout,
+            # kombu sweeps for tasks of vanished workers only every interval x throttle
+            # seconds (10 x 10 by default), which would add up to 100 s to the
+            # visibility timeout: sweep every few seconds, scanning each time.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 2)),
+            "unacked_restore_throttle": 1,
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
