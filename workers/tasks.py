@@ -11,29 +11,51 @@ import logging
 from functools import lru_cache
 from typing import Callable
 
+from pydantic import Field, ValidationError
+
 from pipeline import batch
-from pipeline.exceptions import PermanentError, TransientError
-from pipeline.settings import Settings, load_settings
+from pipeline.exceptions import ConfigError, PermanentError, TransientError
+from pipeline.settings import Settings
 from workers.app import app
 
 log = logging.getLogger("telerad.worker")
 
 
+class WorkerSettings(Settings):
+    """The site's settings plus the worker's retry budget (each also ``TELERAD_<NAME>``).
+
+    A transient failure (storage 5xx, resets, timeouts) is first retried by the
+    storage SDK, ``storage_max_attempts`` tries in all per request, then the whole
+    step is retried ``task_max_retries`` times with a doubling pause capped at
+    ``task_retry_backoff_max`` seconds; after that the batch is ``failed`` with the
+    cause and ``telerad retry`` resumes it.
+    """
+
+    task_max_retries: int = Field(8, ge=0, le=100)
+    task_retry_backoff_max: float = Field(60.0, ge=0)
+
+
 @lru_cache(maxsize=1)
-def worker_settings() -> Settings:
-    return load_settings()
+def worker_settings() -> WorkerSettings:
+    try:
+        return WorkerSettings()
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid Telerad settings:\n  " + "\n  ".join(lines)) from None
 
 
 def _run(task, step: Callable[[Settings, str], None], batch_id: str) -> str:
     settings = worker_settings()
+    budget = settings.task_max_retries
     try:
         step(settings, batch_id)
     except TransientError as exc:
-        if task.request.retries >= task.max_retries:
+        if task.request.retries >= budget:
             batch.mark_failed(settings, batch_id, f"{step.__name__}: gave up after retries: {exc}")
             raise
         log.info("batch %s: %s will retry (%s)", batch_id, step.__name__, type(exc).__name__)
-        raise task.retry(exc=exc, countdown=min(60, 2 ** task.request.retries))
+        countdown = min(settings.task_retry_backoff_max, 2 ** task.request.retries)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=budget)
     except PermanentError as exc:
         batch.mark_failed(settings, batch_id, f"{step.__name__}: {exc}")
         raise

@@ -106,6 +106,7 @@ def make_site(tmp_path: Path) -> Iterator:
 
     def make(name: str = "site", **kw: str) -> Site:
         root = tmp_path / name
+        root.mkdir(parents=True, exist_ok=True)
         site = Site(root, site_env(root, **kw))
         sites.append(site)
         return site
