@@ -15,6 +15,7 @@ encrypted mapping, both in the batch's private folder under ``state/``.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -366,6 +367,15 @@ class _step:
                 record.stage_times[self.name]["finished"] = utcnow()
                 if self.name == "finalize":
                     record.state = BatchState.DONE.value
+            elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                failure = BatchFailed(
+                    "no space left on the disk of staging or TELERAD_HOME; free space there "
+                    f"and run `telerad retry {self.batch_id}`"
+                )
+                record.state = BatchState.FAILED.value
+                record.error = f"{self.name}: {failure}"
+                self.states._write(record)
+                raise failure from None
             elif isinstance(exc, PermanentError):
                 record.state = BatchState.FAILED.value
                 record.error = f"{self.name}: {exc}"

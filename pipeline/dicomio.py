@@ -11,6 +11,7 @@ Errors never carry PHI: no paths, no values, only tags and exception types.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -31,7 +32,7 @@ from pydicom.uid import (
     UID,
 )
 
-from pipeline.exceptions import DicomReadError, NotDicomError
+from pipeline.exceptions import DeidentificationError, DicomReadError, NotDicomError
 
 # pydicom warns about invalid values by quoting them, and names files by path;
 # both may be PHI. Validation warnings are off, and pydicom's log records lose
@@ -268,7 +269,12 @@ def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DeidentificationError(
+                "no space left on the staging disk while writing a de-identified file; "
+                "free space there (TELERAD_STAGING_DIR) and run `telerad retry BATCH_ID`"
+            ) from None
         raise
     return size, digest.hexdigest()

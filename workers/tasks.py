@@ -59,6 +59,15 @@ def _run(task, step: Callable[[Settings, str], None], batch_id: str) -> str:
     except PermanentError as exc:
         batch.mark_failed(settings, batch_id, f"{step.__name__}: {exc}")
         raise
+    except Exception as exc:
+        # Neither family: a bug or the machine. The task fails and is acknowledged, so
+        # the batch must say so, or it would sit in its step forever, not retryable.
+        batch.mark_failed(
+            settings, batch_id,
+            f"{step.__name__}: unexpected {type(exc).__name__}; see the worker log, "
+            f"then `telerad retry {batch_id}`",
+        )
+        raise
     return batch_id
 
 

@@ -3,7 +3,8 @@
     TELERAD_FAULT_PAUSE=POINT:N  TELERAD_FAULT_DIR=DIR  python -m tests.faults.hooked worker ...
 
 lets N calls of POINT happen, then on the next one writes ``DIR/paused-POINT``
-and sleeps until the process is killed. The pause sits in front of the real
+and waits until the process is killed, or until the test writes
+``DIR/resume-POINT`` (to change the world under it, e.g. fill a disk, and go on). The pause sits in front of the real
 call, so what the process did before it (files written, objects uploaded,
 state recorded) is exactly what a crash at that moment would leave behind.
 The test kills the whole process group; a process started again without the
@@ -14,6 +15,7 @@ variable runs the unmodified code. Points:
 * ``create-batch``  ``pipeline.batch.create_batch`` returned (recorded, claim not updated)
 * ``dispatch``      ``workers.dispatch.start_batch`` returned (queued, claim not updated)
 * ``claim``         ``Spool.claim`` returned (study in the spool, nothing submitted)
+* ``write-manifest`` ``pipeline.batch.build_manifest`` (de-identified, nothing written for the manifest)
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ _calls = 0
 
 
 def _pause_here(point: str) -> None:
-    Path(os.environ["TELERAD_FAULT_DIR"], f"paused-{point}").write_text(str(os.getpid()))
-    while True:  # until SIGKILL
-        time.sleep(60)
+    folder = Path(os.environ["TELERAD_FAULT_DIR"])
+    (folder / f"paused-{point}").write_text(str(os.getpid()))
+    while not (folder / f"resume-{point}").exists():  # or until SIGKILL
+        time.sleep(0.05)
 
 
 def _counting(point: str, limit: int, fn, *, after: bool = False):
@@ -80,6 +83,10 @@ def install() -> None:
         from workers import dispatch
 
         dispatch.start_batch = _counting(point, limit, dispatch.start_batch, after=True)
+    elif point == "write-manifest":
+        from pipeline import batch
+
+        batch.build_manifest = _counting(point, limit, batch.build_manifest)
     elif point == "claim":
         from pipeline.inbox.claim import Spool
 
