@@ -146,6 +146,20 @@ class StateStore:
             yield record
             self._write(record)
 
+    def wait_final(self, batch_id: str, timeout: float, poll: float = 0.2) -> BatchRecord:
+        """Block until the batch is done or failed; TimeoutError names its state otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.get(batch_id)
+            if record.final:
+                return record
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"batch {batch_id} is still {record.state} after {timeout:.0f}s; "
+                    f"see `telerad status {batch_id}`"
+                )
+            time.sleep(poll)
+
     def all(self) -> list[BatchRecord]:
         """Every record, newest submission first."""
         records = []

@@ -182,7 +182,7 @@ def demo(
             batch_id = batch.create_batch(settings, study.root, priority="STAT")
             start_batch(settings, batch_id)
             console.print(f"submitted batch {batch_id}; a worker (pid {proc.pid}) is processing it")
-            record = _wait_final(settings, batch_id, timeout)
+            record = StateStore(settings.state_dir).wait_final(batch_id, timeout)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -195,17 +195,6 @@ def demo(
         console.print(f"  {info.size:>8}  {info.key}", highlight=False)
     console.print(f"\n[bold]{batch_id}/manifest.json[/bold]")
     console.print_json(store.get_bytes(f"{batch_id}/manifest.json").decode())
-
-
-def _wait_final(settings: Settings, batch_id: str, timeout: float) -> BatchRecord:
-    states = StateStore(settings.state_dir)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = states.get(batch_id)
-        if record.final:
-            return record
-        time.sleep(0.2)
-    raise SubmissionError(f"batch {batch_id} did not finish within {timeout:.0f}s; see `telerad status {batch_id}`")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
@@ -64,14 +63,7 @@ def telerad(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 def wait_final(env: dict[str, str], batch_id: str, timeout: float = 90):
-    states = StateStore(Path(env["TELERAD_HOME"]) / "state")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = states.get(batch_id)
-        if record.final:
-            return record
-        time.sleep(0.2)
-    raise AssertionError(f"batch {batch_id} still {states.get(batch_id).state} after {timeout}s")
+    return StateStore(Path(env["TELERAD_HOME"]) / "state").wait_final(batch_id, timeout)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
