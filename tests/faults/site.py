@@ -102,6 +102,9 @@ class Site:
         self.enqueue(batch_id)
         return batch_id
 
+    def records(self) -> list[BatchRecord]:
+        return StateStore(self.home / "state").all()
+
     def record(self, batch_id: str) -> BatchRecord:
         return StateStore(self.home / "state").get(batch_id)
 
