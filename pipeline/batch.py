@@ -158,7 +158,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
 
         entries = [_entry(settings, batch_id, res) for _rel, res in produced]
         (work / "files.json").write_text(json.dumps([asdict(e) for e in entries]))
-        (work / "deid-report.json").write_text(json.dumps(_deid_report(deid, record)))
+        (work / "deid-report.json").write_text(json.dumps(_deid_report(deid, record, produced)))
         _mapping_store(settings, pending=True).put(batch_id, _mapping(record, produced, entries))
         record.counts = {
             "files_seen": len(files),
@@ -196,10 +196,7 @@ def write_manifest(settings: Settings, batch_id: str) -> None:
             submitted_at=record.submitted_at,
             created_at=utcnow(),
             organization=record.organization,
-            deidentification={
-                **report.get("profile", {}),
-                "report_key": _key(settings, batch_id, REPORT_NAME),
-            },
+            deidentification=_manifest_deid_section(report, _key(settings, batch_id, REPORT_NAME)),
             files=entries,
             note=record.note,
         )
@@ -438,10 +435,8 @@ def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, A
 
 def _verify_staging(settings: Settings, deid: Any, staging: Path, produced: list[tuple[str, Any]]) -> None:
     """Run the leak verifier over the staged files; any finding fails the batch closed."""
-    try:
-        from pipeline.deid.verify import verify_batch
-    except ImportError:  # the verifier ships with the full engine
-        return
+    from pipeline.deid.verify import verify_batch
+
     findings = verify_batch(staging, deid=deid, originals=[res.original for _r, res in produced])
     if findings:
         raise VerificationError(
@@ -502,12 +497,32 @@ def _mapping(record: BatchRecord, produced: list[tuple[str, Any]], entries: list
     }
 
 
-def _deid_report(deid: Any, record: BatchRecord) -> dict[str, Any]:
-    report = deid.report() if hasattr(deid, "report") else {}
-    report.setdefault("profile", deid.profile.describe())
-    report["profile"]["pseudonym_key_id"] = deid.pseudonyms.key_id
+def _deid_report(deid: Any, record: BatchRecord, produced: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The conformance report (deid-report.json): what was done, counted per attribute."""
+    from pipeline.deid.report import build_report
+
+    report = build_report(
+        deid.profile,
+        deid.pseudonyms,
+        [res for _rel, res in produced],
+        skipped=len(record.skipped),
+        refused_reasons=[e.reason for e in record.refused],
+        overrides=record.overrides,
+    )
     report["batch_id"] = record.batch_id
     return report
+
+
+def _manifest_deid_section(report: dict[str, Any], report_key: str) -> dict[str, Any]:
+    """The manifest's summary of the de-identification, pointing at the full report."""
+    return {
+        "profile": report["profile"],
+        "options": report["options"],
+        "standard": report["standard"],
+        "method_codes": report["codes_applied"],
+        "pseudonym_key_id": report["pseudonym_key_id"],
+        "report_key": report_key,
+    }
 
 
 def _sha256_file(path: Path) -> str:

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     s3_endpoint_url: str = Field("", description="S3-compatible endpoint URL.")
     mapping_url: str = Field("", description="Encrypted mapping store; empty = local folder.")
     staging_dir: str = Field("", description="De-identified files wait here until uploaded.")
-    profile: str = Field("basic", description="De-identification preset or profile file.")
+    profile: str = Field("teleradiology", description="De-identification preset or profile file.")
     options: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra Annex E options (comma-separated in the environment)."
     )

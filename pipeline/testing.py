@@ -56,7 +56,6 @@ class PlantedPHI:
             self.value("comment"),
             self.value("private"),
             self.value("nested"),
-            self.value("station"),
         ]
 
 
@@ -115,7 +114,7 @@ def make_dataset(
     ds.InstitutionName = phi.value("inst")
     ds.ReferringPhysicianName = phi.value("phys")
     ds.OperatorsName = phi.value("oper")
-    ds.StationName = phi.value("station")[:16]
+    ds.StationName = "CT01"  # identifies the device, not the patient (Retain Device Identity keeps it)
     ds.StudyDate = "20261120"
     ds.SeriesDate = "20261120"
     ds.ContentDate = "20261120"
@@ -183,7 +182,7 @@ def make_study(
     for _p in range(patients):
         phi = PlantedPHI()
         phis.append(phi)
-        for _s in range(studies):
+        for st in range(studies):
             study_uid = generate_uid(prefix="1.2.826.0.1.3680043.10.1234.")
             study_uids.append(study_uid)
             frame = generate_uid(prefix="1.2.826.0.1.3680043.10.1234.")
@@ -206,9 +205,9 @@ def make_study(
                         referenced_sop=first_sop,
                     )
                     first_sop = first_sop or sop_uid
-                    folder = root / f"{phi.patient_id}" / f"series{se}" if nested_folders else root
+                    folder = root / f"{phi.patient_id}" / f"study{st}" / f"series{se}" if nested_folders else root
                     folder.mkdir(parents=True, exist_ok=True)
-                    name = f"{phi.patient_id}_{i:04d}" + ("" if extensionless else ".dcm")
+                    name = f"{phi.patient_id}_{st}_{se}_{i:04d}" + ("" if extensionless else ".dcm")
                     path = folder / name
                     ds.save_as(path, enforce_file_format=True)
                     files.append(path)
