@@ -133,19 +133,36 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         refused: list[FileError] = []
         produced: list[Any] = []
         files = list(_study_files(source_root, skipped))
+        by_key: dict[str, tuple[int, Any]] = {}  # staged relpath (new SOP UID) -> (index, result)
         for index, path in enumerate(files, start=1):
             rel = str(path.relative_to(source_root))
             try:
-                produced.append((rel, deid.deidentify_file(path, staging)))
+                res = deid.deidentify_file(path, staging)
             except NotDicomError as exc:
                 skipped.append(FileError(index, rel, str(exc)))
+                continue
             except RefusedFileError as exc:
                 refused.append(FileError(index, rel, str(exc)))
+                continue
             except TeleradError as exc:
                 raise _file_failure(record, index, len(files), rel, str(exc))
             except Exception as exc:  # a parser bug must fail closed, without echoing values
                 raise _file_failure(
                     record, index, len(files), rel, f"unexpected {type(exc).__name__} while reading"
+                )
+            first = by_key.get(res.relpath)
+            if first is None:
+                by_key[res.relpath] = (index, res)
+                produced.append((rel, res))
+            elif first[1].sha256 == res.sha256:
+                skipped.append(FileError(
+                    index, rel, f"same image as file {first[0]} (same SOP Instance UID and content); sent once"
+                ))
+            else:  # it overwrote the first one in staging: neither may be sent as it is
+                raise _file_failure(
+                    record, index, len(files), rel,
+                    f"it has the same SOP Instance UID as file {first[0]} but different content; "
+                    "remove the wrong copy from the study",
                 )
         record.skipped, record.refused = skipped, refused
         if not produced:

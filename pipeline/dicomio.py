@@ -105,12 +105,33 @@ def _looks_like_raw_dataset(head: bytes) -> bool:
     return False
 
 
+class _BoundedReader(io.BufferedReader):
+    """A file whose reads never ask for more than is left in it.
+
+    pydicom reads an element's value with ``read(declared_length)``, and CPython
+    allocates the whole requested size before reading: a 700-byte file declaring
+    a 2 GB element would cost 2 GB of memory (or a MemoryError). Capped at what
+    the file holds, the short read is reported as truncation instead.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(io.FileIO(fd, "rb", closefd=True))
+        self._size = os.fstat(fd).st_size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is not None and n > 0:
+            n = min(n, max(0, self._size - self.tell()))
+            if n == 0:
+                return b""
+        return super().read(n)
+
+
 def read(path: Path, *, load_pixels: bool = False) -> SourceFile:
     """Parse ``path`` once; NotDicomError for non-DICOM, DicomReadError when it cannot be parsed."""
     kind = sniff(path)
     try:
         # Opened by descriptor so that pydicom's messages name no path.
-        with open(os.open(path, os.O_RDONLY), "rb") as fh, warnings.catch_warnings():
+        with _BoundedReader(os.open(path, os.O_RDONLY)) as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(fh, force=(kind == "raw"), stop_before_pixels=not load_pixels)
             stop = fh.tell()
