@@ -121,10 +121,20 @@ def run_measured(name: str, argv: Sequence[str], *, env: dict[str, str] | None =
                  cwd: Path | None = None, timeout: float | None = None) -> Run:
     """Run ``argv`` to completion, timing it and sampling its process tree's memory.
 
-    The child is reaped with ``wait4``, whose ``ru_maxrss`` is the exact peak of the
-    child (and of the descendants it waited for), so even a command that ends before
-    the first sample has its peak.
+    Where GNU time is installed the command runs under ``/usr/bin/time -f %M``, whose
+    figure is the exact peak of the command's largest process (itself or a descendant
+    it waited for), even for a command that ends before the first sample. (Our own
+    ``wait4`` cannot give that: a forked child's peak includes this Python process's
+    memory from before its ``exec``.) The sampler gives the tree's peak either way.
     """
+    import tempfile
+
+    gnu_time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+    peak_file = None
+    if gnu_time:
+        fd, peak_file = tempfile.mkstemp(prefix="telerad-bench-rss-")
+        os.close(fd)
+        argv = [gnu_time, "-q", "-f", "%M", "-o", peak_file, *argv]
     start = time.perf_counter()
     proc = subprocess.Popen(
         list(argv), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -143,19 +153,27 @@ def run_measured(name: str, argv: Sequence[str], *, env: dict[str, str] | None =
     deadline = None if timeout is None else time.monotonic() + timeout
     with TreeMemory(proc.pid) as mem:
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
             if pid:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
+                pid, status = os.waitpid(proc.pid, 0)
                 break
             time.sleep(0.005)
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     for t in readers:
         t.join()
-    peak_process = max(mem.peak_process, usage.ru_maxrss * 1024)
+    peak_process = mem.peak_process
+    if peak_file:
+        try:
+            text = Path(peak_file).read_text().split()
+            peak_process = max(peak_process, int(text[-1]) * 1024) if text else peak_process
+        except (OSError, ValueError):
+            pass
+        finally:
+            Path(peak_file).unlink(missing_ok=True)
     return Run(name, seconds, max(mem.peak_tree, peak_process), peak_process, proc.returncode,
                b"".join(chunks["out"]).decode(errors="replace"), b"".join(chunks["err"]).decode(errors="replace"))
 

@@ -41,10 +41,10 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def commands(src: Path, out: Path, home: Path, jobs: int) -> list[tuple[str, list[str], dict[str, str]]]:
+def commands(src: Path, out: Path, home: Path, jobs: int, profile: str) -> list[tuple[str, list[str], dict[str, str]]]:
     """(name, argv, env) of every row, in the order they run."""
     env = python_env(TELERAD_HOME=str(home), TELERAD_ORGANIZATION="BENCH")
-    tele = [PY, "-m", "pipeline.cli.main", "anonymize", str(src), str(out), "--json"]
+    tele = [PY, "-m", "pipeline.cli.main", "anonymize", str(src), str(out), "--json", "--profile", profile]
     rows = [
         ("cp -r", ["cp", "-r", str(src), str(out)], env),
         ("pydicom loop", [PY, "-m", "bench.tools", "pydicom", str(src), str(out)], env),
@@ -59,11 +59,11 @@ def commands(src: Path, out: Path, home: Path, jobs: int) -> list[tuple[str, lis
     return rows
 
 
-def run_rows(src: Path, work: Path, *, jobs: int, repeat: int, skip: set[str]) -> dict[str, Run]:
+def run_rows(src: Path, work: Path, *, jobs: int, repeat: int, skip: set[str], profile: str) -> dict[str, Run]:
     home = work / "home"
     best: dict[str, Run] = {}
     for round_ in range(repeat):
-        for name, argv, env in commands(src, work / "out", home, jobs):
+        for name, argv, env in commands(src, work / "out", home, jobs, profile):
             if any(s in name for s in skip):
                 continue
             out = work / "out"
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the all-cores row")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--profile", default="", help="telerad's profile (default: config/default.toml's)")
     ap.add_argument("--skip", action="append", default=[], help="skip rows whose name contains this")
     ap.add_argument("--workdir", type=Path, default=None, help="where the corpus and outputs go (default: /tmp)")
     ap.add_argument("--results-dir", type=Path, default=None)
@@ -128,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             c = corpus_mod.generate(work / "corpus", size_mb=args.size_mb, mix=args.mix, seed=args.seed)
             src, corpus_info = c.root, c.summary()
             n, nbytes = len(c.files), c.bytes
-        rows = run_rows(src, work, jobs=args.jobs, repeat=args.repeat, skip=set(args.skip))
+        from bench.profile_engine import default_profile
+
+        profile = args.profile or default_profile()
+        rows = run_rows(src, work, jobs=args.jobs, repeat=args.repeat, skip=set(args.skip), profile=profile)
         base = rows.get("pydicom loop")
         table_rows, results = [], []
         for name, r in rows.items():
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                                mb(r.peak_process_rss), f"{ratio:.2f}x" if ratio else None])
         print(f"\nDe-identification: {n} files, {mb(nbytes):.1f} MB "
               f"({', '.join(f'{k} {v}' for k, v in sorted(corpus_info.get('kinds', {}).items()))}); "
-              f"best of {args.repeat}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+              f"telerad profile {profile}; best of {args.repeat}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(table(["command", "s", "files/s", "MB/s", "peak RSS tree MB", "peak RSS process MB",
                      "speed vs pydicom loop"], table_rows))
         g = goals(rows, args.jobs)
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = [t for t, m in (("dicognito", "dicognito"), ("dicom-anonymizer", "dicomanonymizer")) if not _has(m)]
         if missing:
             print(f"not installed, not measured: {', '.join(missing)} (pip install {' '.join(missing)})")
-        path = write_result("deid", {"corpus": corpus_info, "repeat": args.repeat, "jobs": args.jobs,
+        path = write_result("deid", {"corpus": corpus_info, "repeat": args.repeat, "jobs": args.jobs, "profile": profile,
                                      "rows": results, "goals": g}, args.results_dir)
         print(f"wrote {path}")
     finally:

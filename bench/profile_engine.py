@@ -45,11 +45,22 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+PROFILE = {"name": ""}  # set by main: --profile, or the default profile of config/default.toml
+
+
+def default_profile() -> str:
+    import tomllib
+
+    from pipeline.settings import config_dir
+
+    return tomllib.loads((config_dir() / "default.toml").read_text()).get("profile", "basic")
+
+
 def _engine():
     from pipeline.deid import Deidentifier, load_profile
     from pipeline.pseudonyms import Pseudonyms
 
-    return Deidentifier(load_profile("basic"), Pseudonyms(SECRET, "BENCH"))
+    return Deidentifier(load_profile(PROFILE["name"] or default_profile()), Pseudonyms(SECRET, "BENCH"))
 
 
 def pydicom_loop(files: list[Path], out: Path) -> None:
@@ -136,12 +147,17 @@ def stage_breakdown(files: list[Path], work: Path) -> dict[str, float]:
         fn = getattr(owner, name)
         originals[(id(owner), name)] = (owner, name, fn)
 
+        depth = [0]  # the walk recurses through the same method: count the outermost call only
+
         def wrapper(*a: Any, **k: Any) -> Any:
+            depth[0] += 1
             t = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
-                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
+                depth[0] -= 1
+                if depth[0] == 0:
+                    spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
 
         setattr(owner, name, wrapper)
 
@@ -218,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mix", default=corpus_mod.DEFAULT_MIX)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", default="", help="de-identification profile (default: config/default.toml's)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--results-dir", type=Path, default=None)
     args = ap.parse_args(argv)
 
+    PROFILE["name"] = args.profile or default_profile()
     work = Path(tempfile.mkdtemp(prefix="telerad-bench-prof-", dir=args.workdir))
     try:
         root = args.corpus
@@ -248,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"name": name, "seconds": s, "files_per_s": len(files) / s,
                             "mb_per_s": nbytes / 1e6 / s, "ratio_to_pydicom_loop": base / s})
             rows.append([name, s, len(files) / s, nbytes / 1e6 / s, f"{base / s:.2f}x"])
-        print(f"\nEngine ablation: {len(files)} files, {nbytes / 1e6:.1f} MB, one process, best of {args.repeat}")
+        print(f"\nEngine ablation: {len(files)} files, {nbytes / 1e6:.1f} MB, profile {PROFILE['name']}, "
+              f"one process, best of {args.repeat}")
         print(table(["variant", "s", "files/s", "MB/s", "vs pydicom loop"], rows))
 
         stages = stage_breakdown(files, work)
@@ -262,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                     [[r["function"], r["calls"], r["own_s"], r["cumulative_s"]] for r in top]))
         path = write_result("profile_engine", {
             "corpus": corpus_info or {"root": str(root), "files": len(files), "bytes": nbytes},
-            "repeat": args.repeat, "variants": results, "stages": stages, "top_functions": top,
+            "repeat": args.repeat, "profile": PROFILE["name"], "variants": results, "stages": stages, "top_functions": top,
         }, args.results_dir)
         print(f"\nwrote {path}")
     finally:
