@@ -583,4 +583,4 @@ def _audit(settings: Settings, action: str, batch_id: str, **details: Any) -> No
     from pipeline.audit import AuditLog
 
     outcome = details.pop("outcome", "ok")
-    AuditLog(settings.audit_log_path).append(action, batch_id=batch_id, outcome=outcome, actor="telerad", **details)
+    AuditLog.from_settings(settings).append(action, batch_id=batch_id, outcome=outcome, actor="telerad", **details)

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     zip_max_unpacked_bytes: int = Field(32 * 2**30, ge=1)
     zip_max_ratio: float = Field(200.0, gt=1, description="Largest compression ratio accepted (zip bombs).")
     # --- keys -----------------------------------------------------------------------
+    mapping_kms_key_id: str = Field("", description="AWS KMS key (ID, ARN or alias) wrapping mapping keys; empty = local key file.")
+    audit_mirror: bool = Field(False, description="Also write each audit entry to the mapping store under audit/.")
     signing_key_file: str = Field("", description="Ed25519 organisation key; empty = generated.")
     public_key_file: str = Field("", description="Organisation public key a reader checks manifests with.")
     pseudonym_secret_file: str = Field("", description="HMAC secret file; empty = generated.")

@@ -1,4 +1,4 @@
-"""`telerad keys status` and `telerad keys rotate`: the mapping store's key-encryption keys."""
+"""`telerad keys status`, `rotate` and `public`: the mapping store's keys and the signing key's public half."""
 
 from __future__ import annotations
 
@@ -115,6 +115,28 @@ def rotate(
             "`telerad keys rotate --no-new-key`", fg=typer.colors.RED, err=True,
         )
         raise typer.Exit(1)
+
+
+@keys_app.command("public")
+def public(
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the PEM to this file instead of stdout."),
+) -> None:
+    """Print the organisation's public signing key (PEM): what a reader needs to check manifests."""
+    from pathlib import Path
+
+    from pipeline.settings import load_settings
+    from pipeline.signing import export_public_key, fingerprint, load_public_key, public_key_pem
+
+    settings = load_settings()
+    try:
+        if out:
+            path = export_public_key(settings, Path(out))
+            key = load_public_key(path)
+            typer.echo(f"wrote {path} (fingerprint {fingerprint(key)})", err=True)
+        else:
+            typer.echo(public_key_pem(settings).decode(), nl=False)
+    except TeleradError as exc:
+        raise _fail(exc) from exc
 
 
 def register(app: typer.Typer) -> None:
