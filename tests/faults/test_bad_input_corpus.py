@@ -313,3 +313,24 @@ def test_ten_thousand_tiny_files_are_looked_at_quickly_and_named(tmp_path, ledge
     assert len(record.skipped) == 10_000
     assert seconds < 60, seconds
     assert tree_digest(study.root) == before
+
+
+def test_an_invalid_vr_inside_a_sequence_item_does_not_leak_an_original_uid(tmp_path, ledger):
+    """Found by the fuzz test: VR 'UI' -> '\\x00I' on ReferencedSOPClassUID in an item; the original
+    ReferencedSOPInstanceUID after it must not reach the bucket (fail closed, or remap it)."""
+    def bad_vr_in_item(study):
+        p = study.files[1]
+        data = p.read_bytes()
+        k = data.index(b"\x08\x00\x50\x11UI")  # (0008,1150) UI, inside ReferencedImageSequence
+        p.write_bytes(data[:k + 4] + b"\x00" + data[k + 5:])
+        return p
+
+    settings, study, case_file, before, _b, record, objects, _t, _p = run_case(tmp_path, bad_vr_in_item)
+    found = leaks(study.markers(), objects=objects, texts={"error": record.error, **output_text(objects)})
+    ledger.record("bad input: invalid VR inside a sequence item (fuzz finding)", faults=["invalid VR in item"],
+                  batches=1, completed=int(record.state == "done"),
+                  failed_as_expected=int(record.state == "failed"), files_lost=0, leaked=found)
+    assert tree_digest(study.root) == before
+    if record.state == "failed":
+        assert [e.relpath for e in record.errors] == [str(case_file.relative_to(study.root))]
+    assert found == [], "an original UID reached the bucket"
