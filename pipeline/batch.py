@@ -19,6 +19,8 @@ import errno
 import json
 import logging
 import shutil
+import threading
+import time
 import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -134,22 +136,13 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         produced: list[Any] = []
         files = list(_study_files(source_root, skipped))
         by_key: dict[str, tuple[int, Any]] = {}  # staged relpath (new SOP UID) -> (index, result)
+        progress = _Progress(states, record, "deidentify", len(files))
         for index, path in enumerate(files, start=1):
             rel = str(path.relative_to(source_root))
-            try:
-                res = deid.deidentify_file(path, staging)
-            except NotDicomError as exc:
-                skipped.append(FileError(index, rel, str(exc)))
+            res = _deidentify_one(deid, path, staging, record, (index, len(files), rel), skipped, refused)
+            progress.advance()
+            if res is None:
                 continue
-            except RefusedFileError as exc:
-                refused.append(FileError(index, rel, str(exc)))
-                continue
-            except TeleradError as exc:
-                raise _file_failure(record, index, len(files), rel, str(exc))
-            except Exception as exc:  # a parser bug must fail closed, without echoing values
-                raise _file_failure(
-                    record, index, len(files), rel, f"unexpected {type(exc).__name__} while reading"
-                )
             first = by_key.get(res.relpath)
             if first is None:
                 by_key[res.relpath] = (index, res)
@@ -245,6 +238,8 @@ def upload(settings: Settings, batch_id: str) -> None:
                 "sha256": sha256,
             }
 
+        progress = _Progress(StateStore(settings.state_dir), record, "upload", len(entries))
+
         def put(entry: FileEntry) -> None:
             store.put_file(
                 entry.key,
@@ -252,6 +247,7 @@ def upload(settings: Settings, batch_id: str) -> None:
                 content_type=CONTENT_TYPE_DICOM,
                 metadata=meta(entry.sha256),
             )
+            progress.advance()
 
         with ThreadPoolExecutor(max_workers=settings.upload_concurrency) as pool:
             list(pool.map(put, entries))  # re-raises the first failure
@@ -399,6 +395,56 @@ class _step:
             return False
         finally:
             self._lock.__exit__(exc_type, exc, tb)
+
+
+class _Progress:
+    """The running step's progress in the batch record, written at most once a second.
+
+    ``telerad watch`` and ``telerad status`` read it to draw progress bars; the
+    step holds the batch lock, so only this process writes the record meanwhile.
+    """
+
+    def __init__(self, states: StateStore, record: BatchRecord, step: str, total: int) -> None:
+        self.states, self.record, self.step, self.total = states, record, step, total
+        self.done = 0
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def advance(self) -> None:
+        with self._lock:
+            self.done += 1
+            now = time.monotonic()
+            if now - self._last >= 1.0 or self.done == self.total:
+                self._last = now
+                self.record.progress = {"step": self.step, "done": self.done, "total": self.total}
+                self.states._write(self.record)
+
+
+def _deidentify_one(
+    deid: Any,
+    path: Path,
+    staging: Path,
+    record: BatchRecord,
+    where: tuple[int, int, str],
+    skipped: list[FileError],
+    refused: list[FileError],
+) -> Any:
+    """One file: its result, or None when it is skipped (not DICOM) or refused (policy).
+
+    Anything else fails the batch closed, with a reason that echoes no value from the file.
+    """
+    index, total, rel = where
+    try:
+        return deid.deidentify_file(path, staging)
+    except NotDicomError as exc:
+        skipped.append(FileError(index, rel, str(exc)))
+    except RefusedFileError as exc:
+        refused.append(FileError(index, rel, str(exc)))
+    except TeleradError as exc:
+        raise _file_failure(record, index, total, rel, str(exc))
+    except Exception as exc:  # a parser bug must fail closed, without echoing values
+        raise _file_failure(record, index, total, rel, f"unexpected {type(exc).__name__} while reading")
+    return None
 
 
 def _file_failure(record: BatchRecord, index: int, total: int, rel: str, reason: str) -> BatchFailed:

@@ -73,6 +73,7 @@ class BatchRecord:
     errors: list[FileError] = field(default_factory=list)
     error: str = ""
     missing: list[str] = field(default_factory=list)
+    progress: dict[str, Any] = field(default_factory=dict)  # {"step", "done", "total"} of the running step
     updated_at: str = ""
 
     @classmethod

@@ -121,6 +121,9 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
     console.print(f"priority  {r.priority}   organization {r.organization}")
     console.print(f"profile   {r.profile}  options {', '.join(r.options) or '-'}")
     console.print(f"submitted {r.submitted_at}")
+    if r.progress and not r.final:
+        p = r.progress
+        console.print(f"progress  {p['step']} {p['done']}/{p['total']} files")
     if r.counts:
         console.print("counts    " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())))
     for step, times in r.stage_times.items():

@@ -74,6 +74,53 @@ class Printer:
             console.print(f"{t} [red]failed[/red]    batch {e.batch_id}  {prio}{e.reason}{where}{name}")
 
 
+class BatchProgress:
+    """Progress bars for the batches this watcher queued, read from their state records.
+
+    A notification handler (it only listens) plus a drawing loop; bars appear once
+    a step reports progress and vanish when the batch is done or failed.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from pipeline.state import StateStore
+
+        self.states = StateStore(settings.state_dir)
+        self.bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True,
+        )
+        self.tasks: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, e: Any) -> None:
+        with self._lock:
+            if e.kind == "submitted" and e.batch_id not in self.tasks:
+                self.tasks[e.batch_id] = self.bars.add_task(f"batch {e.batch_id[:8]} queued", total=None)
+            elif e.kind == "finished" and e.batch_id in self.tasks:
+                self.bars.remove_task(self.tasks.pop(e.batch_id))
+
+    def refresh(self) -> None:
+        with self._lock:
+            for batch_id, task in list(self.tasks.items()):
+                try:
+                    record = self.states.get(batch_id)
+                except Exception:  # a record being replaced; next refresh reads it
+                    continue
+                p = record.progress or {}
+                if p and not record.final:
+                    self.bars.update(
+                        task, description=f"batch {batch_id[:8]} {p['step']}",
+                        completed=p["done"], total=p["total"],
+                    )
+
+    def run(self, stop: threading.Event) -> None:
+        with self.bars:
+            while not stop.wait(0.5):
+                self.refresh()
+
+
 def _inbox_path(inbox: Optional[Path], settings: Settings) -> Path:
     configured = str(getattr(settings, "inbox_dir", "") or "")
     if inbox is None and not configured:
@@ -94,7 +141,20 @@ def _watcher(inbox: Path, settings: Settings, quiet: Optional[float], polling: O
 
     submit, dispatch = make_submitter(settings)
     config = WatcherConfig.from_settings(settings, quiet_seconds=quiet, polling=polling)
-    return Watcher(inbox, settings, submit, dispatch=dispatch, config=config, notify=[Printer(show_names)])
+    bars = BatchProgress(settings)
+    watcher = Watcher(inbox, settings, submit, dispatch=dispatch, config=config, notify=[Printer(show_names), bars])
+    return watcher, bars
+
+
+def _run_watcher(watcher: Any, bars: BatchProgress, stop: threading.Event) -> None:
+    """The watcher in this thread, its progress bars in another, until ``stop``."""
+    drawer = threading.Thread(target=bars.run, args=(stop,), daemon=True)
+    drawer.start()
+    try:
+        watcher.run(stop)
+    finally:
+        stop.set()
+        drawer.join(5)
 
 
 INBOX_ARG = typer.Argument(None, help="Folder to watch (default: the inbox_dir setting).")
@@ -112,11 +172,11 @@ def watch(
     """Watch INBOX; submit each complete study once (stat/, urgent/, routine/ set the priority)."""
     settings = load_settings()
     path = _inbox_path(inbox, settings)
-    watcher = _watcher(path, settings, quiet_seconds, polling, show_names)
+    watcher, bars = _watcher(path, settings, quiet_seconds, polling, show_names)
     stop = threading.Event()
     _stop_on_signals(stop)
     console.print(f"watching {path} (Ctrl-C to stop)")
-    watcher.run(stop)
+    _run_watcher(watcher, bars, stop)
     console.print("watcher stopped")
 
 
@@ -155,7 +215,7 @@ def up(
     """Start a watcher and a worker pool together on the current settings; Ctrl-C stops both."""
     settings = load_settings()
     path = _inbox_path(inbox, settings)
-    watcher = _watcher(path, settings, quiet_seconds, polling, show_names)
+    watcher, bars = _watcher(path, settings, quiet_seconds, polling, show_names)
     stop = threading.Event()
     _stop_on_signals(stop)
     # Its own session: a terminal's Ctrl-C reaches only us, and we send the worker exactly
@@ -170,7 +230,7 @@ def up(
 
     threading.Thread(target=worker_died, daemon=True).start()
     try:
-        watcher.run(stop)
+        _run_watcher(watcher, bars, stop)
     finally:
         died = proc.poll() is not None
         code = stop_worker(proc, stop_timeout)

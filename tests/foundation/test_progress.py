@@ -1,0 +1,50 @@
+"""Long steps report progress that `telerad status` and `telerad watch` show as bars."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from typer.testing import CliRunner
+
+from pipeline import batch
+from pipeline.cli.inbox import BatchProgress
+from pipeline.cli.main import app
+from pipeline.settings import load_settings
+from pipeline.state import StateStore
+from pipeline.testing import make_study
+
+
+def test_steps_record_files_done_out_of_total(tmp_path):
+    """De-identification and upload each leave done/total in the batch record."""
+    settings = load_settings()
+    study = make_study(tmp_path / "s", series=1, images=5)
+    (study.root / "notes.txt").write_text("not an image")
+    batch_id = batch.create_batch(settings, study.root)
+    states = StateStore(settings.state_dir)
+
+    batch.deidentify(settings, batch_id)
+    assert states.get(batch_id).progress == {"step": "deidentify", "done": 6, "total": 6}
+    out = CliRunner().invoke(app, ["status", batch_id]).output
+    assert "progress  deidentify 6/6 files" in out
+
+    batch.write_manifest(settings, batch_id)
+    batch.upload(settings, batch_id)
+    assert states.get(batch_id).progress == {"step": "upload", "done": 5, "total": 5}
+
+
+def test_watch_progress_bars_follow_the_batch_record(tmp_path):
+    """A bar appears for a queued batch, follows its recorded progress, and goes when it finishes."""
+    settings = load_settings()
+    batch_id = batch.create_batch(settings, make_study(tmp_path / "s", series=1, images=3).root)
+    bars = BatchProgress(settings)
+    bars(SimpleNamespace(kind="submitted", batch_id=batch_id))
+    task = bars.tasks[batch_id]
+
+    batch.deidentify(settings, batch_id)
+    bars.refresh()
+    shown = bars.bars.tasks[task]
+    assert (shown.completed, shown.total) == (3, 3)
+    assert "deidentify" in shown.description
+
+    bars(SimpleNamespace(kind="finished", batch_id=batch_id))
+    assert batch_id not in bars.tasks and not bars.bars.tasks
