@@ -41,7 +41,7 @@ def test_killed_worker_batch_is_redelivered_and_completes_exactly_once(
         assert len(staged) == done_before_kill
         assert store_objects(store) == {}
     else:  # the uploads let through finish; the others wait at the pause
-        objects = wait_for(lambda: (o := store_objects(store)) if len(o) == done_before_kill else None,
+        objects = wait_for(lambda: o if len(o := store_objects(store)) == done_before_kill else None,
                            15, f"{done_before_kill} objects uploaded")
         assert f"{batch_id}/manifest.json" not in objects
     first.kill_group()
