@@ -105,6 +105,7 @@ class Run:
     peak_tree_rss: int
     peak_process_rss: int
     returncode: int
+    cpu_seconds: float | None = None  # user + system of the command and the children it waited for
     stdout: str = ""
     stderr: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -134,7 +135,7 @@ def run_measured(name: str, argv: Sequence[str], *, env: dict[str, str] | None =
     if gnu_time:
         fd, peak_file = tempfile.mkstemp(prefix="telerad-bench-rss-")
         os.close(fd)
-        argv = [gnu_time, "-q", "-f", "%M", "-o", peak_file, *argv]
+        argv = [gnu_time, "-q", "-f", "%M %U %S", "-o", peak_file, *argv]
     start = time.perf_counter()
     proc = subprocess.Popen(
         list(argv), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -166,15 +167,18 @@ def run_measured(name: str, argv: Sequence[str], *, env: dict[str, str] | None =
     for t in readers:
         t.join()
     peak_process = mem.peak_process
+    cpu = None
     if peak_file:
         try:
-            text = Path(peak_file).read_text().split()
-            peak_process = max(peak_process, int(text[-1]) * 1024) if text else peak_process
+            fields = Path(peak_file).read_text().split()[-3:]
+            if len(fields) == 3:
+                peak_process = max(peak_process, int(fields[0]) * 1024)
+                cpu = float(fields[1]) + float(fields[2])
         except (OSError, ValueError):
             pass
         finally:
             Path(peak_file).unlink(missing_ok=True)
-    return Run(name, seconds, max(mem.peak_tree, peak_process), peak_process, proc.returncode,
+    return Run(name, seconds, max(mem.peak_tree, peak_process), peak_process, proc.returncode, cpu,
                b"".join(chunks["out"]).decode(errors="replace"), b"".join(chunks["err"]).decode(errors="replace"))
 
 

@@ -15,7 +15,10 @@ process tree are measured from outside (``bench/common.py``). Prints files/s,
 MB/s, peak RSS and each row's speed as a ratio to the pydicom loop, checks the
 goals of issue 7, and writes JSON to ``bench/results/``. With ``--repeat N``
 the rows run N rounds, interleaved, and the best time of each counts (the
-machine is shared, so this damps other people's load).
+machine is shared, so this damps other people's load). Where GNU time is
+installed each row also has its CPU seconds (user + system, all its processes):
+less sensitive to other people's load than wall time, and the fair measure of
+how much work each tool does per file.
 """
 
 from __future__ import annotations
@@ -141,15 +144,19 @@ def main(argv: list[str] | None = None) -> int:
                 "name": name, "seconds": round(r.seconds, 3), "files_per_s": round(n / r.seconds, 1),
                 "mb_per_s": round(mb(nbytes) / r.seconds, 1), "peak_tree_rss_mb": round(mb(r.peak_tree_rss), 1),
                 "peak_process_rss_mb": round(mb(r.peak_process_rss), 1),
+                "cpu_seconds": round(r.cpu_seconds, 2) if r.cpu_seconds is not None else None,
+                "cpu_ms_per_mb": round(1000 * r.cpu_seconds / mb(nbytes), 1) if r.cpu_seconds is not None else None,
                 "ratio_to_pydicom_loop": round(ratio, 2) if ratio else None, **r.extra,
             })
+            cpu_ratio = (base.cpu_seconds / r.cpu_seconds) if base and base.cpu_seconds and r.cpu_seconds else None
             table_rows.append([name, r.seconds, n / r.seconds, mb(nbytes) / r.seconds, mb(r.peak_tree_rss),
-                               mb(r.peak_process_rss), f"{ratio:.2f}x" if ratio else None])
+                               mb(r.peak_process_rss), f"{ratio:.2f}x" if ratio else None, r.cpu_seconds,
+                               f"{cpu_ratio:.2f}x" if cpu_ratio else None])
         print(f"\nDe-identification: {n} files, {mb(nbytes):.1f} MB "
               f"({', '.join(f'{k} {v}' for k, v in sorted(corpus_info.get('kinds', {}).items()))}); "
               f"telerad profile {profile}; best of {args.repeat}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(table(["command", "s", "files/s", "MB/s", "peak RSS tree MB", "peak RSS process MB",
-                     "speed vs pydicom loop"], table_rows))
+                     "speed vs pydicom loop", "CPU s", "CPU efficiency vs pydicom loop"], table_rows))
         g = goals(rows, args.jobs)
         for item in g:
             print(f"goal: {item['goal']}: {item['measured']}x -> {'holds' if item['holds'] else 'NOT MET'}")

@@ -69,6 +69,12 @@ def test_profile_engine_runs(tmp_path):
     assert data["stages"]["total"] > 0 and data["top_functions"]
 
 
+def test_profile_upload_runs(tmp_path):
+    """Telerad's S3 store and boto3 upload the same files to moto, each variant timed."""
+    data = bench(tmp_path, "profile_upload", "--size-mb", "3")
+    assert len(data["variants"]) == 5 and data["sha256_mb_per_s"] > 0
+
+
 def test_e2e_benchmark_runs(tmp_path):
     """Two studies through Redis, a worker and moto, against the boto3 baselines."""
     data = bench(tmp_path, "e2e", "--studies", "2", "--size-mb", "3")
