@@ -52,7 +52,7 @@ COUNT_DETAILS = frozenset(
         "quarantined_count", "refused_count", "object_count", "byte_count",
         "studies", "series", "images", "files", "skipped", "refused", "bytes",
         "rewrapped", "already_current", "failed", "mismatched", "missing",
-        "reason_length", "studies_returned", "attempt",
+        "reason_length", "studies_returned", "attempt", "findings",
     }
 )
 #: Other detail keys that may appear in an entry (their values are shape-checked too).

@@ -501,6 +501,8 @@ def _verify_staging(settings: Settings, deid: Any, staging: Path, produced: list
     from pipeline.deid.verify import verify_batch
 
     findings = verify_batch(staging, deid=deid, originals=[res.original for _r, res in produced])
+    _audit(settings, "batch.verified", staging.name, outcome="ok" if not findings else "failed",
+           files=len(produced), findings=len(findings))
     if findings:
         raise VerificationError(
             f"verification found {len(findings)} problem(s) in the de-identified files "

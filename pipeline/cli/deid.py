@@ -38,6 +38,12 @@ def verify(
     verifier = Verifier(Pseudonyms(settings.pseudonym_secret, settings.organization), prof,
                         originals=originals, allowed_names=allow_name)
     report = verifier.verify_tree(directory)
+    from pipeline.audit import AuditLog
+
+    AuditLog.from_settings(settings).append(
+        "verify.run", batch_id=mapping, actor=_operator(), outcome="ok" if report.ok else "failed",
+        files=report.files, findings=len(report.findings),
+    )
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -47,6 +53,15 @@ def verify(
                    + ("" if report.ok else " - NOT safe to send"))
     if not report.ok:
         sys.exit(1)
+
+
+def _operator() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (containers): still audited, as unknown
+        return "unknown"
 
 
 @profile_app.command("show")
