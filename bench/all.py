@@ -1,12 +1,12 @@
 """Every benchmark, one after another: the command behind docs/benchmarks.md.
 
-    .venv/bin/python -m bench.all                 # full sizes (about 15-25 minutes on 2 cores)
+    .venv/bin/python -m bench.all                 # full sizes (about 8-15 minutes on 2 cores)
     .venv/bin/python -m bench.all --quick         # tiny sizes: proves they run (about 2 minutes)
     .venv/bin/python -m bench.all --only deid,memory
 
 Each benchmark runs as its own process, prints its tables and goal checks, and
 writes ``bench/results/NAME-TIMESTAMP.json`` and ``NAME-latest.json``. The full
-run needs redis-server (``.ci/setup``) and about 4 GB of free disk for the 1 GB
+run needs redis-server (``.ci/setup``) and about 4.5 GB of free disk for the 1 GB
 memory case (checked before it starts); every file is removed at the end.
 """
 
