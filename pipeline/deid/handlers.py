@@ -156,6 +156,7 @@ class Unlisted:
             return True
         if vr == "UI":
             if tag in ctx.never_remap or ctx.profile.has("retain-uids"):
+                values.check_kept_value(keyword_or_tag(tag), vr, ds[tag].value)
                 return True
             remap(ctx, ds, tag)
             return True
@@ -174,6 +175,8 @@ class Unlisted:
             elif policy == "remove":
                 del ds[tag]
                 ctx.count(tag, "removed")
+            return True
+        values.check_kept_value(keyword_or_tag(tag), vr, ds[tag].value)
         return True
 
 
@@ -201,6 +204,8 @@ def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule) -> None:
         if vr == "SQ":
             for item in elem.value:
                 ctx.walk(ctx, item)
+        else:
+            values.check_kept_value(rule.label, vr, elem.value)
         ctx.count(tag, "kept")
     elif a == "Z":
         elem.value = values.empty_value(vr)

@@ -6,10 +6,13 @@ what a ``D`` or ``Z`` action writes, so every handler fills in the same way.
 
 from __future__ import annotations
 
+import re
+
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
+from pipeline.exceptions import DeidentificationError
 from pipeline.pseudonyms import Pseudonyms
 
 DICOM_ROOT = "1.2.840.10008."
@@ -55,9 +58,51 @@ def empty_value(vr: str):
     return None
 
 
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+# Longest value each fixed-format VR allows (PS3.5 Table 6.2-1).
+_MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "TM": 14, "UI": 64}
+# Control characters text may hold (ESC for character sets; CR LF FF TAB in ST/LT/UT).
+_ALLOWED_CONTROLS = {"\x1b", "\r", "\n", "\x0c", "\t"}
+
+
+def is_well_formed_uid(uid: str) -> bool:
+    return len(uid) <= 64 and bool(_UID.match(uid))
+
+
 def is_standard_uid(uid: str) -> bool:
-    """UIDs under the DICOM root name classes and syntaxes, never instances."""
-    return uid.startswith(DICOM_ROOT)
+    """UIDs under the DICOM root name classes and syntaxes, never instances.
+
+    Only a well-formed UID counts: a damaged value that merely starts with the
+    root (one that swallowed the elements after it) is remapped, never kept.
+    """
+    return uid.startswith(DICOM_ROOT) and is_well_formed_uid(uid)
+
+
+def check_kept_value(label: str, vr: str, value) -> None:
+    """Refuse to keep a value its VR cannot hold: the sign of a damaged file.
+
+    A broken length or VR makes pydicom read the following elements as part of
+    this value, so keeping it as it is could carry identifiers out unseen.
+    """
+    if value is None or isinstance(value, (bytes, bytearray, Sequence)):
+        return
+    items = value if isinstance(value, (list, tuple, MultiValue)) else [value]
+    for item in items:
+        if not isinstance(item, str):
+            if vr not in ("DS", "IS"):
+                continue
+            item = str(item)
+        text = item.rstrip(" \x00")
+        bad = (
+            (vr == "UI" and text and not is_well_formed_uid(text))
+            or (vr in _MAX_LENGTH and len(text) > _MAX_LENGTH[vr])
+            or any(c < " " and c not in _ALLOWED_CONTROLS for c in text)
+        )
+        if bad:
+            raise DeidentificationError(
+                f"{label} holds a value that is not valid for its VR {vr} (a damaged "
+                "element that may have swallowed the elements after it); refusing to keep it"
+            )
 
 
 def remap_uid_value(value, pseudonyms: Pseudonyms):
