@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(
         3600, ge=5, description="Seconds before Redis redelivers a task whose worker vanished."
     )
+    task_max_retries: int = Field(
+        8, ge=0, le=100,
+        description="Retries of a step after a transient failure (each after the SDK's own retries).",
+    )
+    task_retry_backoff_max: float = Field(60.0, ge=0, description="Longest pause between step retries, seconds.")
     allow_mixed_patients: bool = Field(False, description="Accept a study holding two patients.")
     # --- storage transfers -------------------------------------------------------------
     azure_account_url: str = Field("", description="Azure blob account URL for DefaultAzureCredential.")

@@ -11,37 +11,18 @@ import logging
 from functools import lru_cache
 from typing import Callable
 
-from pydantic import Field, ValidationError
-
 from pipeline import batch
-from pipeline.exceptions import ConfigError, PermanentError, TransientError
-from pipeline.settings import Settings
+from pipeline.exceptions import PermanentError, TransientError
+from pipeline.settings import Settings, load_settings
 from workers.app import app
 
 log = logging.getLogger("telerad.worker")
 
 
-class WorkerSettings(Settings):
-    """The site's settings plus the worker's retry budget (each also ``TELERAD_<NAME>``).
-
-    A transient failure (storage 5xx, resets, timeouts) is first retried by the
-    storage SDK, ``storage_max_attempts`` tries in all per request, then the whole
-    step is retried ``task_max_retries`` times with a doubling pause capped at
-    ``task_retry_backoff_max`` seconds; after that the batch is ``failed`` with the
-    cause and ``telerad retry`` resumes it.
-    """
-
-    task_max_retries: int = Field(8, ge=0, le=100)
-    task_retry_backoff_max: float = Field(60.0, ge=0)
-
-
 @lru_cache(maxsize=1)
-def worker_settings() -> WorkerSettings:
-    try:
-        return WorkerSettings()
-    except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("invalid Telerad settings:\n  " + "\n  ".join(lines)) from None
+def worker_settings() -> Settings:
+    """The worker's settings, read once per process from its own environment."""
+    return load_settings()
 
 
 def _run(task, step: Callable[[Settings, str], None], batch_id: str) -> str:
