@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +34,13 @@ def private_key_path(settings: Any) -> Path:
 
 
 def _create(path: Path) -> None:
-    """Write a fresh key 0600 via a private temp file linked into place (first writer wins)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    """Write a fresh key 0600 (first writer wins, as for every secret file)."""
+    from pipeline.secrets import create_private_once
+
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-        fh.flush()
-        os.fsync(fh.fileno())
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    create_private_once(path, pem)
 
 
 def load_private_key(settings: Any) -> Ed25519PrivateKey:

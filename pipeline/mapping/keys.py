@@ -30,7 +30,6 @@ import fcntl
 import hashlib
 import os
 import stat
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,22 +271,16 @@ def format_keyring(keys: dict[int, bytes], current: int) -> bytes:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically with a new 0600 file holding ``data``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    """Replace the key file atomically with a new 0600 file holding ``data``."""
+    from pipeline.secrets import replace_private
+
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        replace_private(path, data)
     except OSError as exc:
         raise KeyError_(
             f"cannot write the mapping key file {path} ({exc.strerror}); check its folder's "
             "permissions, or point mapping_key_file at a writable file"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextmanager
