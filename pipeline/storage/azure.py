@@ -43,7 +43,7 @@ from pipeline.exceptions import (
     StorageTransientError,
 )
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import check_key, join, source_sha256, with_sha256
+from pipeline.storage.keys import check_key, join, prepare_put, setting, with_sha256
 
 MiB = 1024 * 1024
 ACCOUNT_URL_ENV = "TELERAD_AZURE_ACCOUNT_URL"
@@ -79,31 +79,26 @@ def _classify(exc: BaseException, what: str, where: str) -> StorageError:
     return StoragePermanentError(f"{where} failed on {what}: {type(exc).__name__}: {exc}")
 
 
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    value = getattr(settings, name, None) if settings is not None else None
-    return default if value in (None, "") else value
-
-
 def _service_client(settings: Any) -> BlobServiceClient:
-    threshold = int(_setting(settings, "multipart_threshold", 16 * MiB))
+    threshold = int(setting(settings, "multipart_threshold", 16 * MiB))
     options = dict(
         retry_policy=ExponentialRetry(
-            initial_backoff=int(_setting(settings, "azure_initial_backoff", 2)),
+            initial_backoff=int(setting(settings, "azure_initial_backoff", 2)),
             increment_base=2,
-            retry_total=int(_setting(settings, "storage_max_attempts", 6)) - 1,
+            retry_total=int(setting(settings, "storage_max_attempts", 6)) - 1,
             random_jitter_range=1,
         ),
         max_single_put_size=threshold,
-        max_block_size=int(_setting(settings, "multipart_chunksize", max(threshold, 8 * MiB))),
+        max_block_size=int(setting(settings, "multipart_chunksize", max(threshold, 8 * MiB))),
         max_single_get_size=threshold,
-        max_chunk_get_size=int(_setting(settings, "multipart_chunksize", 4 * MiB)),
+        max_chunk_get_size=int(setting(settings, "multipart_chunksize", 4 * MiB)),
         connection_timeout=10,
         read_timeout=60,
     )
     conn = os.environ.get(CONNECTION_STRING_ENV)
     if conn:
         return BlobServiceClient.from_connection_string(conn, **options)
-    account_url = _setting(settings, "azure_account_url", None) or os.environ.get(ACCOUNT_URL_ENV)
+    account_url = setting(settings, "azure_account_url", None) or os.environ.get(ACCOUNT_URL_ENV)
     if not account_url:
         raise ConfigError(
             f"an az:// store needs credentials: set {CONNECTION_STRING_ENV}, or {ACCOUNT_URL_ENV} "
@@ -133,7 +128,7 @@ class AzureStore:
             raise ConfigError(f"Azure store URL {url!r} must be az://container[/prefix]")
         return cls(
             p.netloc, p.path, service=_service_client(settings),
-            concurrency=int(_setting(settings, "part_concurrency", 4)),
+            concurrency=int(setting(settings, "part_concurrency", 4)),
         )
 
     def _blob(self, key: str):
@@ -151,10 +146,8 @@ class AzureStore:
     ) -> ObjectInfo:
         """Upload in blocks (parallel, MD5 per request); skip when the same content is there."""
         what = f"object {key!r}"
-        digest, size = source_sha256(path, key)
-        metadata = with_sha256(metadata, digest, what)
-        existing = self.head(key)
-        if existing and existing.size == size and existing.metadata.get("sha256") == metadata["sha256"]:
+        metadata, size, existing = prepare_put(self, key, path, metadata)
+        if existing:
             return existing
 
         def upload() -> None:

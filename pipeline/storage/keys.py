@@ -1,4 +1,4 @@
-"""Rules shared by every backend: what a key may look like, and the SHA-256 of a file.
+"""Rules shared by every backend: what a key may look like, the SHA-256 of a file, skip-if-same.
 
 Keys are checked the same way everywhere so a batch that works on the local
 store also works on S3 and Azure (and cannot escape a local folder).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from pipeline.exceptions import IntegrityError, StoragePermanentError
 
@@ -70,3 +71,23 @@ def with_sha256(metadata: dict[str, str], digest: str, what: str) -> dict[str, s
             "that produced it"
         )
     return {**metadata, "sha256": digest}
+
+
+def setting(settings: Any, name: str, default: Any) -> Any:
+    """A tuning setting, or ``default`` when there are no settings or it is unset."""
+    value = getattr(settings, name, None) if settings is not None else None
+    return default if value in (None, "") else value
+
+
+def prepare_put(store: Any, key: str, path: Path, metadata: dict[str, str]) -> tuple[dict[str, str], int, Any]:
+    """Hash the staged file and stamp its SHA-256 into the metadata; find an identical stored copy.
+
+    Returns ``(metadata, size, existing)``; ``existing`` is the stored object's info when
+    it already has this size and SHA-256 (the upload can be skipped), else None.
+    """
+    digest, size = source_sha256(path, key)
+    metadata = with_sha256(metadata, digest, f"object {key!r}")
+    existing = store.head(key)
+    if existing and existing.size == size and existing.metadata.get("sha256") == digest:
+        return metadata, size, existing
+    return metadata, size, None

@@ -28,7 +28,7 @@ from pipeline.exceptions import (
     StorageTransientError,
 )
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import check_key, source_sha256, with_sha256
+from pipeline.storage.keys import check_key, prepare_put, with_sha256
 
 META_DIR = ".meta"
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.EIO, errno.ETIMEDOUT}
@@ -106,10 +106,8 @@ class LocalStore:
         """Copy a file in atomically; skip when the same content is already there."""
         target = self._data(key)
         try:
-            digest, size = source_sha256(path, key)
-            metadata = with_sha256(metadata, digest, f"object {key!r}")
-            existing = self.head(key)
-            if existing and existing.size == size and existing.metadata.get("sha256") == digest:
+            metadata, _size, existing = prepare_put(self, key, path, metadata)
+            if existing:
                 return existing
             with open(path, "rb") as src:
                 _atomic_write(target, lambda fh: shutil.copyfileobj(src, fh, 1024 * 1024))

@@ -40,7 +40,7 @@ from pipeline.exceptions import (
     StorageTransientError,
 )
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import check_key, join, source_sha256, with_sha256
+from pipeline.storage.keys import check_key, join, prepare_put, setting, with_sha256
 
 MiB = 1024 * 1024
 MAX_PRESIGN = timedelta(days=7)  # SigV4 limit
@@ -86,11 +86,6 @@ def _classify(exc: BaseException, what: str, where: str) -> StorageError:
     return StoragePermanentError(f"{where} failed on {what}: {type(exc).__name__}: {exc}")
 
 
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    value = getattr(settings, name, None) if settings is not None else None
-    return default if value in (None, "") else value
-
-
 class S3Store:
     """An ObjectStore over one bucket and key prefix."""
 
@@ -106,11 +101,11 @@ class S3Store:
         p = urlparse(url)
         if not p.netloc:
             raise ConfigError(f"S3 store URL {url!r} must be s3://bucket[/prefix]")
-        endpoint = _setting(settings, "s3_endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = setting(settings, "s3_endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL")
         config = Config(
             retries={
-                "mode": _setting(settings, "s3_retry_mode", "standard"),
-                "total_max_attempts": int(_setting(settings, "storage_max_attempts", 6)),
+                "mode": setting(settings, "s3_retry_mode", "standard"),
+                "total_max_attempts": int(setting(settings, "storage_max_attempts", 6)),
             },
             connect_timeout=10,
             read_timeout=60,
@@ -120,11 +115,11 @@ class S3Store:
             response_checksum_validation="when_supported",
         )
         client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
-        threshold = int(_setting(settings, "multipart_threshold", 16 * MiB))
+        threshold = int(setting(settings, "multipart_threshold", 16 * MiB))
         transfer = TransferConfig(
             multipart_threshold=threshold,
-            multipart_chunksize=int(_setting(settings, "multipart_chunksize", max(threshold, 8 * MiB))),
-            max_concurrency=int(_setting(settings, "part_concurrency", 4)),
+            multipart_chunksize=int(setting(settings, "multipart_chunksize", max(threshold, 8 * MiB))),
+            max_concurrency=int(setting(settings, "part_concurrency", 4)),
             use_threads=True,
         )
         return cls(p.netloc, p.path, client=client, transfer=transfer)
@@ -145,10 +140,8 @@ class S3Store:
     ) -> ObjectInfo:
         """Upload through the transfer manager; skip when the same content is already there."""
         what = f"object {key!r}"
-        digest, size = source_sha256(path, key)
-        metadata = with_sha256(metadata, digest, what)
-        existing = self.head(key)
-        if existing and existing.size == size and existing.metadata.get("sha256") == metadata["sha256"]:
+        metadata, size, existing = prepare_put(self, key, path, metadata)
+        if existing:
             return existing
         extra = {"ContentType": content_type, "Metadata": metadata, "ChecksumAlgorithm": "SHA256"}
 
