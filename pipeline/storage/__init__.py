@@ -21,6 +21,9 @@ __all__ = ["open_store", "ObjectStore", "ObjectInfo", "CONTENT_TYPE_DICOM", "CON
 
 
 def _missing(extra: str, exc: ImportError) -> ConfigError:
+    """A missing SDK becomes advice to install the extra; any other ImportError is re-raised."""
+    if (exc.name or "").split(".")[0] not in ("boto3", "botocore", "s3transfer", "azure"):
+        raise exc
     return ConfigError(
         f"this store needs the [{extra}] extra ({exc.name} is not installed): "
         f"pip install 'telerad[{extra}]'"
