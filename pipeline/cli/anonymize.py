@@ -1,4 +1,4 @@
-"""`telerad anonymize`: de-identify a folder into a folder, on every core, without a queue.
+"""`telerad anonymize`: de-identify a folder or ZIP into a folder or ZIP, on every core, without a queue.
 
 The same engine as a batch (``pipeline.deid.Deidentifier``, the same profile,
 options and keyed pseudonyms, so the same study gets the same pseudonyms here
@@ -7,55 +7,104 @@ files from the same folder (in practice a series), so a process pays for its
 engine once and the pool's messages stay few; each chunk is kept to a bounded
 number of bytes so a multi-frame series does not leave the other cores idle.
 
+Each written file is checked by the pipeline's leak verifier in the process
+that wrote it, while it is still in the page cache (``--no-verify`` turns that
+off). With verification on, files are written into a work folder beside DEST
+and moved into DEST only once verified, so DEST never holds, even for a
+moment, a file that failed; refused (burned-in policy) and failed files are
+never written under DEST at all. ``--quarantine DIR`` copies them there, each
+with a ``.reason.txt`` beside it.
+
+A ZIP source is unpacked with ``pipeline.inbox.zipsafe.safe_extract`` into a
+temporary folder that is removed afterwards; ``--zip`` writes DEST as a ZIP
+(to a temporary name, then renamed). ``--dry-run`` writes nothing: each file is
+de-identified into a scratch folder and deleted at once, and the engine's
+per-file action counts are printed (keywords and actions only, never values).
+
 It writes de-identified files only: no manifest, no upload, and no
 re-identification mapping (submit the study with ``telerad submit`` when the
-result must be re-identifiable). Files that are not DICOM are skipped; files the
-burned-in policy refuses are listed; a file that cannot be de-identified is
-reported by its relative path and nothing is written for it, and the command
-exits 1.
+result must be re-identifiable). Exit codes: 0 done, 1 a file failed, 2 the
+command could not start (bad arguments, unsafe ZIP, bad profile).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import sys
+import shutil
+import tempfile
 import time
+import zipfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import typer
 
 CHUNK_FILES = 64
 CHUNK_BYTES = 64 * 1024 * 1024
+ZIP_LEVEL = 1  # fast deflate: pixel data gains little from harder compression
 
 _engine: Any = None  # one Deidentifier per process, built by _init
-_verifier: Any = None
+_verify: bool = False
+_allowed_names: list[str] = []
 
 
 def _init(profile: str, options: list[str], secret: bytes, organization: str,
           overrides: dict[str, str], verify: bool) -> None:
     """Build this process's engine once (profile, vocabularies, guards)."""
-    global _engine, _verifier
+    global _engine, _verify, _allowed_names
     from pipeline.deid import Deidentifier, load_profile
     from pipeline.pseudonyms import Pseudonyms
 
     pseudonyms = Pseudonyms(secret, organization)
     prof = load_profile(profile, options=options)
     _engine = Deidentifier(prof, pseudonyms, overrides=overrides or None)
-    _verifier = None
-    if verify:
-        from pipeline.deid.verify import Verifier
+    _verify = verify
+    # As verify_batch: a per-submission PatientName alias is the only name allowed besides pseudonyms.
+    alias = _engine.overrides.as_dict().get("PatientName")
+    _allowed_names = [alias] if alias else []
 
-        _verifier = Verifier(pseudonyms, prof)
+
+def _check(path: Path, res: Any) -> list[Any]:
+    """The pipeline's verifier on one written file, with that file's own original identifiers."""
+    from pipeline.deid.verify import Verifier
+
+    o = res.original
+    verifier = Verifier(_engine.pseudonyms, _engine.profile,
+                        originals=[o.patient_id, o.study_instance_uid, o.accession_number],
+                        allowed_names=_allowed_names)
+    return verifier.verify_file(path, res.relpath)
 
 
-def _one(src_root: str, out_root: str, rel: str) -> dict[str, Any]:
+def _move(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.move(str(src), str(dest))  # DEST on another disk than its parent folder
+
+
+def _one(src_root: str, work_root: str, out_root: str | None, rel: str, plan: bool) -> dict[str, Any]:
+    from pipeline.deid.dryrun import plan_file
     from pipeline.exceptions import NotDicomError, RefusedFileError, TeleradError
 
+    work = Path(work_root)
     try:
-        res = _engine.deidentify_file(Path(src_root) / rel, Path(out_root))
+        if plan:
+            res, findings = plan_file(_engine, Path(src_root) / rel, work, _check if _verify else None)
+        else:
+            res = _engine.deidentify_file(Path(src_root) / rel, work)
+            findings = _check(work / res.relpath, res) if _verify else []
+            if findings:
+                (work / res.relpath).unlink(missing_ok=True)
+            elif out_root is not None and out_root != work_root:
+                _move(work / res.relpath, Path(out_root) / res.relpath)
     except NotDicomError as exc:
         return {"rel": rel, "outcome": "skipped", "reason": str(exc)}
     except RefusedFileError as exc:
@@ -64,19 +113,17 @@ def _one(src_root: str, out_root: str, rel: str) -> dict[str, Any]:
         return {"rel": rel, "outcome": "failed", "reason": str(exc)}
     except Exception as exc:  # a parser bug fails the file closed, without echoing values
         return {"rel": rel, "outcome": "failed", "reason": f"unexpected {type(exc).__name__}"}
-    out: dict[str, Any] = {"rel": rel, "outcome": "ok", "relpath": res.relpath, "size": res.size,
-                           "sha256": res.sha256, "actions": res.actions}
-    if _verifier is not None:
-        findings = _verifier.verify_file(Path(out_root) / res.relpath, res.relpath)
-        if findings:
-            (Path(out_root) / res.relpath).unlink(missing_ok=True)
-            return {"rel": rel, "outcome": "failed",
-                    "reason": f"verification: {len(findings)} finding(s), first: {findings[0]}"}
-    return out
+    if findings:
+        # Findings name the output's pseudonymous path, the check and the tag, never a value.
+        return {"rel": rel, "outcome": "failed", "actions": res.actions,
+                "reason": f"verification: {len(findings)} finding(s), first: {findings[0]}"}
+    return {"rel": rel, "outcome": "ok", "relpath": res.relpath, "size": res.size,
+            "sha256": res.sha256, "study": res.cloud_study_id, "actions": res.actions}
 
 
-def _chunk(src_root: str, out_root: str, rels: list[str]) -> list[dict[str, Any]]:
-    return [_one(src_root, out_root, rel) for rel in rels]
+def _chunk(src_root: str, work_root: str, out_root: str | None, rels: list[str],
+           plan: bool) -> list[dict[str, Any]]:
+    return [_one(src_root, work_root, out_root, rel, plan) for rel in rels]
 
 
 def study_files(root: Path) -> Iterator[tuple[str, int]]:
@@ -108,87 +155,359 @@ def chunks(files: list[tuple[str, int]], *, max_files: int = CHUNK_FILES,
     return out
 
 
-def run(src: Path, out: Path, *, jobs: int, profile: str, options: list[str], secret: bytes,
-        organization: str, overrides: dict[str, str], verify: bool = False) -> dict[str, Any]:
-    """De-identify ``src`` into ``out`` with ``jobs`` processes; returns the summary."""
+def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[str], secret: bytes,
+        organization: str, overrides: dict[str, str], verify: bool = True, work: Path | None = None,
+        plan: bool = False, files: list[tuple[str, int]] | None = None,
+        advance: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """De-identify ``src`` into ``out`` with ``jobs`` processes; returns the summary.
+
+    The engine writes into ``work`` (default ``out``); files are moved from
+    there into ``out`` once verified. With ``plan`` every output is deleted as
+    soon as it is counted (``work`` is then a scratch folder and ``out`` unused).
+    ``advance(n)`` is called as files are done.
+    """
     started = time.perf_counter()
-    files = list(study_files(src))
+    work = work or out
+    if work is None:
+        raise ValueError("run() needs a folder to write into (out or work)")
+    if files is None:
+        files = list(study_files(src))
     # Enough chunks that every process stays busy to the end (about 4 per process).
     per_chunk = max(1, min(CHUNK_FILES, -(-len(files) // (4 * jobs)))) if jobs > 1 else CHUNK_FILES
-    work = chunks(files, max_files=per_chunk)
+    pieces = chunks(files, max_files=per_chunk)
     args = (profile, options, secret, organization, overrides, verify)
+    out_s = None if out is None else str(out)
     results: list[dict[str, Any]] = []
     if jobs <= 1:
         _init(*args)
-        for rels in work:
-            results += _chunk(str(src), str(out), rels)
+        for rels in pieces:
+            for rel in rels:
+                results.append(_one(str(src), str(work), out_s, rel, plan))
+                if advance:
+                    advance(1)
     else:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=args) as pool:
-            futures = [pool.submit(_chunk, str(src), str(out), rels) for rels in work]
+            futures = [pool.submit(_chunk, str(src), str(work), out_s, rels, plan) for rels in pieces]
             for fut in as_completed(futures):
-                results += fut.result()
+                done = fut.result()
+                results += done
+                if advance:
+                    advance(len(done))
     results.sort(key=lambda r: r["rel"])
     ok = [r for r in results if r["outcome"] == "ok"]
+
+    def listed(outcome: str) -> list[dict[str, str]]:
+        return [{"file": r["rel"], "reason": r["reason"]} for r in results if r["outcome"] == outcome]
+
     return {
         "files_seen": len(files),
         "bytes_in": sum(n for _rel, n in files),
-        "written": len(ok),
-        "bytes_out": sum(r["size"] for r in ok),
-        "skipped": [{"file": r["rel"], "reason": r["reason"]} for r in results if r["outcome"] == "skipped"],
-        "refused": [{"file": r["rel"], "reason": r["reason"]} for r in results if r["outcome"] == "refused"],
-        "failed": [{"file": r["rel"], "reason": r["reason"]} for r in results if r["outcome"] == "failed"],
+        "studies": len({r["study"] for r in ok}),
+        "written": 0 if plan else len(ok),
+        "bytes_out": 0 if plan else sum(r["size"] for r in ok),
+        "skipped": listed("skipped"),
+        "refused": listed("refused"),
+        "failed": listed("failed"),
         "jobs": jobs,
         "verified": verify,
         "seconds": round(time.perf_counter() - started, 3),
+        "results": results,
     }
 
 
+# --- around the run: sources, destinations, quarantine ---------------------------------------
+def _unpack(zip_path: Path, settings: Any, stack: ExitStack) -> Path:
+    """Unpack a ZIP source safely into a private temporary folder, removed when ``stack`` closes."""
+    from pipeline.inbox.zipsafe import ZipLimits, safe_extract
+
+    tmp = Path(tempfile.mkdtemp(prefix=".anonymize-unpacked-", dir=settings.home))
+    stack.callback(shutil.rmtree, tmp, True)
+    return safe_extract(zip_path, tmp / "source", ZipLimits.from_settings(settings))
+
+
+def _work_dir(beside: Path, stack: ExitStack, what: str) -> Path:
+    """A private folder beside ``beside`` (same disk, so files move by rename), removed afterwards."""
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.{what}-", dir=beside.parent))
+    stack.callback(shutil.rmtree, tmp, True)
+    return tmp
+
+
+def _write_zip(tree: Path, written: list[str], dest: Path, advance: Callable[[int], None] | None) -> int:
+    """Write ``written`` (paths under ``tree``) into ``dest`` atomically: a temporary name, then rename."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL,
+                                 allowZip64=True) as zf:
+                for rel in sorted(written):
+                    zf.write(tree / rel, arcname=rel)
+                    if advance:
+                        advance(1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest.stat().st_size
+
+
+def _quarantine(src_root: Path, qdir: Path, summary: dict[str, Any]) -> int:
+    """Copy refused and failed files into ``qdir`` (same relative paths), each with a reason file."""
+    n = 0
+    for outcome in ("refused", "failed"):
+        for item in summary[outcome]:
+            source = src_root / item["file"]
+            target = qdir / item["file"]
+            if not source.is_file():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            # The engine's reasons name checks and tags, never values.
+            target.with_name(target.name + ".reason.txt").write_text(
+                f"outcome: {outcome}\nreason: {item['reason']}\n", encoding="utf-8")
+            n += 1
+    return n
+
+
+def _inside(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b)
+
+
+def _check_paths(src: Path, out: Path | None, *, to_zip: bool, quarantine: Path | None,
+                 dry_run: bool, summary_only: bool) -> None:
+    from pipeline.exceptions import SubmissionError
+
+    if summary_only and not dry_run:
+        raise typer.BadParameter("--summary goes with --dry-run", param_hint="--summary")
+    if src.is_file() and not zipfile.is_zipfile(src):
+        raise SubmissionError(f"{src.name} is a file but not a ZIP archive: give a folder of DICOM files or a .zip")
+    if out is None:
+        if not dry_run:
+            raise typer.BadParameter("DEST is required (only --dry-run may leave it out)", param_hint="DEST")
+        return
+    if src.is_dir() and _inside(out, src):
+        raise typer.BadParameter("the output folder must not be inside the source folder", param_hint="DEST")
+    if out == src:
+        raise typer.BadParameter("the output must not be the source", param_hint="DEST")
+    if to_zip:
+        if out.is_dir():
+            raise typer.BadParameter(f"{out.name} is a folder; --zip writes DEST as a ZIP file", param_hint="DEST")
+        if out.exists() and not zipfile.is_zipfile(out):
+            raise typer.BadParameter(f"{out.name} exists and is not a ZIP archive; it was left alone",
+                                     param_hint="DEST")
+    elif out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out.name} is a file; give a folder, or --zip to write a ZIP",
+                                 param_hint="DEST")
+    if quarantine is not None:
+        if _inside(quarantine, out) or _inside(out, quarantine):
+            raise typer.BadParameter("the quarantine folder and DEST must be apart: DEST holds only "
+                                     "de-identified output", param_hint="--quarantine")
+        if src.is_dir() and _inside(quarantine, src):
+            raise typer.BadParameter("the quarantine folder must not be inside the source folder",
+                                     param_hint="--quarantine")
+
+
+# --- printing -------------------------------------------------------------------------------
+class _Progress:
+    """A rich progress bar (files done / total) on stderr; a no-op when ``enabled`` is false."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(),
+                                console=Console(stderr=True), transient=False)
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def task(self, description: str, total: int) -> Callable[[int], None] | None:
+        if self.bar is None:
+            return None
+        task_id = self.bar.add_task(description, total=total)
+        return lambda n: self.bar.advance(task_id, n)
+
+
+def _print_plan(summary: dict[str, Any], summary_only: bool) -> None:
+    from pipeline.deid.dryrun import action_counts, file_lines, totals_lines
+
+    say = {"ok": "would be written", "skipped": "would be skipped", "refused": "would be refused",
+           "failed": "would fail"}
+    if not summary_only:
+        for r in summary["results"]:
+            line = f"{r['rel']}: {say[r['outcome']]}"
+            if r["outcome"] != "ok":
+                line += f" ({r['reason']})"
+            typer.echo(line)
+            for text in file_lines(r.get("actions") or {}):
+                typer.echo(text)
+    else:
+        for text in totals_lines(summary["actions"]):
+            typer.echo(text)
+    counts = action_counts(summary["actions"])
+    if counts:
+        typer.echo("elements: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    dry = summary["dry_run"]
+    rate = summary["bytes_in"] / 1e6 / summary["seconds"] if summary["seconds"] else 0.0
+    n_ok = summary["would_write"] if dry else summary["written"]
+    lines = [
+        ("Dry run, nothing was written. " if dry else "")
+        + f"{summary['files_seen']} files, {summary['studies']} studies: "
+        + f"{n_ok} {'would be written' if dry else 'written'}, "
+        + f"{len(summary['skipped'])} skipped (not DICOM), {len(summary['refused'])} refused, "
+        + f"{len(summary['failed'])} failed"
+    ]
+    if not dry and summary.get("output"):
+        lines.append(f"  output: {summary['output']}")
+    if not summary["verified"]:
+        lines.append("  verification: off (--no-verify)")
+    else:
+        lines.append("  verification: every " + ("planned output" if dry else "written file")
+                     + " passed the leak verifier")
+    if summary.get("quarantined") is not None:
+        lines.append(f"  quarantined: {summary['quarantined']} file(s) with reasons")
+    for what in ("refused", "failed"):
+        reasons: dict[str, int] = {}
+        for item in summary[what]:
+            reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+        for reason, n in sorted(reasons.items()):
+            lines.append(f"  {what} ({n}): {reason}")
+    lines.append(f"  {summary['bytes_in'] / 1e6:.1f} MB in {summary['seconds']:.1f} s "
+                 f"({rate:.1f} MB/s, {summary['jobs']} processes)")
+    for line in lines:
+        typer.echo(line)
+    for what in ("refused", "failed"):
+        for item in summary[what]:
+            typer.echo(f"  {what}: {item['file']}: {item['reason']}", err=True)
+
+
+# --- the command -----------------------------------------------------------------------------
 def anonymize(
-    src: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder of DICOM files (read only)."),
-    out: Path = typer.Argument(..., help="Folder to write de-identified files into."),
+    src: Path = typer.Argument(..., exists=True, help="Folder of DICOM files, or a .zip of one (read only)."),
+    out: Optional[Path] = typer.Argument(None, help="Folder (or with --zip, ZIP file) to write into."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Processes; 0 = every core."),
     profile: Optional[str] = typer.Option(None, "--profile", help="De-identification profile."),
     option: Optional[list[str]] = typer.Option(None, "--option", help="Extra Annex E option (repeatable)."),
     org: Optional[str] = typer.Option(None, "--org", help="Organisation prefix (default: settings)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a field: Keyword=value."),
-    verify: bool = typer.Option(False, "--verify/--no-verify", help="Re-read each output with the leak verifier."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    verify: bool = typer.Option(True, "--verify/--no-verify",
+                                help="Check each output with the leak verifier (default on)."),
+    to_zip: bool = typer.Option(False, "--zip", help="Write DEST as a ZIP file instead of a folder."),
+    quarantine: Optional[Path] = typer.Option(None, "--quarantine",
+                                              help="Copy refused and failed files here, with reasons."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; print what would be done."),
+    summary_only: bool = typer.Option(False, "--summary", help="With --dry-run: totals, not per file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no progress bar)."),
 ) -> None:
-    """De-identify every DICOM file of a folder into another folder, in parallel (no queue, no upload)."""
+    """De-identify every DICOM file of a folder or ZIP into a folder or ZIP, in parallel (no queue, no upload)."""
+    from pipeline.exceptions import TeleradError
+
+    try:
+        code = _anonymize(src, out, jobs=jobs, profile=profile, option=option, org=org, set_=set_,
+                          verify=verify, to_zip=to_zip, quarantine=quarantine, dry_run=dry_run,
+                          summary_only=summary_only, as_json=as_json)
+    except TeleradError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, option: list[str] | None,
+               org: str | None, set_: list[str] | None, verify: bool, to_zip: bool,
+               quarantine: Path | None, dry_run: bool, summary_only: bool, as_json: bool) -> int:
     from pipeline.cli.batches import parse_assignments
     from pipeline.settings import load_settings
 
+    src = src.absolute()
+    out = out.absolute() if out is not None else None
+    quarantine = quarantine.absolute() if quarantine is not None else None
+    _check_paths(src, out, to_zip=to_zip, quarantine=quarantine, dry_run=dry_run, summary_only=summary_only)
     settings = load_settings()
-    src, out = src.absolute(), out.absolute()
-    if out == src or out.is_relative_to(src):
-        raise typer.BadParameter("the output folder must not be inside the source folder")
     settings.ensure_dirs()
-    options = list(settings.options) + list(option or [])
-    summary = run(
-        src, out,
-        jobs=jobs if jobs > 0 else (os.cpu_count() or 1),
-        profile=profile or settings.profile,
-        options=options,
-        secret=settings.pseudonym_secret,
-        organization=(org or settings.organization).upper(),
-        overrides=parse_assignments(set_),
-        verify=verify,
-    )
+    jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
+    init_args = {
+        "profile": profile or settings.profile,
+        "options": list(settings.options) + list(option or []),
+        "secret": settings.pseudonym_secret,
+        "organization": (org or settings.organization).upper(),
+        "overrides": parse_assignments(set_),
+        "verify": verify,
+    }
+    _init(**init_args)  # a bad profile, option or --set fails here, once, before any work
+
+    with ExitStack() as stack:
+        src_root = _unpack(src, settings, stack) if src.is_file() else src
+        files = list(study_files(src_root))
+        if dry_run:
+            work = Path(tempfile.mkdtemp(prefix="telerad-dry-run-"))
+            stack.callback(shutil.rmtree, work, True)
+            target = None
+        elif to_zip:
+            work = target = _work_dir(out, stack, "zipping")
+        else:
+            target = out
+            work = _work_dir(out, stack, "verifying") if verify else out
+        with _Progress(enabled=not as_json) as progress:
+            summary = run(src_root, target, jobs=jobs, work=work, plan=dry_run, files=files,
+                          advance=progress.task("planning" if dry_run else "de-identifying", len(files)),
+                          **init_args)
+            written = [r["relpath"] for r in summary["results"] if r["outcome"] == "ok"]
+            if to_zip and not dry_run:
+                summary["bytes_out"] = _write_zip(work, written, out, progress.task("writing ZIP", len(written)))
+        summary["quarantined"] = None
+        if quarantine is not None and not dry_run:
+            summary["quarantined"] = _quarantine(src_root, quarantine, summary)
+
+    results = summary.pop("results")
+    summary["dry_run"] = dry_run
+    summary["zip"] = to_zip
+    summary["output"] = None if dry_run or out is None else out.name
+    if dry_run:
+        ok = [r for r in results if r["outcome"] == "ok"]
+        summary["would_write"] = len(ok)
+        summary["actions"] = _totals(ok)
+        summary["files"] = [{"file": r["rel"], "outcome": r["outcome"], **({"reason": r["reason"]}
+                             if "reason" in r else {}), "actions": r.get("actions") or {}} for r in results]
+        summary["results"] = results
     if as_json:
+        summary.pop("results", None)
         typer.echo(json.dumps(summary, indent=2))
     else:
-        rate = summary["bytes_in"] / 1e6 / summary["seconds"] if summary["seconds"] else 0.0
-        typer.echo(
-            f"{summary['written']} de-identified, {len(summary['skipped'])} not DICOM, "
-            f"{len(summary['refused'])} refused, {len(summary['failed'])} failed; "
-            f"{summary['files_seen']} files, {summary['bytes_in'] / 1e6:.1f} MB in "
-            f"{summary['seconds']:.1f} s ({rate:.1f} MB/s, {summary['jobs']} processes)"
-        )
-        for what in ("refused", "failed"):
-            for item in summary[what]:
-                typer.echo(f"  {what}: {item['file']}: {item['reason']}", err=True)
-    if summary["failed"]:
-        sys.exit(1)
+        if dry_run:
+            _print_plan(summary, summary_only)
+        _print_summary(summary)
+    return 1 if summary["failed"] else 0
+
+
+def _totals(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    from collections import Counter
+
+    total: dict[str, Counter] = {}
+    for r in results:
+        for attr, counts in (r.get("actions") or {}).items():
+            total.setdefault(attr, Counter()).update(counts)
+    return {k: dict(v) for k, v in sorted(total.items())}
 
 
 def register(app: typer.Typer) -> None:
