@@ -302,3 +302,75 @@ def tree_bytes(root: Path) -> tuple[int, int]:
 
 def stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+# --- sampling profiles of running processes (py-spy, optional) ----------------------------------
+class PySpy:
+    """``py-spy record`` attached to a running process and its children, stopped on exit.
+
+    Needs the ``py-spy`` executable next to the interpreter (``pip install py-spy``)
+    and permission to ptrace (root, or ``kernel.yama.ptrace_scope`` 0). Writes
+    collapsed stacks (``--format raw``) that ``summarize_stacks`` reads.
+    """
+
+    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+        self.exe = Path(sys.executable).with_name("py-spy")
+        self.pid, self.out, self.rate = pid, Path(out), rate
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.exe.exists()
+
+    def __enter__(self) -> "PySpy":
+        if self.available:
+            self.proc = subprocess.Popen(
+                [str(self.exe), "record", "--pid", str(self.pid), "--subprocesses", "--nonblocking",
+                 "--format", "raw", "-r", str(self.rate), "-o", str(self.out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is None:
+            return
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def summarize_stacks(path: Path, categories: dict[str, Sequence[str]], top: int = 12) -> dict[str, Any]:
+    """Share of samples per category (a stack counts for the first category one of whose
+    function names it contains) and the top leaf functions, from py-spy's collapsed stacks."""
+    totals: dict[str, int] = {name: 0 for name in categories}
+    totals["other"] = 0
+    leaves: dict[str, int] = {}
+    total = 0
+    for line in Path(path).read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        names = [f.split(" (")[0] for f in frames]  # "Class.method" or "function"
+        for cat, funcs in categories.items():
+            if any(nm == fn or nm.endswith("." + fn) for nm in names for fn in funcs):
+                totals[cat] += n
+                break
+        else:
+            totals["other"] += n
+        leaf = frames[-1]
+        if " (" in leaf and leaf.endswith(")"):  # "func (file:line)" -> "func (file)"
+            leaf = leaf.rsplit(":", 1)[0] + ")" if ":" in leaf.split(" (", 1)[1] else leaf
+        leaves[leaf] = leaves.get(leaf, 0) + n
+    share = {k: round(100 * v / total, 1) if total else 0.0 for k, v in totals.items()}
+    top_leaves = sorted(leaves.items(), key=lambda kv: kv[1], reverse=True)[:top]
+    return {"samples": total, "share_percent": share,
+            "top_leaf_frames": [{"frame": f, "percent": round(100 * n / total, 1)} for f, n in top_leaves]}

@@ -26,7 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from bench import corpus as corpus_mod
-from bench.common import REPO, TreeMemory, mb, run_measured, stderr, table, write_result
+from bench.common import REPO, PySpy, TreeMemory, mb, run_measured, stderr, summarize_stacks, table, write_result
+
+#: What a worker's samples are spent on: a stack counts for the first category it matches.
+CATEGORIES = {
+    "leak verifier (verify_batch)": ["verify_batch"],
+    "de-identification engine (deidentify_file)": ["deidentify_file"],
+    "S3 client creation (open_store: boto3 Session, service model JSON)": ["open_store"],
+    "upload (S3Store.put_file, s3transfer threads)": ["put_file", "put_bytes", "_execute_main"],
+    "other batch steps (manifest, mapping, state, audit)": ["write_manifest", "store_mapping", "finalize",
+                                                            "create_batch", "_step", "append"],
+    "Celery and kombu (receiving, acking, chaining)": ["apply_async", "on_message", "drain_events",
+                                                       "_receive_callback", "send_task"],
+}
 from bench.site import BUCKET, site
 
 
@@ -48,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="worker processes (each with --concurrency)")
     ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--py-spy", action="store_true",
+                    help="sample the workers with py-spy during the Telerad run and say where their time goes "
+                         "(adds some load; off by default)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--results-dir", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -68,14 +83,27 @@ def main(argv: list[str] | None = None) -> int:
 
             stderr(f"  telerad: {args.studies} studies submitted at once ...")
             mems = [TreeMemory(w.proc.pid) for w in s.workers]
-            for m in mems:
+            spies = [PySpy(w.proc.pid, work / f"py-spy-{i}.txt") for i, w in enumerate(s.workers)] \
+                if args.py_spy else []
+            for m in [*mems, *spies]:
                 m.__enter__()
             try:
                 batches = s.submit(c.studies)
                 seen = s.wait_manifests(batches, args.timeout)
             finally:
-                for m in mems:
+                for m in [*mems, *spies]:
                     m.__exit__(None, None, None)
+            profile = None
+            if spies and all(sp.out.exists() for sp in spies):
+                merged = work / "py-spy.txt"
+                merged.write_text("".join(sp.out.read_text() for sp in spies))
+                profile = summarize_stacks(merged, CATEGORIES)
+                kept = Path(args.results_dir or REPO / "bench" / "results") / "e2e-py-spy-latest.txt"
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(merged, kept)  # collapsed stacks: input for flamegraph.pl or speedscope
+                profile["stacks_file"] = str(kept)
+            elif args.py_spy:
+                stderr("  py-spy was asked for but recorded nothing (not installed, or no ptrace permission)")
             first = min(b["submitted"] for b in batches)
             e2e = max(seen.values()) - first
             submit_span = max(b["enqueued"] for b in batches) - first
@@ -107,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         print(table(["step", "mean s", "max s", "sum s"], step_rows))
         worker_peak = max(m.peak_tree for m in mems)
         print(f"peak RSS of a worker's process tree: {mb(worker_peak):.0f} MB")
+        if profile:
+            print(f"\nWhere the workers' time went (py-spy, {profile['samples']} samples of active threads)")
+            print(table(["category", "% of samples"], [[k, v] for k, v in profile["share_percent"].items()]))
+            print(table(["leaf frame", "% of samples"],
+                        [[r["frame"], r["percent"]] for r in profile["top_leaf_frames"]]))
         ratio = base / e2e
         goal = {"goal": "end to end >= 0.5x the plain boto3 upload_file loop", "measured": round(ratio, 2),
                 "holds": ratio >= 0.5}
@@ -116,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "upload_file_loop_s": base, "transfer_manager_s": manager["seconds"], "telerad_e2e_s": e2e,
             "submit_span_s": submit_span, "per_batch_submit_to_manifest_s": per_batch,
             "steps": {k: {"mean": statistics.mean(v), "max": max(v), "sum": sum(v)} for k, v in steps.items()},
-            "worker_peak_tree_rss": worker_peak, "goals": [goal],
+            "worker_peak_tree_rss": worker_peak, "py_spy": profile, "goals": [goal],
         }, args.results_dir)
         print(f"wrote {path}")
     finally:
