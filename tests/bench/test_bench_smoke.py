@@ -76,10 +76,12 @@ def test_profile_upload_runs(tmp_path):
 
 
 def test_e2e_benchmark_runs(tmp_path):
-    """Two studies through Redis, a worker and moto, against the boto3 baselines."""
-    data = bench(tmp_path, "e2e", "--studies", "2", "--size-mb", "3")
+    """Two studies through Redis, a worker and moto, against the boto3 baselines (sampled by py-spy if installed)."""
+    data = bench(tmp_path, "e2e", "--studies", "2", "--size-mb", "3", "--py-spy")
     assert data["telerad_e2e_s"] > 0 and data["upload_file_loop_s"] > 0 and data["transfer_manager_s"] > 0
     assert len(data["per_batch_submit_to_manifest_s"]) == 2
+    if Path(sys.executable).with_name("py-spy").exists() and data["py_spy"]:
+        assert data["py_spy"]["samples"] > 0 and "upload (S3Store.put_file, s3transfer threads)" in data["py_spy"]["share_percent"]
 
 
 def test_priority_benchmark_runs(tmp_path):
