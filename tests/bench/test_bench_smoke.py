@@ -72,7 +72,7 @@ def test_profile_engine_runs(tmp_path):
 def test_profile_upload_runs(tmp_path):
     """Telerad's S3 store and boto3 upload the same files to moto, each variant timed."""
     data = bench(tmp_path, "profile_upload", "--size-mb", "3")
-    assert len(data["variants"]) == 5 and data["sha256_mb_per_s"] > 0
+    assert len(data["variants"]) >= 4 and data["sha256_mb_per_s"] > 0
 
 
 def test_e2e_benchmark_runs(tmp_path):
