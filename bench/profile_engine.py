@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import contextlib
-import hashlib
 import io
 import os
 import pstats
