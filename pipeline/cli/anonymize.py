@@ -373,7 +373,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     n_ok = summary["would_write"] if dry else summary["written"]
     lines = [
         ("Dry run, nothing was written. " if dry else "")
-        + f"{summary['files_seen']} files, {summary['studies']} studies: "
+        + f"{summary['files_seen']} files, {summary['studies']} "
+        + ("study: " if summary["studies"] == 1 else "studies: ")
         + f"{n_ok} {'would be written' if dry else 'written'}, "
         + f"{len(summary['skipped'])} skipped (not DICOM), {len(summary['refused'])} refused, "
         + f"{len(summary['failed'])} failed"
@@ -404,8 +405,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 # --- the command -----------------------------------------------------------------------------
 def anonymize(
-    src: Path = typer.Argument(..., exists=True, help="Folder of DICOM files, or a .zip of one (read only)."),
-    out: Optional[Path] = typer.Argument(None, help="Folder (or with --zip, ZIP file) to write into."),
+    src: Path = typer.Argument(..., exists=True, metavar="SRC", help="Folder of DICOM files, or a .zip of one (read only)."),
+    out: Optional[Path] = typer.Argument(None, metavar="DEST", help="Folder (or with --zip, ZIP file) to write into."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Processes; 0 = every core."),
     profile: Optional[str] = typer.Option(None, "--profile", help="De-identification profile."),
     option: Optional[list[str]] = typer.Option(None, "--option", help="Extra Annex E option (repeatable)."),
