@@ -113,12 +113,14 @@ def _one(src_root: str, work_root: str, out_root: str | None, rel: str, plan: bo
         return {"rel": rel, "outcome": "failed", "reason": str(exc)}
     except Exception as exc:  # a parser bug fails the file closed, without echoing values
         return {"rel": rel, "outcome": "failed", "reason": f"unexpected {type(exc).__name__}"}
+    # Action counts only for a plan: a real run would carry them across processes for nothing.
+    actions = {"actions": res.actions} if plan else {}
     if findings:
         # Findings name the output's pseudonymous path, the check and the tag, never a value.
-        return {"rel": rel, "outcome": "failed", "actions": res.actions,
+        return {"rel": rel, "outcome": "failed", **actions,
                 "reason": f"verification: {len(findings)} finding(s), first: {findings[0]}"}
     return {"rel": rel, "outcome": "ok", "relpath": res.relpath, "size": res.size,
-            "sha256": res.sha256, "study": res.cloud_study_id, "actions": res.actions}
+            "sha256": res.sha256, "study": res.cloud_study_id, **actions}
 
 
 def _chunk(src_root: str, work_root: str, out_root: str | None, rels: list[str],
@@ -367,14 +369,18 @@ def _print_plan(summary: dict[str, Any], summary_only: bool) -> None:
         typer.echo("elements: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     dry = summary["dry_run"]
     rate = summary["bytes_in"] / 1e6 / summary["seconds"] if summary["seconds"] else 0.0
     n_ok = summary["would_write"] if dry else summary["written"]
     lines = [
         ("Dry run, nothing was written. " if dry else "")
-        + f"{summary['files_seen']} files, {summary['studies']} "
-        + ("study: " if summary["studies"] == 1 else "studies: ")
+        + f"{_count(summary['files_seen'], 'file', 'files')}, "
+        + f"{_count(summary['studies'], 'study', 'studies')}: "
         + f"{n_ok} {'would be written' if dry else 'written'}, "
         + f"{len(summary['skipped'])} skipped (not DICOM), {len(summary['refused'])} refused, "
         + f"{len(summary['failed'])} failed"

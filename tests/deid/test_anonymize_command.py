@@ -296,3 +296,16 @@ def test_bad_arguments_exit_2_before_any_work(tmp_path, args, message):
     assert message in said
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "telerad-home" not in p.parts)
     assert after == before and (tmp_path / "notes.txt").read_text() == "keep me\n"
+
+
+def test_the_docs_dry_run_example_is_what_the_command_prints(tmp_path, monkeypatch):
+    """docs/deidentification.md's dry-run example matches the real output, line for line."""
+    doc = (REPO / "docs" / "deidentification.md").read_text()
+    block = doc.split("$ telerad anonymize CT --dry-run\n", 1)[1].split("```", 1)[0].splitlines()
+    study = make_study(tmp_path / "made", series=1, images=1, nested_folders=False)
+    (tmp_path / "CT").mkdir()
+    study.files[0].rename(tmp_path / "CT" / "0001")
+    monkeypatch.chdir(tmp_path)
+    r = anonymize("CT", "--dry-run", "--jobs", "1")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.splitlines()[: len(block)] == block
