@@ -9,6 +9,9 @@ same files, in the same process, one after another (best of ``--repeat`` runs):
 - ``streaming floor``: what the engine's design costs with no de-identification at
   all: header read with ``stop_before_pixels``, header written by ``dcmwrite``,
   pixel bytes copied through
+- ``streaming floor + every element converted``: the same, with every element
+  turned from raw bytes into a Python value first (``ds[tag]``, at every depth),
+  as the engine's walk does, so ``dcmwrite`` has to encode every value again
 - ``engine``: ``Deidentifier.deidentify_file`` as it is
 - the engine with one cost taken away at a time (monkeypatched here, never in the
   engine): no ``fsync``, no SHA-256, no pydicom write validation, all three
@@ -74,6 +77,29 @@ def streaming_floor(files: list[Path], out: Path) -> None:
         with open(f, "rb") as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
             stop = fh.tell()
+        header = io.BytesIO()
+        pydicom.dcmwrite(header, ds, enforce_file_format=True)
+        with open(out / f"{i:06d}.dcm", "wb") as dst, open(f, "rb") as src:
+            dst.write(header.getbuffer())
+            src.seek(stop)
+            shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
+
+
+def _convert_all(ds) -> None:
+    for tag in list(ds.keys()):
+        elem = ds[tag]  # what the engine's walk does to every element (RawDataElement -> value)
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _convert_all(item)
+
+
+def converted_floor(files: list[Path], out: Path) -> None:
+    """The streaming floor, plus converting every element once, as the engine's walk does."""
+    for i, f in enumerate(files):
+        with open(f, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            stop = fh.tell()
+        _convert_all(ds)
         header = io.BytesIO()
         pydicom.dcmwrite(header, ds, enforce_file_format=True)
         with open(out / f"{i:06d}.dcm", "wb") as dst, open(f, "rb") as src:
@@ -253,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = [
             ("pydicom loop (baseline)", pydicom_loop, None),
             ("streaming floor (no de-id)", streaming_floor, None),
+            ("streaming floor + every element converted", converted_floor, None),
             ("engine", engine_loop, None),
             ("engine, no fsync", engine_loop, {"no_fsync": True}),
             ("engine, no SHA-256", engine_loop, {"no_sha": True}),
