@@ -14,10 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
-
 from pipeline import dicomio
-from pipeline.deid import standard
+from pipeline.deid import rawelem, standard
 from pipeline.deid.cleaning import Cleaners
 from pipeline.deid.values import DUMMY_TEXT, is_standard_uid
 from pipeline.exceptions import TeleradError, VerificationError
@@ -26,6 +24,7 @@ from pipeline.pseudonyms import Pseudonyms
 INSTANCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
 DUMMY_DATES = {"19000101", "19000101000000"}
 _CODE_OPTIONS = {standard.code_for(o)["code_value"]: o for o in standard.OPTION_COLUMNS}
+_INSPECTED_VRS = frozenset({"SQ", "PN", "DA", "DT"})
 MIN_ORIGINAL_LEN = 3  # shorter originals ("1", "A") would match by chance anywhere
 
 
@@ -53,6 +52,12 @@ class VerifyReport:
     def as_dict(self) -> dict:
         return {"files": self.files, "ok": self.ok,
                 "findings": [{"file": f.file, "check": f.check, "detail": f.detail} for f in self.findings]}
+
+
+def _header_bytes(src: dicomio.SourceFile) -> bytes:
+    """The file up to its pixel element: only the header can hold identifiers the engine wrote."""
+    with open(src.path, "rb") as fh:
+        return fh.read() if src.pixel_span is None else fh.read(src.pixel_span[0])
 
 
 def _tag(t) -> str:
@@ -92,17 +97,18 @@ class Verifier:
             found.append(Finding(rel, check, detail))
 
         try:
-            raw = Path(path).read_bytes()
             src = dicomio.read(Path(path))
-            ds = pydicom.dcmread(Path(path), stop_before_pixels=True)
+            header = _header_bytes(src)
         except TeleradError as exc:
             return [Finding(rel, "unreadable", str(exc))]
         except Exception as exc:
             return [Finding(rel, "unreadable", type(exc).__name__)]
-        header = raw if src.pixel_span is None else raw[: src.pixel_span[0]]
+        if header[128:132] != b"DICM":
+            return [Finding(rel, "unreadable", "InvalidDicomError")]  # no Part 10 preamble
+        ds = src.dataset
         opts = self._options(ds)
 
-        if raw[:128] != b"\x00" * 128:
+        if header[:128] != b"\x00" * 128:
             add("preamble", "the 128-byte preamble is not zeroed")
         for kw in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
                    "ReceivingApplicationEntityTitle", "PrivateInformation", "PrivateInformationCreatorUID"):
@@ -142,12 +148,16 @@ class Verifier:
         return found
 
     def _walk(self, ds, opts: set[str], date_policy: str, add, depth: int = 0) -> None:
-        for elem in ds:
-            t = elem.tag
+        for t in list(ds.keys()):
+            if depth == 0 and t in dicomio.PIXEL_TAGS:
+                break  # the header ends here; pixel bytes were copied unchanged
             if t.is_private:
                 if "retain-safe-private" not in opts or not Cleaners.keep_private(ds, t):
                     add("private", f"{_tag(t)} private element outside the safe list")
                     continue
+            if rawelem.vr_of(ds, t) not in _INSPECTED_VRS:
+                continue  # no name or date can hide in it: left unconverted
+            elem = ds[t]
             if elem.VR == "SQ":
                 for item in elem.value:
                     self._walk(item, opts, date_policy, add, depth + 1)
