@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from pipeline.deid import values
+from pipeline.deid import rawelem, values
 from pipeline.deid.profile import Profile, Rule, keyword_or_tag
 from pipeline.exceptions import DeidentificationError
 from pipeline.pseudonyms import Pseudonyms
@@ -49,12 +49,8 @@ class Context:
 
 
 def element_vr(ds: Dataset, tag: int) -> str:
-    """The element's VR (converting a raw element), falling back to the dictionary."""
-    elem = ds[tag]
-    vr = elem.VR
-    if vr == "UN" and dictionary_has_tag(tag):
-        vr = dictionary_VR(tag)
-    return vr
+    """The element's VR, falling back to the dictionary; a raw element stays raw when it can."""
+    return rawelem.vr_of(ds, tag)
 
 
 def _is_empty(value) -> bool:
@@ -87,9 +83,8 @@ class Private:
             return False
         rule = ctx.profile.private
         if rule.action == "C" and ctx.cleaners.keep_private(ds, BaseTag(tag)):
-            elem = ds[tag]
-            if elem.VR == "SQ":
-                for item in elem.value:
+            if rawelem.vr_of(ds, tag) == "SQ":
+                for item in ds[tag].value:
                     ctx.walk(ctx, item)
             ctx.counts["private attributes (safe)"]["kept"] += 1
             return True
@@ -156,7 +151,7 @@ class Unlisted:
             return True
         if vr == "UI":
             if tag in ctx.never_remap or ctx.profile.has("retain-uids"):
-                values.check_kept_value(keyword_or_tag(tag), vr, ds[tag].value)
+                rawelem.check_kept(ds, tag, vr, keyword_or_tag(tag))
                 return True
             remap(ctx, ds, tag)
             return True
@@ -176,7 +171,7 @@ class Unlisted:
                 del ds[tag]
                 ctx.count(tag, "removed")
             return True
-        values.check_kept_value(keyword_or_tag(tag), vr, ds[tag].value)
+        rawelem.check_kept(ds, tag, vr, keyword_or_tag(tag))
         return True
 
 
@@ -199,15 +194,16 @@ def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule) -> None:
         ctx.count(tag, "removed")
         return
     vr = element_vr(ds, tag)
-    elem = ds[tag]
     if a == "K":
         if vr == "SQ":
-            for item in elem.value:
+            for item in ds[tag].value:
                 ctx.walk(ctx, item)
         else:
-            values.check_kept_value(rule.label, vr, elem.value)
+            rawelem.check_kept(ds, tag, vr, rule.label)
         ctx.count(tag, "kept")
-    elif a == "Z":
+        return
+    elem = ds[tag]
+    if a == "Z":
         elem.value = values.empty_value(vr)
         ctx.count(tag, "emptied")
     elif a == "D":
