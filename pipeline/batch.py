@@ -222,13 +222,15 @@ def upload(settings: Settings, batch_id: str) -> None:
     with _step(settings, batch_id, "upload", BatchState.UPLOADING) as record:
         if record is None:
             return
-        from pipeline.storage import open_store
+        from pipeline.storage import shared_store
+        from pipeline.storage.keys import listing
 
-        store = open_store(settings.effective_store_url, settings)
+        store = shared_store(settings.effective_store_url, settings)
         work = StateStore(settings.state_dir).batch_dir(batch_id)
         staging = settings.staging_root / batch_id
         entries = _load_entries(work)
         prefix = _key(settings, batch_id, "")
+        known = listing(store, prefix)  # one LIST: what a re-run may skip, no HEAD per new file
 
         def meta(sha256: str) -> dict[str, str]:
             return {
@@ -246,6 +248,8 @@ def upload(settings: Settings, batch_id: str) -> None:
                 staging / entry.key[len(prefix):],
                 content_type=CONTENT_TYPE_DICOM,
                 metadata=meta(entry.sha256),
+                size=entry.size,
+                known=known,
             )
             progress.advance()
 
@@ -258,6 +262,7 @@ def upload(settings: Settings, batch_id: str) -> None:
                 path,
                 content_type=CONTENT_TYPE_JSON if name.endswith(".json") else "text/plain",
                 metadata=meta(_sha256_file(path)),
+                known=known,
             )
         record.counts["uploaded"] = len(entries)
         _audit(settings, "batch.uploaded", batch_id, images=len(entries), store=store.url.split(":")[0])
@@ -322,9 +327,9 @@ def missing_objects(settings: Settings, batch_id: str) -> list[str] | None:
     work = settings.state_dir / batch_id
     if not (work / "files.json").exists():
         return None
-    from pipeline.storage import open_store
+    from pipeline.storage import shared_store
 
-    store = open_store(settings.effective_store_url, settings)
+    store = shared_store(settings.effective_store_url, settings)
     wanted = [e.key for e in _load_entries(work)]
     wanted += [_key(settings, batch_id, n) for n in (REPORT_NAME, SIGNATURE_NAME, MANIFEST_NAME)]
     return [k for k in wanted if store.head(k) is None]

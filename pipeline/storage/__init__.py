@@ -17,7 +17,7 @@ from pipeline.storage.base import (
     ObjectStore,
 )
 
-__all__ = ["open_store", "ObjectStore", "ObjectInfo", "CONTENT_TYPE_DICOM", "CONTENT_TYPE_JSON"]
+__all__ = ["open_store", "shared_store", "ObjectStore", "ObjectInfo", "CONTENT_TYPE_DICOM", "CONTENT_TYPE_JSON"]
 
 
 def _missing(extra: str, exc: ImportError) -> ConfigError:
@@ -52,3 +52,6 @@ def open_store(url: str, settings: Any = None) -> ObjectStore:
     raise ConfigError(
         f"unknown store URL {url!r}: use file:///absolute/path, s3://bucket/prefix or az://container/prefix"
     )
+
+
+from pipeline.storage.shared import shared_store  # noqa: E402 - needs open_store above

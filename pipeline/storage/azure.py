@@ -16,7 +16,7 @@ import os
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 from urllib.parse import urlparse
 
 from azure.core.exceptions import (
@@ -142,24 +142,29 @@ class AzureStore:
 
     # --- protocol ------------------------------------------------------------------------
     def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: dict[str, str]
+        self, key: str, path: Path, *, content_type: str, metadata: dict[str, str],
+        size: int | None = None, known: Mapping[str, ObjectInfo] | None = None,
     ) -> ObjectInfo:
-        """Upload in blocks (parallel, MD5 per request); skip when the same content is there."""
+        """Upload in blocks (parallel, MD5 per request); skip when the same content is there.
+
+        The MD5s only cover transit, so the file's SHA-256 is always computed here
+        (``size`` does not let it be trusted): a changed staged file is refused.
+        """
         what = f"object {key!r}"
-        metadata, size, existing = prepare_put(self, key, path, metadata)
-        if existing:
-            return existing
+        plan = prepare_put(self, key, path, metadata, size=size, known=known, trust=False)
+        if plan.existing:
+            return plan.existing
 
         def upload() -> None:
             with open(path, "rb") as fh:
                 self._blob(key).upload_blob(
-                    fh, length=size, overwrite=True, metadata=metadata,
+                    fh, length=plan.size, overwrite=True, metadata=plan.metadata,
                     content_settings=ContentSettings(content_type=content_type),
                     max_concurrency=self.concurrency, validate_content="md5",
                 )
 
         self._call(what, upload)
-        return ObjectInfo(key=key, size=size, content_type=content_type, metadata=metadata)
+        return ObjectInfo(key=key, size=plan.size, content_type=content_type, metadata=plan.metadata)
 
     def put_bytes(
         self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]

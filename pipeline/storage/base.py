@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Iterator, Mapping, Protocol, runtime_checkable
 
 CONTENT_TYPE_DICOM = "application/dicom"
 CONTENT_TYPE_JSON = "application/json"
@@ -39,9 +39,17 @@ class ObjectStore(Protocol):
     url: str
 
     def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: dict[str, str]
+        self, key: str, path: Path, *, content_type: str, metadata: dict[str, str],
+        size: int | None = None, known: Mapping[str, ObjectInfo] | None = None,
     ) -> ObjectInfo:
-        """Upload a file from disk (streamed; in parts when large); integrity checked by the service."""
+        """Upload a file from disk (streamed; in parts when large); integrity checked by the service.
+
+        Skipped when an object with the same size and ``sha256`` metadata is there.
+        ``size`` (with ``metadata["sha256"]``) says the caller hashed the file itself,
+        so a backend that checks the bytes in flight need not read it twice;
+        ``known`` is a listing of the batch's prefix taken just before, so that
+        keys absent from it cost no HEAD.
+        """
 
     def put_bytes(
         self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]

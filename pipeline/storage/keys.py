@@ -7,8 +7,9 @@ store also works on S3 and Azure (and cannot escape a local folder).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from pipeline.exceptions import IntegrityError, StoragePermanentError
 
@@ -79,15 +80,58 @@ def setting(settings: Any, name: str, default: Any) -> Any:
     return default if value in (None, "") else value
 
 
-def prepare_put(store: Any, key: str, path: Path, metadata: dict[str, str]) -> tuple[dict[str, str], int, Any]:
-    """Hash the staged file and stamp its SHA-256 into the metadata; find an identical stored copy.
+def listing(store: Any, prefix: str) -> dict[str, Any]:
+    """Everything under ``prefix`` by key: one LIST replaces a HEAD per file on a fresh batch."""
+    return {info.key: info for info in store.list(prefix)}
 
-    Returns ``(metadata, size, existing)``; ``existing`` is the stored object's info when
-    it already has this size and SHA-256 (the upload can be skipped), else None.
+
+@dataclass(frozen=True)
+class PutPlan:
+    """What ``prepare_put`` decided: the metadata to send, the size, and whether to skip."""
+
+    metadata: dict[str, str]
+    size: int
+    existing: Any  # the stored object's info when identical (skip the upload), else None
+    trusted: bool  # the sha256 is the caller's, not read back from the file: verify it in flight
+
+
+def staged_size(path: Path, key: str) -> int:
+    """Size of the staged file; a clear error when it is gone."""
+    try:
+        return Path(path).stat().st_size
+    except FileNotFoundError:
+        raise StoragePermanentError(
+            f"the file to upload as {key!r} is missing from staging; re-run the step that produced it"
+        ) from None
+
+
+def prepare_put(
+    store: Any, key: str, path: Path, metadata: dict[str, str], *,
+    size: int | None = None, known: Mapping[str, Any] | None = None, trust: bool = False,
+) -> PutPlan:
+    """Stamp the file's SHA-256 into the metadata; find an identical stored copy.
+
+    With ``trust`` (the backend checks the bytes in flight) and a caller who gave
+    both the ``sha256`` and the ``size`` the file still has, the caller's hash is
+    used and the file is not read here. Otherwise it is hashed and checked.
+    ``known`` is a listing of the batch prefix (``listing``): a key missing from it
+    needs no HEAD; a listed key whose listing lacks metadata (S3) is HEADed.
     """
-    digest, size = source_sha256(path, key)
-    metadata = with_sha256(metadata, digest, f"object {key!r}")
-    existing = store.head(key)
-    if existing and existing.size == size and existing.metadata.get("sha256") == digest:
-        return metadata, size, existing
-    return metadata, size, None
+    actual = staged_size(path, key)
+    given = metadata.get("sha256")
+    trusted = bool(trust and given and size is not None and size == actual)
+    if trusted:
+        metadata = {**metadata, "sha256": given.lower()}
+    else:
+        digest, actual = source_sha256(path, key)
+        metadata = with_sha256(metadata, digest, f"object {key!r}")
+    digest = metadata["sha256"]
+    if known is None:
+        existing = store.head(key)
+    else:
+        existing = known.get(key)
+        if existing is not None and existing.size == actual and "sha256" not in existing.metadata:
+            existing = store.head(key)
+    if existing and existing.size == actual and existing.metadata.get("sha256") == digest:
+        return PutPlan(metadata, actual, existing, trusted)
+    return PutPlan(metadata, actual, None, trusted)

@@ -18,7 +18,7 @@ import shutil
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 from urllib.parse import unquote, urlparse
 
 from pipeline.exceptions import (
@@ -56,6 +56,24 @@ def _atomic_write(target: Path, write) -> None:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class _HashingWriter:
+    """A file wrapper that hashes what is written through it."""
+
+    def __init__(self, fh):
+        self.fh, self.hash = fh, hashlib.sha256()
+
+    def write(self, chunk: bytes) -> int:
+        self.hash.update(chunk)
+        return self.fh.write(chunk)
+
+
+def _copy_checked(src, dst, sha256: str, key: str) -> None:
+    """Copy ``src`` to ``dst`` and refuse (before the rename) bytes that do not match ``sha256``."""
+    out = _HashingWriter(dst)
+    shutil.copyfileobj(src, out, 1024 * 1024)
+    with_sha256({"sha256": sha256}, out.hash.hexdigest(), f"object {key!r}")
 
 
 class LocalStore:
@@ -101,17 +119,22 @@ class LocalStore:
 
     # --- protocol ------------------------------------------------------------------
     def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: dict[str, str]
+        self, key: str, path: Path, *, content_type: str, metadata: dict[str, str],
+        size: int | None = None, known: Mapping[str, ObjectInfo] | None = None,
     ) -> ObjectInfo:
-        """Copy a file in atomically; skip when the same content is already there."""
+        """Copy a file in atomically, hashing as it copies; skip when the same content is there.
+
+        The copy's own SHA-256 is checked against the metadata before the rename,
+        so a trusted caller's hash costs no second read and a changed file is refused.
+        """
         target = self._data(key)
         try:
-            metadata, _size, existing = prepare_put(self, key, path, metadata)
-            if existing:
-                return existing
+            plan = prepare_put(self, key, path, metadata, size=size, known=known, trust=True)
+            if plan.existing:
+                return plan.existing
             with open(path, "rb") as src:
-                _atomic_write(target, lambda fh: shutil.copyfileobj(src, fh, 1024 * 1024))
-            self._write_meta(key, content_type, metadata)
+                _atomic_write(target, lambda fh: _copy_checked(src, fh, plan.metadata["sha256"], key))
+            self._write_meta(key, content_type, plan.metadata)
             return self._info(key, target)
         except OSError as exc:
             raise _classify(exc, key) from exc

@@ -1,8 +1,9 @@
 """Amazon S3 and S3-compatible stores (``s3://bucket/prefix``) through boto3.
 
-Large files go through boto3's own transfer manager (multipart, bounded part
-concurrency); every request carries an SDK checksum (SHA-256) that the service
-checks before it accepts the bytes; botocore retries throttling, 5xx and
+Files below the multipart threshold go up in one PutObject carrying their
+known SHA-256 (``ChecksumSHA256``); larger ones through one boto3 transfer
+manager per store (multipart, bounded part concurrency, a SHA-256 per part).
+Either way the service checks a checksum before it accepts the bytes; botocore retries throttling, 5xx and
 connection errors with capped exponential backoff. What is still failing after
 that is sorted into our transient / permanent / not-found errors by ``_classify``.
 Credentials come only from boto3's usual chain (AWS_* variables, profiles, roles).
@@ -13,10 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 from urllib.parse import urlparse
 
 import boto3
@@ -31,6 +33,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from s3transfer.exceptions import RetriesExceededError
+from s3transfer.manager import TransferManager
 
 from pipeline.exceptions import (
     ConfigError,
@@ -40,7 +43,9 @@ from pipeline.exceptions import (
     StorageTransientError,
 )
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import check_key, join, prepare_put, setting, with_sha256
+from pipeline.storage.keys import (
+    PutPlan, check_key, join, prepare_put, setting, source_sha256, staged_size, with_sha256,
+)
 
 MiB = 1024 * 1024
 MAX_PRESIGN = timedelta(days=7)  # SigV4 limit
@@ -95,6 +100,8 @@ class S3Store:
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.client = client
         self.transfer = transfer
+        self._lock = threading.Lock()
+        self._transfers: TransferManager | None = None
 
     @classmethod
     def from_url(cls, url: str, settings: Any = None) -> "S3Store":
@@ -134,23 +141,56 @@ class S3Store:
         except Exception as exc:  # noqa: BLE001 - every SDK error is classified
             raise _classify(exc, what, self.url) from exc
 
+    def _manager(self) -> TransferManager:
+        """One TransferManager (and its thread pools) per store, made on first use."""
+        if self._transfers is None:
+            with self._lock:
+                if self._transfers is None:
+                    self._transfers = create_transfer_manager(self.client, self.transfer)
+        return self._transfers
+
     # --- protocol ----------------------------------------------------------------------
     def put_file(
-        self, key: str, path: Path, *, content_type: str, metadata: dict[str, str]
+        self, key: str, path: Path, *, content_type: str, metadata: dict[str, str],
+        size: int | None = None, known: Mapping[str, ObjectInfo] | None = None,
     ) -> ObjectInfo:
-        """Upload through the transfer manager; skip when the same content is already there."""
+        """One PutObject below the multipart threshold, else the shared transfer manager.
+
+        A single PutObject carries the file's SHA-256 as ``ChecksumSHA256``, so the
+        service checks the caller's hash against the bytes (a trusted hash is never
+        re-read here); multipart parts carry the SDK's own per-part checksums, so a
+        large file's hash is always computed here first.
+        """
         what = f"object {key!r}"
-        metadata, size, existing = prepare_put(self, key, path, metadata)
-        if existing:
-            return existing
-        extra = {"ContentType": content_type, "Metadata": metadata, "ChecksumAlgorithm": "SHA256"}
+        single = staged_size(path, key) < self.transfer.multipart_threshold
+        plan = prepare_put(self, key, path, metadata, size=size, known=known, trust=single)
+        if plan.existing:
+            return plan.existing
+        args = {"ContentType": content_type, "Metadata": plan.metadata}
+        if plan.size < self.transfer.multipart_threshold:
+            self._put_single(what, key, path, plan, args)
+        else:
+            args["ChecksumAlgorithm"] = "SHA256"
+            self._call(what, lambda: self._manager().upload(
+                str(path), self.bucket, self._name(key), extra_args=args).result())
+        return ObjectInfo(key=key, size=plan.size, content_type=content_type, metadata=plan.metadata)
 
-        def upload() -> None:
-            with create_transfer_manager(self.client, self.transfer) as manager:
-                manager.upload(str(path), self.bucket, self._name(key), extra_args=extra).result()
+    def _put_single(self, what: str, key: str, path: Path, plan: PutPlan, args: dict[str, Any]) -> None:
+        """PutObject with the known SHA-256; a checksum refusal of a trusted hash is told apart."""
+        checksum = base64.b64encode(bytes.fromhex(plan.metadata["sha256"])).decode()
 
-        self._call(what, upload)
-        return ObjectInfo(key=key, size=size, content_type=content_type, metadata=metadata)
+        def put() -> None:
+            with open(path, "rb") as body:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._name(key), Body=body, ChecksumSHA256=checksum, **args
+                )
+
+        try:
+            self._call(what, put)
+        except StorageTransientError:
+            if plan.trusted:  # BadDigest: in transit, or the staged file changed after hashing?
+                with_sha256(plan.metadata, source_sha256(path, key)[0], what)
+            raise
 
     def put_bytes(
         self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]
@@ -180,8 +220,7 @@ class S3Store:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
 
         def download() -> None:
-            with create_transfer_manager(self.client, self.transfer) as manager:
-                manager.download(self.bucket, self._name(key), str(tmp)).result()
+            self._manager().download(self.bucket, self._name(key), str(tmp)).result()
             os.replace(tmp, path)
 
         try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from pipeline.exceptions import StoragePermanentError, StorageTransientError
+from pipeline.exceptions import IntegrityError, StoragePermanentError, StorageTransientError
 from pipeline.storage import CONTENT_TYPE_JSON, open_store
 from tests.storage.backends import MiB, small_parts_settings
 
@@ -98,10 +100,77 @@ def test_unreachable_endpoint_is_transient(aws_env):
 
 
 def test_throttled_file_upload_is_transient_too(s3_store, tmp_path):
-    """put_file goes through the transfer manager; lasting throttling still surfaces as transient."""
+    """put_file of a small file (one PutObject): lasting throttling still surfaces as transient."""
     src = tmp_path / "a.dcm"
     src.write_bytes(b"x" * 1000)
     s3_store.client.meta.events.register_first("before-send.s3.PutObject", Throttle(times=100))
     with pytest.raises(StorageTransientError, match="SlowDown"):
         s3_store.put_file("B1/a.dcm", src, content_type="application/dicom", metadata={})
     assert s3_store.head("B1/a.dcm") is None
+
+
+class BadDigest:
+    """A botocore hook answering PutObject as S3 does when x-amz-checksum-sha256 does not match."""
+
+    def __init__(self):
+        self.checksums: list[str] = []
+
+    def __call__(self, request, **kwargs):
+        self.checksums.append(request.headers.get("x-amz-checksum-sha256", b""))
+        body = b"<Error><Code>BadDigest</Code><Message>The SHA256 you specified did not match.</Message></Error>"
+        return AWSResponse(request.url, 400, {}, _Raw(body))
+
+
+def _staged(tmp_path, size=4000):
+    src = tmp_path / "a.dcm"
+    data = os.urandom(size)
+    src.write_bytes(data)
+    return src, hashlib.sha256(data)
+
+
+def test_small_file_is_one_put_carrying_the_callers_sha256(s3_store, tmp_path):
+    """Below the multipart threshold: one PutObject whose ChecksumSHA256 is the caller's hash."""
+    src, digest = _staged(tmp_path)
+    sent = []
+    s3_store.client.meta.events.register(
+        "before-send.s3.*", lambda request, **kw: sent.append(
+            (request.method, request.headers.get("x-amz-checksum-sha256"))))
+    s3_store.put_file("B1/a.dcm", src, content_type="application/dicom", metadata={"sha256": digest.hexdigest()},
+                      size=src.stat().st_size, known={})
+    expected = base64.b64encode(digest.digest())
+    assert [(m, c.encode() if isinstance(c, str) else c) for m, c in sent] == [("PUT", expected)]
+    assert s3_store.get_bytes("B1/a.dcm") == src.read_bytes()
+
+
+def test_service_refusing_a_changed_staged_file_is_an_integrity_error(s3_store, tmp_path):
+    """The service's checksum check catches a file changed after hashing: permanent, with the cause."""
+    src, digest = _staged(tmp_path)
+    src.write_bytes(os.urandom(4000))  # same size, other bytes: only the service can tell
+    hook = BadDigest()
+    s3_store.client.meta.events.register_first("before-send.s3.PutObject", hook)
+    with pytest.raises(IntegrityError, match="changed after it was hashed"):
+        s3_store.put_file("B1/a.dcm", src, content_type="application/dicom",
+                          metadata={"sha256": digest.hexdigest()}, size=4000, known={})
+    assert hook.checksums
+
+
+def test_bad_digest_on_an_unchanged_file_is_transient(s3_store, tmp_path):
+    """BadDigest for a file that still matches its hash was corruption in transit: retry later."""
+    src, digest = _staged(tmp_path)
+    s3_store.client.meta.events.register_first("before-send.s3.PutObject", BadDigest())
+    with pytest.raises(StorageTransientError, match="BadDigest"):
+        s3_store.put_file("B1/a.dcm", src, content_type="application/dicom",
+                          metadata={"sha256": digest.hexdigest()}, size=4000, known={})
+
+
+def test_one_transfer_manager_serves_every_large_file(s3_store, tmp_path):
+    """Multipart uploads and downloads share the store's TransferManager instead of one per file."""
+    src = tmp_path / "big.dcm"
+    src.write_bytes(os.urandom(6 * MiB))
+    s3_store.put_file("B1/1.dcm", src, content_type="application/dicom", metadata={})
+    manager = s3_store._transfers
+    assert manager is not None
+    s3_store.put_file("B1/2.dcm", src, content_type="application/dicom", metadata={})
+    s3_store.download_file("B1/2.dcm", tmp_path / "out.dcm")
+    assert s3_store._transfers is manager
+    assert (tmp_path / "out.dcm").read_bytes() == src.read_bytes()
