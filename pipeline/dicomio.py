@@ -258,7 +258,10 @@ def build_file_meta(ds: Dataset, transfer_syntax: UID) -> FileMetaDataset:
 
 
 def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
-    """Write ``ds`` (plus the source's pixel bytes) atomically; returns (size, sha256)."""
+    """Write ``ds`` (plus the source's pixel bytes) atomically; returns (size, sha256).
+
+    The SHA-256 is computed from the bytes as they are written, never by re-reading.
+    """
     ds.file_meta = build_file_meta(ds, source.transfer_syntax)
     ds.preamble = b"\x00" * 128
     header = io.BytesIO()
@@ -287,8 +290,8 @@ def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
                         digest.update(chunk)
                         size += len(chunk)
                         left -= len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        # No fsync per file: staging is rebuilt from the source if the machine
+        # dies, so the caller syncs once per batch where it needs durability.
         os.replace(tmp, dest)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
