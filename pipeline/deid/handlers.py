@@ -23,6 +23,7 @@ from pipeline.pseudonyms import Pseudonyms
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 ACCESSION = 0x00080050
+_IDENTITY_TAGS = frozenset({PATIENT_ID, PATIENT_NAME, ACCESSION})  # a set: no BaseTag.__eq__ per element
 TEXT_VRS = {"PN", "LO", "SH", "ST", "LT", "UT", "UC", "AE"}
 
 
@@ -100,7 +101,7 @@ class Identity:
         return "pseudonymise PatientID, PatientName (top level: the patient's key) and AccessionNumber"
 
     def __call__(self, ctx: Context, ds: Dataset, tag: int, *, top: bool = False) -> bool:
-        if tag not in (PATIENT_ID, PATIENT_NAME, ACCESSION):
+        if tag not in _IDENTITY_TAGS:
             return False
         rule = ctx.profile.rule_for(tag)
         if rule is not None and rule.source.startswith("profile:"):

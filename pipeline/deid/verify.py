@@ -25,6 +25,7 @@ INSTANCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Fra
 DUMMY_DATES = {"19000101", "19000101000000"}
 _CODE_OPTIONS = {standard.code_for(o)["code_value"]: o for o in standard.OPTION_COLUMNS}
 _INSPECTED_VRS = frozenset({"SQ", "PN", "DA", "DT"})
+_PIXEL_TAGS = frozenset(dicomio.PIXEL_TAGS)
 MIN_ORIGINAL_LEN = 3  # shorter originals ("1", "A") would match by chance anywhere
 
 
@@ -149,7 +150,7 @@ class Verifier:
 
     def _walk(self, ds, opts: set[str], date_policy: str, add, depth: int = 0) -> None:
         for t in list(ds.keys()):
-            if depth == 0 and t in dicomio.PIXEL_TAGS:
+            if depth == 0 and int(t) in _PIXEL_TAGS:
                 break  # the header ends here; pixel bytes were copied unchanged
             if t.is_private:
                 if "retain-safe-private" not in opts or not Cleaners.keep_private(ds, t):
