@@ -17,7 +17,7 @@ from pipeline.storage.base import (
     ObjectStore,
 )
 
-__all__ = ["open_store", "shared_store", "ObjectStore", "ObjectInfo", "CONTENT_TYPE_DICOM", "CONTENT_TYPE_JSON"]
+__all__ = ["CONTENT_TYPE_DICOM", "CONTENT_TYPE_JSON", "ObjectInfo", "ObjectStore", "open_store", "shared_store"]
 
 
 def _missing(extra: str, exc: ImportError) -> ConfigError:
@@ -54,4 +54,4 @@ def open_store(url: str, settings: Any = None) -> ObjectStore:
     )
 
 
-from pipeline.storage.shared import shared_store  # noqa: E402 - needs open_store above
+from pipeline.storage.shared import shared_store  # after open_store, which it calls

@@ -95,6 +95,10 @@ class PutPlan:
     trusted: bool  # the sha256 is the caller's, not read back from the file: verify it in flight
 
 
+def _is_sha256(value: str | None) -> bool:
+    return bool(value) and len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
+
+
 def staged_size(path: Path, key: str) -> int:
     """Size of the staged file; a clear error when it is gone."""
     try:
@@ -119,7 +123,7 @@ def prepare_put(
     """
     actual = staged_size(path, key)
     given = metadata.get("sha256")
-    trusted = bool(trust and given and size is not None and size == actual)
+    trusted = bool(trust and size is not None and size == actual and _is_sha256(given))
     if trusted:
         metadata = {**metadata, "sha256": given.lower()}
     else:

@@ -27,10 +27,12 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 from s3transfer.exceptions import RetriesExceededError
 from s3transfer.manager import TransferManager
@@ -44,7 +46,14 @@ from pipeline.exceptions import (
 )
 from pipeline.storage.base import ObjectInfo
 from pipeline.storage.keys import (
-    PutPlan, check_key, join, prepare_put, setting, source_sha256, staged_size, with_sha256,
+    PutPlan,
+    check_key,
+    join,
+    prepare_put,
+    setting,
+    source_sha256,
+    staged_size,
+    with_sha256,
 )
 
 MiB = 1024 * 1024

@@ -137,3 +137,11 @@ def test_forked_child_builds_its_own_store(tmp_path):
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_malformed_caller_hash_is_checked_not_trusted(store, tmp_path):
+    """A sha256 that is not 64 hex digits is never sent as a checksum: the file is hashed and refused."""
+    path, _ = staged(tmp_path, "a.dcm")
+    with pytest.raises(IntegrityError, match="changed after it was hashed"):
+        store.put_file("B1/a.dcm", path, content_type=CONTENT_TYPE_DICOM, metadata=meta("not-a-hash"),
+                       size=3000, known={})

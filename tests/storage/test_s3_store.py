@@ -9,7 +9,11 @@ import os
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from pipeline.exceptions import IntegrityError, StoragePermanentError, StorageTransientError
+from pipeline.exceptions import (
+    IntegrityError,
+    StoragePermanentError,
+    StorageTransientError,
+)
 from pipeline.storage import CONTENT_TYPE_JSON, open_store
 from tests.storage.backends import MiB, small_parts_settings
 
