@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
-from pipeline.deid import standard
+from pipeline.deid import rawelem, standard
 from pipeline.deid.vocabulary import Vocabulary
 
 DATE_OPTIONS = {"retain-long-modified-dates", "retain-long-full-dates"}
@@ -74,12 +74,11 @@ class Cleaners:
 
     # --- dispatch ------------------------------------------------------------------
     def clean(self, ctx, ds: Dataset, tag: int, vr: str, rule) -> None:
-        elem = ds[tag]
         if vr == "SQ":
-            for item in elem.value:
-                ctx.walk(ctx, item)
+            rawelem.walk_sequence(ctx, ds, tag)
             ctx.count(tag, "cleaned")
             return
+        elem = ds[tag]
         if rule.source in DATE_OPTIONS:
             self.shift_dates(ctx, ds, tag, vr)
             return

@@ -85,8 +85,7 @@ class Private:
         rule = ctx.profile.private
         if rule.action == "C" and ctx.cleaners.keep_private(ds, BaseTag(tag)):
             if rawelem.vr_of(ds, tag) == "SQ":
-                for item in ds[tag].value:
-                    ctx.walk(ctx, item)
+                rawelem.walk_sequence(ctx, ds, tag)
             ctx.counts["private attributes (safe)"]["kept"] += 1
             return True
         del ds[tag]
@@ -147,8 +146,7 @@ class Unlisted:
     def __call__(self, ctx: Context, ds: Dataset, tag: int) -> bool:
         vr = element_vr(ds, tag)
         if vr == "SQ":
-            for item in ds[tag].value:
-                ctx.walk(ctx, item)
+            rawelem.walk_sequence(ctx, ds, tag)
             return True
         if vr == "UI":
             if tag in ctx.never_remap or ctx.profile.has("retain-uids"):
@@ -197,8 +195,7 @@ def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule) -> None:
     vr = element_vr(ds, tag)
     if a == "K":
         if vr == "SQ":
-            for item in ds[tag].value:
-                ctx.walk(ctx, item)
+            rawelem.walk_sequence(ctx, ds, tag)
         else:
             rawelem.check_kept(ds, tag, vr, rule.label)
         ctx.count(tag, "kept")
@@ -218,8 +215,7 @@ def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule) -> None:
         ctx.count(tag, "replaced")
     elif a == "U":
         if vr == "SQ":  # X/Z/U*: keep the references, remap the UIDs inside
-            for item in elem.value:
-                ctx.walk(ctx, item)
+            rawelem.walk_sequence(ctx, ds, tag)
             ctx.count(tag, "kept")
         elif vr == "UI":
             remap(ctx, ds, tag)

@@ -20,9 +20,10 @@ from pydicom.valuerep import AMBIGUOUS_VR
 
 from pipeline.deid import values
 
-# VRs whose conversion may change the VR (UN to the dictionary's, sequences read
-# from bytes, US or SS resolved by the dataset): always converted first.
-_CONVERT_FIRST = frozenset({"SQ", "UN"}) | frozenset(AMBIGUOUS_VR)
+# VRs whose conversion may change the VR (UN to the dictionary's or to SQ, US or
+# SS resolved by the dataset): always converted first. SQ stays SQ, so a raw
+# sequence is left raw until it is walked (see walk_sequence).
+_CONVERT_FIRST = frozenset({"UN"}) | frozenset(AMBIGUOUS_VR)
 # Fixed-size binary VRs: a value whose length is not a multiple fails conversion.
 _SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8, "AT": 4}
 _BYTES = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
@@ -82,3 +83,22 @@ def _raw_ok(vr: str, raw: bytes | None) -> bool:
         if vr == "IS" and not _IS.match(part.rstrip(b"\x00")):
             return False
     return True
+
+
+def walk_sequence(ctx, ds: Dataset, tag) -> None:
+    """De-identify each item of a sequence; if no item changed, the sequence goes back to raw.
+
+    An item is unchanged when every element in it is the very object it held
+    before the walk (still raw, never converted), so its original bytes are what
+    the walk decided to keep, and they are written as they are.
+    """
+    raw = ds.get_item(tag)
+    items = ds[tag].value
+    before = [dict(item._dict) for item in items]
+    for item in items:
+        ctx.walk(ctx, item)
+    if isinstance(raw, RawDataElement) and all(
+        len(item._dict) == len(old) and all(item._dict.get(k) is v for k, v in old.items())
+        for item, old in zip(items, before)
+    ):
+        ds[tag] = raw
