@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -165,6 +166,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
             )
         _check_one_patient_per_batch(settings, produced)
         _verify_staging(settings, deid, staging, produced)
+        os.sync()  # files are written without a per-file fsync; make them durable once, before "done"
 
         entries = [_entry(settings, batch_id, res) for _rel, res in produced]
         (work / "files.json").write_text(json.dumps([asdict(e) for e in entries]))
