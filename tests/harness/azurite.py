@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from tests.harness.ports import free_port
+from tests.harness.ports import free_port, stop_process
 
 VERSION = "3.35.0"
 ACCOUNT = "devstoreaccount1"
@@ -86,16 +86,6 @@ def _wait_ready(proc: subprocess.Popen, endpoint: str, timeout: float) -> bool:
     return False
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 @contextmanager
 def azurite(*, timeout: float = 30.0, attempts: int = 3) -> Iterator[Azurite]:
     """Install if needed, start ``azurite-blob`` on a free port, yield it, stop it on exit."""
@@ -117,6 +107,6 @@ def azurite(*, timeout: float = 30.0, attempts: int = 3) -> Iterator[Azurite]:
                     yield server
                     return
             finally:
-                _stop(proc)
+                stop_process(proc)
         log.seek(0)
         raise RuntimeError("Azurite did not start:\n" + log.read().decode(errors="replace")[-2000:])

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from tests.harness.ports import free_port
+from tests.harness.ports import free_port, stop_process
 
 TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -39,16 +39,6 @@ def _wait_ready(proc: subprocess.Popen, url: str, timeout: float) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @contextmanager
@@ -72,7 +62,7 @@ def moto_server(*, timeout: float = 20.0, attempts: int = 3) -> Iterator[str]:
                     yield url
                     return
             finally:
-                _stop(proc)
+                stop_process(proc)
         log.seek(0)
         raise RuntimeError("moto server did not start:\n" + log.read().decode(errors="replace")[-2000:])
     finally:

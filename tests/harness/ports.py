@@ -1,8 +1,9 @@
-"""Free loopback ports and waiting for servers: never assume a port is free."""
+"""Free loopback ports, waiting for servers, stopping them: never assume a port is free."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 
@@ -24,3 +25,14 @@ def wait_for_port(port: int, timeout: float = 15.0, proc=None) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Terminate a server the harness started; kill it if it does not stop in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
