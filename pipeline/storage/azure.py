@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -43,7 +42,7 @@ from pipeline.exceptions import (
     StorageTransientError,
 )
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import check_key, join, prepare_put, setting, with_sha256
+from pipeline.storage.keys import check_key, download_via_temp, join, prepare_put, setting, with_sha256
 
 MiB = 1024 * 1024
 ACCOUNT_URL_ENV = "TELERAD_AZURE_ACCOUNT_URL"
@@ -182,20 +181,12 @@ class AzureStore:
 
     def download_file(self, key: str, path: Path) -> None:
         """Stream (ranged, parallel when large) to a temp file beside ``path``, then rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-
-        def download() -> None:
+        def fetch(tmp: Path) -> None:
             stream = self._blob(key).download_blob(max_concurrency=self.concurrency)
             with open(tmp, "wb") as fh:
                 stream.readinto(fh)
-            os.replace(tmp, path)
 
-        try:
-            self._call(f"object {key!r}", download)
-        finally:
-            tmp.unlink(missing_ok=True)
+        self._call(f"object {key!r}", download_via_temp, path, fetch)
 
     def head(self, key: str) -> ObjectInfo | None:
         try:

@@ -7,9 +7,11 @@ store also works on S3 and Azure (and cannot escape a local folder).
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from pipeline.exceptions import IntegrityError, StoragePermanentError
 
@@ -139,3 +141,19 @@ def prepare_put(
     if existing and existing.size == actual and existing.metadata.get("sha256") == digest:
         return PutPlan(metadata, actual, existing, trusted)
     return PutPlan(metadata, actual, None, trusted)
+
+
+def download_via_temp(path: Path, fetch: Callable[[Path], None]) -> None:
+    """Let ``fetch`` write a temp file beside ``path``, then rename it into place.
+
+    A reader never sees a half-downloaded file under its real name, and an
+    interrupted download leaves nothing behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    try:
+        fetch(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

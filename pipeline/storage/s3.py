@@ -15,7 +15,6 @@ import base64
 import hashlib
 import os
 import threading
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -48,6 +47,7 @@ from pipeline.storage.base import ObjectInfo
 from pipeline.storage.keys import (
     PutPlan,
     check_key,
+    download_via_temp,
     join,
     prepare_put,
     setting,
@@ -224,18 +224,10 @@ class S3Store:
 
     def download_file(self, key: str, path: Path) -> None:
         """Stream to a temp file beside ``path`` (ranged, parallel when large), then rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-
-        def download() -> None:
+        def fetch(tmp: Path) -> None:
             self._manager().download(self.bucket, self._name(key), str(tmp)).result()
-            os.replace(tmp, path)
 
-        try:
-            self._call(f"object {key!r}", download)
-        finally:
-            tmp.unlink(missing_ok=True)
+        self._call(f"object {key!r}", download_via_temp, path, fetch)
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
