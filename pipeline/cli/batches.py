@@ -103,16 +103,33 @@ def status(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
-    table = Table("priority", "state", "studies", "images", "bytes", "submitted", "error")
+    table = Table("priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error")
     table.add_column("batch", no_wrap=True)
     for r in records:
         table.add_row(
             r.priority, r.state, str(r.counts.get("studies", "")),
             str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), r.submitted_at,
+            stage_durations(r),
             (r.error[:60] + "…") if len(r.error) > 60 else r.error,
             r.batch_id,
         )
     console.print(table)
+
+
+STEP_LABELS = {"deidentify": "deid", "write_manifest": "manifest", "upload": "upload",
+               "store_mapping": "mapping", "finalize": "final"}
+
+
+def stage_durations(r: BatchRecord) -> str:
+    """Seconds spent in each finished step, e.g. ``deid 4s upload 2s``."""
+    from datetime import datetime
+
+    parts = []
+    for step, times in r.stage_times.items():
+        if "started" in times and "finished" in times:
+            start, end = (datetime.fromisoformat(times[k].replace("Z", "+00:00")) for k in ("started", "finished"))
+            parts.append(f"{STEP_LABELS.get(step, step)} {int((end - start).total_seconds())}s")
+    return " ".join(parts)
 
 
 def _print_one(settings: Settings, r: BatchRecord) -> None:

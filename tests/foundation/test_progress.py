@@ -48,3 +48,14 @@ def test_watch_progress_bars_follow_the_batch_record(tmp_path):
 
     bars(SimpleNamespace(kind="finished", batch_id=batch_id))
     assert batch_id not in bars.tasks and not bars.bars.tasks
+
+
+def test_status_list_shows_time_in_each_stage(tmp_path):
+    """`telerad status` lists recent batches with the seconds each finished step took."""
+    settings = load_settings()
+    batch_id = batch.create_batch(settings, make_study(tmp_path / "s", series=1, images=1).root, priority="STAT")
+    batch.run_all(settings, batch_id)
+    out = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["status"]).output
+    assert batch_id in out
+    for label in ("deid", "manifest", "upload", "mapping", "final"):
+        assert f"{label} 0s" in out or f"{label} 1s" in out
