@@ -259,7 +259,7 @@ def _fmt(v: Any) -> str:
 
 
 def write_result(name: str, data: dict[str, Any], results_dir: Path | None = None) -> Path:
-    """Write ``bench/results/NAME-TIMESTAMP.json`` and ``NAME-latest.json``; returns the first."""
+    """Write ``bench/results/NAME-TIMESTAMP.json`` and ``NAME-latest.json``; say so; return the first."""
     out = Path(results_dir or RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -268,6 +268,7 @@ def write_result(name: str, data: dict[str, Any], results_dir: Path | None = Non
     path = out / f"{name}-{stamp}.json"
     path.write_text(body)
     (out / f"{name}-latest.json").write_text(body)
+    print(f"wrote {path}")
     return path
 
 

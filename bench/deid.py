@@ -165,9 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         missing = [t for t, m in (("dicognito", "dicognito"), ("dicom-anonymizer", "dicomanonymizer")) if not _has(m)]
         if missing:
             print(f"not installed, not measured: {', '.join(missing)} (pip install {' '.join(missing)})")
-        path = write_result("deid", {"corpus": corpus_info, "repeat": args.repeat, "jobs": args.jobs, "profile": profile,
+        write_result("deid", {"corpus": corpus_info, "repeat": args.repeat, "jobs": args.jobs, "profile": profile,
                                      "rows": results, "goals": g}, args.results_dir)
-        print(f"wrote {path}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

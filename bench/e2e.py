@@ -143,14 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         goal = {"goal": "end to end >= 0.5x the plain boto3 upload_file loop", "measured": round(ratio, 2),
                 "holds": ratio >= 0.5}
         print(f"goal: {goal['goal']}: {goal['measured']}x -> {'holds' if goal['holds'] else 'NOT MET'}")
-        path = write_result("e2e", {
+        write_result("e2e", {
             "corpus": c.summary(), "workers": args.workers, "concurrency": args.concurrency,
             "upload_file_loop_s": base, "transfer_manager_s": manager["seconds"], "telerad_e2e_s": e2e,
             "submit_span_s": submit_span, "per_batch_submit_to_manifest_s": per_batch,
             "steps": {k: {"mean": statistics.mean(v), "max": max(v), "sum": sum(v)} for k, v in steps.items()},
             "worker_peak_tree_rss": worker_peak, "py_spy": profile, "goals": [goal],
         }, args.results_dir)
-        print(f"wrote {path}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

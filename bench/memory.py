@@ -134,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         for g in goals:
             print(f"goal: {g['goal']}: {g['measured']} MB -> {'holds' if g['holds'] else 'NOT MET'}")
         path = write_result("memory", {"rows": results, "goals": goals}, args.results_dir)
-        print(f"wrote {path}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

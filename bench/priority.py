@@ -86,13 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         goal = {"goal": "STAT behind 30 ROUTINE finishes within the time of two ROUTINE studies",
                 "measured": round(ratio, 2), "holds": ratio <= 2.0}
         print(f"goal: {goal['goal']}: {ratio:.2f}x one study -> {'holds' if goal['holds'] else 'NOT MET'}")
-        path = write_result("priority", {
+        write_result("priority", {
             "corpus": c.summary(), "workers": args.workers, "concurrency": args.concurrency,
             "one_study_s": alone, "stat_s": stat_s, "routine_finished_before_stat": before,
             "routine_submit_to_manifest_s": routine_times, "submit_span_s": submit_span,
             "all_done_s": all_done, "goals": [goal],
         }, args.results_dir)
-        print(f"wrote {path}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("boto3 TransferManager, all files at once", transfer_manager),
                 ("S3Store.put_file, 1 thread", store_put("store1", 1)),
                 (f"S3Store.put_file, {args.concurrency} threads (batch.upload)", store_put("storeN", args.concurrency)),
-                (f"  same, without put_file's second SHA-256 pass",
+                ("  same, without put_file's second SHA-256 pass",
                  without_rehash(store_put("storeN-nohash", args.concurrency))),
             ]
             results: list[dict[str, Any]] = []
@@ -153,9 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                     [[r["name"], r["seconds"], r["files_per_s"], r["mb_per_s"],
                       f"{r['ratio_to_upload_file_loop']:.2f}x"] for r in results]))
         print(f"SHA-256 on this CPU, one core: {sha:.0f} MB/s")
-        path = write_result("profile_upload", {"corpus": c.summary(), "concurrency": args.concurrency,
+        write_result("profile_upload", {"corpus": c.summary(), "concurrency": args.concurrency,
                                                "variants": results, "sha256_mb_per_s": sha}, args.results_dir)
-        print(f"wrote {path}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

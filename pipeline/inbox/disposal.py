@@ -74,6 +74,14 @@ def _locked_entry(source: Path) -> EntryLock | None:
     return lock if lock.acquire(timeout=30) else None
 
 
+def _lock_spool_entry(source: Path, record: BatchRecord):
+    """The spool entry's lock, or None (logged) when another watcher holds it."""
+    lock = _locked_entry(source)
+    if lock is None:
+        log.warning("batch %s: original busy, left in the spool for the next watcher start", record.batch_id)
+    return lock
+
+
 def archive_original(settings: Any, record: BatchRecord) -> Path | None:
     """Archive (or delete, by setting) an uploaded batch's inbox original; returns where it went."""
     source = Path(record.source)
@@ -83,9 +91,8 @@ def archive_original(settings: Any, record: BatchRecord) -> Path | None:
     if "upload" not in record.steps_done:
         log.warning("batch %s: original kept, its upload is not confirmed", record.batch_id)
         return None
-    lock = _locked_entry(source)
+    lock = _lock_spool_entry(source, record)
     if lock is None:
-        log.warning("batch %s: original busy, left in the spool for the next watcher start", record.batch_id)
         return None
     try:
         entry = source.parent
@@ -147,9 +154,8 @@ def quarantine_original(settings: Any, record: BatchRecord, reason: str) -> Path
     if source.parent == target:  # failed again after a retry: refresh the reason only
         write_reason(target, record.batch_id, reason, batch=True)
         return source
-    lock = _locked_entry(source)
+    lock = _lock_spool_entry(source, record)
     if lock is None:
-        log.warning("batch %s: original busy, left in the spool for the next watcher start", record.batch_id)
         return None
     try:
         entry = source.parent
