@@ -19,11 +19,116 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from bench import corpus as corpus_mod
 from bench.common import stderr, table, write_result
-from bench.site import site
+from bench.site import BUCKET, site
+
+
+STEPS = ("deidentify", "write_manifest", "upload", "store_mapping", "finalize")
+
+
+def wait_manifests(site: Any, batches: list[dict], timeout: float, poll: float = 0.02) -> dict[str, float]:
+    """Epoch at which each batch's ``manifest.json`` was seen in the bucket.
+
+    Same event as ``Site.wait_manifests`` (a HEAD of the manifest's key succeeds),
+    but it HEADs only the batches whose state record shows the upload step started:
+    the manifest cannot be there before that. Polling all 31 batches every round
+    cost 31 HEADs per round on moto, which shares the two cores with the workers,
+    and made the detection of the last-submitted (STAT) batch wait behind 30 HEADs.
+    Records are re-read only when their file changed.
+    """
+    from pipeline.state import StateStore
+
+    s3 = site.s3()
+    states = StateStore(site.home / "state")
+    seen: dict[str, float] = {}
+    mtimes: dict[str, int] = {}
+    uploading: set[str] = set()
+    deadline = time.monotonic() + timeout
+    pending = [b["batch_id"] for b in batches]
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} of {len(batches)} manifests not in the bucket after {timeout}s")
+        for batch_id in list(pending):
+            if batch_id not in uploading:
+                try:
+                    mtime = (states.root / f"{batch_id}.json").stat().st_mtime_ns
+                except FileNotFoundError:
+                    continue
+                if mtimes.get(batch_id) == mtime:
+                    continue
+                mtimes[batch_id] = mtime
+                record = states.get(batch_id)
+                if record.state == "failed":
+                    raise RuntimeError(f"batch {batch_id} failed: {record.error}")
+                if "upload" not in record.stage_times:
+                    continue
+                uploading.add(batch_id)
+            try:
+                s3.head_object(Bucket=BUCKET, Key=site.manifest_key(batch_id))
+            except s3.exceptions.ClientError:
+                if states.get(batch_id).state == "failed":
+                    raise RuntimeError(f"batch {batch_id} failed: {states.get(batch_id).error}") from None
+                continue
+            seen[batch_id] = time.time()
+            pending.remove(batch_id)
+        if pending:
+            time.sleep(poll)
+    return seen
+
+
+def timeline(home: Path, b: dict, manifest_seen: float) -> dict[str, float]:
+    """Where one batch's submit -> manifest time went, from its state record (ms stage times).
+
+    ``wait deidentify`` is submit -> first step started (waiting for a free worker);
+    ``wait STEP`` is the previous step finished -> this one started (the chain's
+    hand-over: publish, ack, fetch, start); ``STEP`` is the step itself; the upload
+    step puts the manifest last and records when the store acknowledged it, so the
+    last part is the benchmark's own detection lag (polling and HEAD).
+    """
+    from datetime import datetime
+
+    from pipeline.state import StateStore
+
+    def ts(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    record = StateStore(home / "state").get(b["batch_id"])
+    out: dict[str, float] = {}
+    prev = b["submitted"]
+    for step in STEPS[:3]:  # the manifest goes up at the end of upload
+        t = record.stage_times.get(step, {})
+        if "started" not in t or "finished" not in t:
+            return out
+        out[f"wait {step}"] = ts(t["started"]) - prev
+        if step == "upload" and "manifest_stored" in t:
+            out["upload until the manifest is stored"] = ts(t["manifest_stored"]) - ts(t["started"])
+            out["manifest stored -> seen by the benchmark"] = manifest_seen - ts(t["manifest_stored"])
+        else:
+            out[step] = ts(t["finished"]) - ts(t["started"])
+        prev = ts(t["finished"])
+    return out
+
+
+def _keep(site: Any, dest: Path, batches: list[dict], alone: list[dict]) -> None:
+    """Worker logs, state records, audit log and the submissions, for a closer look."""
+    import json
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for log in site.work.glob("*.log"):
+        shutil.copy2(log, dest / log.name)
+    (dest / "state").mkdir(exist_ok=True)
+    for record in (site.home / "state").glob("*.json"):
+        shutil.copy2(record, dest / "state" / record.name)
+    audit = site.home / "audit" / "audit.jsonl"
+    if audit.exists():
+        shutil.copy2(audit, dest / "audit.jsonl")
+    (dest / "submissions.json").write_text(json.dumps({"alone": alone, "queue": batches}, indent=1))
+    stderr(f"  kept logs and records in {dest}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--results-dir", type=Path, default=None)
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="copy the worker logs, state records and audit log here before cleaning up")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="telerad-bench-prio-", dir=args.workdir))
@@ -53,24 +160,31 @@ def main(argv: list[str] | None = None) -> int:
             # Warm-up: enough studies at once that every pool process has imported the engine.
             slots = args.workers * args.concurrency
             stderr(f"  warm-up: {2 * slots} studies at once ...")
-            s.wait_manifests(s.submit(routine[: 2 * slots]), args.timeout)
+            wait_manifests(s, s.submit(routine[: 2 * slots]), args.timeout)
             stderr("  baseline: one study alone on idle workers ...")
-            alone = []
+            alone, alone_lines, alone_batches = [], [], []
             for _ in range(args.baseline_runs):
                 b = s.submit([stat], ["ROUTINE"])
-                seen = s.wait_manifests(b, args.timeout)
+                seen = wait_manifests(s, b, args.timeout)
                 alone.append(seen[b[0]["batch_id"]] - b[0]["submitted"])
+                alone_batches.append(b[0])
+                s.stage_seconds(b[0]["batch_id"])  # wait until the record is final
+                alone_lines.append(timeline(s.home, b[0], seen[b[0]["batch_id"]]))
             one = statistics.median(alone)
 
             stderr(f"  {args.routine} ROUTINE studies, then one STAT ...")
             batches = s.submit([*routine, stat], ["ROUTINE"] * len(routine) + ["STAT"])
-            seen = s.wait_manifests(batches, args.timeout)
+            seen = wait_manifests(s, batches, args.timeout)
             stat_b = batches[-1]
             stat_s = seen[stat_b["batch_id"]] - stat_b["submitted"]
             before = sum(1 for b in batches[:-1] if seen[b["batch_id"]] < seen[stat_b["batch_id"]])
             all_done = max(seen.values()) - batches[0]["submitted"]
             submit_span = stat_b["submitted"] - batches[0]["submitted"]
             routine_times = [seen[b["batch_id"]] - b["submitted"] for b in batches[:-1]]
+            s.stage_seconds(stat_b["batch_id"])
+            stat_line = timeline(s.home, stat_b, seen[stat_b["batch_id"]])
+            if args.keep:
+                _keep(s, args.keep, batches, alone_batches)
 
         ratio = stat_s / one
         print(f"\nSTAT behind {args.routine} ROUTINE studies ({args.workers} worker(s) x {args.concurrency}); "
@@ -83,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
             ["all studies, first submit -> last manifest", all_done],
         ]))
         print(f"ROUTINE studies finished before the STAT one: {before} of {args.routine}")
+        parts = list(stat_line)
+        print(f"\nWhere the time went (state records, ms stage times; baseline: median of {len(alone_lines)})")
+        print(table(["part", "one study alone s", "STAT behind ROUTINE s"], [
+            [p, f"{statistics.median(line.get(p, 0.0) for line in alone_lines):.3f}", f"{stat_line[p]:.3f}"]
+            for p in parts
+        ] + [["submit -> manifest", f"{one:.3f}", f"{stat_s:.3f}"]]))
         goal = {"goal": "STAT behind 30 ROUTINE finishes within the time of two ROUTINE studies",
                 "measured": round(ratio, 2), "holds": ratio <= 2.0}
         print(f"goal: {goal['goal']}: {ratio:.2f}x one study -> {'holds' if goal['holds'] else 'NOT MET'}")
@@ -90,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             "corpus": c.summary(), "workers": args.workers, "concurrency": args.concurrency,
             "one_study_s": alone, "stat_s": stat_s, "routine_finished_before_stat": before,
             "routine_submit_to_manifest_s": routine_times, "submit_span_s": submit_span,
-            "all_done_s": all_done, "goals": [goal],
+            "all_done_s": all_done, "timeline_alone": alone_lines, "timeline_stat": stat_line,
+            "goals": [goal],
         }, args.results_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)

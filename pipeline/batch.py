@@ -46,7 +46,7 @@ from pipeline.manifest import (
     manifest_bytes,
 )
 from pipeline.settings import Priority, Settings
-from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow
+from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow, utcnow_ms
 from pipeline.storage.base import CONTENT_TYPE_DICOM, CONTENT_TYPE_JSON
 
 log = logging.getLogger("telerad.batch")
@@ -266,6 +266,8 @@ def upload(settings: Settings, batch_id: str) -> None:
                 metadata=meta(_sha256_file(path)),
                 known=known,
             )
+        # The manifest went last: from now on the batch is complete in the store.
+        record.stage_times["upload"]["manifest_stored"] = utcnow_ms()
         record.counts["uploaded"] = len(entries)
         _audit(settings, "batch.uploaded", batch_id, images=len(entries), store=store.url.split(":")[0])
 
@@ -369,7 +371,7 @@ class _step:
         if self.name in record.steps_done or record.state == BatchState.FAILED.value:
             return None
         record.state = self.state.value
-        record.stage_times.setdefault(self.name, {})["started"] = utcnow()
+        record.stage_times.setdefault(self.name, {})["started"] = utcnow_ms()
         self.states._write(record)
         self.record = record
         return record
@@ -381,7 +383,7 @@ class _step:
                 return False
             if exc is None:
                 record.steps_done.append(self.name)
-                record.stage_times[self.name]["finished"] = utcnow()
+                record.stage_times[self.name]["finished"] = utcnow_ms()
                 if self.name == "finalize":
                     record.state = BatchState.DONE.value
             elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

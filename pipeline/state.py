@@ -41,6 +41,11 @@ def utcnow() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def utcnow_ms() -> str:
+    """ISO 8601 UTC timestamp with a Z, to the millisecond: for stage times of short steps."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 @dataclass
 class FileError:
     """Why one input file stopped the batch or was refused (reason holds no PHI)."""

@@ -59,3 +59,24 @@ def test_status_list_shows_time_in_each_stage(tmp_path):
     assert batch_id in out
     for label in ("deid", "manifest", "upload", "mapping", "final"):
         assert f"{label} 0s" in out or f"{label} 1s" in out
+
+
+def test_stage_times_are_to_the_millisecond_and_say_when_the_manifest_was_stored(tmp_path):
+    """Each step's start and end are recorded in ms; upload records when the manifest reached the store."""
+    from datetime import datetime
+
+    settings = load_settings()
+    batch_id = batch.create_batch(settings, make_study(tmp_path / "s", series=1, images=2).root)
+    batch.run_all(settings, batch_id)
+    times = StateStore(settings.state_dir).get(batch_id).stage_times
+
+    def ts(text: str) -> datetime:
+        assert text.endswith("Z") and len(text.rsplit(".", 1)[-1]) == 4, text  # ".mmmZ"
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    assert set(times) == set(batch.STEPS)
+    for step in batch.STEPS:
+        assert ts(times[step]["started"]) <= ts(times[step]["finished"])
+    upload = times["upload"]
+    assert ts(upload["started"]) <= ts(upload["manifest_stored"]) <= ts(upload["finished"])
+    assert ts(times["write_manifest"]["finished"]) <= ts(upload["started"])
