@@ -18,6 +18,7 @@ import logging
 import os
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from pydicom.uid import (
     UID,
 )
 
+from pipeline import dicomraw
 from pipeline.exceptions import DeidentificationError, DicomReadError, NotDicomError
 
 # pydicom warns about invalid values by quoting them, and names files by path;
@@ -69,6 +71,14 @@ class SourceFile:
     transfer_syntax: UID
     pixel_span: tuple[int, int] | None  # (offset, length) of the raw pixel element in the source
     path: Path
+    head: bytes | None = None  # the file's bytes up to the pixel element (all of it if not streamed)
+
+    def header_bytes(self) -> bytes:
+        """The file up to its pixel element: where every identifier of the header lies."""
+        if self.head is not None:
+            return self.head
+        with open(self.path, "rb") as fh:
+            return fh.read() if self.pixel_span is None else fh.read(self.pixel_span[0])
 
     @property
     def streams_pixels(self) -> bool:
@@ -127,8 +137,25 @@ class _BoundedReader(io.BufferedReader):
 
 
 def read(path: Path, *, load_pixels: bool = False) -> SourceFile:
-    """Parse ``path`` once; NotDicomError for non-DICOM, DicomReadError when it cannot be parsed."""
+    """Parse ``path`` once; NotDicomError for non-DICOM, DicomReadError when it cannot be parsed.
+
+    A Part 10 file is cut into raw elements by ``dicomraw`` (the fast path);
+    anything that parser does not expect is read by pydicom, as before.
+    """
     kind = sniff(path)
+    if kind == "part10":
+        try:
+            fast = _read_raw(path, load_pixels)
+        except dicomraw.Unparsed:
+            fast = None
+        except OSError as exc:
+            raise DicomReadError(f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+        if fast is not None:
+            return fast
+    return _read_pydicom(path, kind, load_pixels)
+
+
+def _read_pydicom(path: Path, kind: str, load_pixels: bool) -> SourceFile:
     try:
         # Opened by descriptor so that pydicom's messages name no path.
         with _BoundedReader(os.open(path, os.O_RDONLY)) as fh, warnings.catch_warnings():
@@ -139,10 +166,11 @@ def read(path: Path, *, load_pixels: bool = False) -> SourceFile:
             if len(ds) == 0 and kind == "part10":
                 raise DicomReadError("the file has a DICOM preamble but no readable data elements")
             _check_not_dicomdir(ds)
-            ts = _transfer_syntax(ds)
+            implicit, little = ds.original_encoding
+            ts = _transfer_syntax(getattr(ds, "file_meta", None), implicit, little)
             span = None
             if not load_pixels:
-                span = _pixel_span(fh, stop, size, ts, ds)
+                span = _pixel_span(fh, stop, size, ts)
                 if span is None and stop < size:
                     # Elements after the pixel data, or a layout we do not stream: read whole.
                     fh.seek(0)
@@ -157,6 +185,67 @@ def read(path: Path, *, load_pixels: bool = False) -> SourceFile:
     if len(ds) == 0:
         raise NotDicomError("not a DICOM object (no data elements)")
     return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path)
+
+
+_FIRST_READ = 256 * 1024
+
+
+def _read_raw(path: Path, load_pixels: bool) -> SourceFile | None:
+    """The fast path: header bytes read once and cut by ``dicomraw``; None leaves it to pydicom."""
+    with open(path, "rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        buf = fh.read(size if load_pixels else min(size, _FIRST_READ))
+        meta, start = _file_meta(buf)
+        declared = meta.get("TransferSyntaxUID")
+        if declared is None or start >= size:
+            return None
+        declared = UID(str(declared))
+        if declared == DeflatedExplicitVRLittleEndian:
+            return None  # rare; pydicom inflates it
+        little = declared.is_little_endian
+        while True:
+            if start + 6 > len(buf) and len(buf) < size:
+                buf += fh.read(size - len(buf))
+            implicit = buf[start + 4:start + 6] not in dicomraw.VR_CODES
+            try:
+                elements, stop, at_pixels = dicomraw.parse_elements(
+                    buf, start, len(buf), implicit=implicit, little=little, stop_at_pixels=not load_pixels)
+            except dicomraw.Unparsed:
+                if len(buf) >= size:
+                    raise
+                buf += fh.read(max(len(buf), 64 * 1024))
+                continue
+            if not at_pixels and len(buf) < size:
+                buf += fh.read(max(len(buf), 64 * 1024))
+                continue
+            break
+        ts = _transfer_syntax(meta, implicit, little)
+        span = _pixel_span(fh, stop, size, ts) if at_pixels else None
+        if at_pixels and span is None:
+            # Elements after the pixel data, or a layout we do not stream: read whole.
+            fh.seek(len(buf))
+            buf += fh.read(size - len(buf))
+            elements, stop, _ = dicomraw.parse_elements(buf, start, len(buf), implicit=implicit, little=little)
+    if not elements:
+        raise DicomReadError("the file has a DICOM preamble but no readable data elements")
+    ds = dicomraw.dataset_of(elements, implicit=implicit, little=little)
+    ds.file_meta = meta
+    ds.preamble = buf[:128]
+    _check_not_dicomdir(ds)
+    head = buf if span is None else buf[:span[0]]
+    return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path, head=head)
+
+
+def _file_meta(buf: bytes) -> tuple[FileMetaDataset, int]:
+    """The File Meta Information group (always explicit VR little endian) and where the dataset starts."""
+    pos = 132
+    while pos + 8 <= len(buf) and buf[pos:pos + 2] == b"\x02\x00":
+        pos += (12 + struct.unpack_from("<I", buf, pos + 8)[0] if buf[pos + 4:pos + 6] in _LONG_VRS
+                else 8 + struct.unpack_from("<H", buf, pos + 6)[0])
+    if pos > len(buf):
+        raise dicomraw.Unparsed("the file meta runs past the end")
+    elements, _, _ = dicomraw.parse_elements(buf, 132, pos, implicit=False, little=True)
+    return FileMetaDataset(dicomraw.dataset_of(elements, implicit=False, little=True)), pos
 
 
 def _check_complete(ds: Dataset, size: int, *, streamed: bool) -> None:
@@ -183,11 +272,9 @@ def _check_not_dicomdir(ds: Dataset) -> None:
         raise NotDicomError("a DICOMDIR (media directory), not an image: skipped")
 
 
-def _transfer_syntax(ds: Dataset) -> UID:
+def _transfer_syntax(meta, implicit: bool | None, little: bool | None) -> UID:
     """The syntax the dataset is really encoded in (file meta can be wrong)."""
-    meta = getattr(ds, "file_meta", None)
     declared = UID(str(meta.TransferSyntaxUID)) if meta is not None and "TransferSyntaxUID" in meta else None
-    implicit, little = ds.original_encoding
     if implicit is None:
         return declared or ExplicitVRLittleEndian
     actual = ImplicitVRLittleEndian if implicit else (
@@ -202,7 +289,7 @@ def _transfer_syntax(ds: Dataset) -> UID:
     return actual
 
 
-def _pixel_span(fh, stop: int, size: int, ts: UID, ds: Dataset) -> tuple[int, int] | None:
+def _pixel_span(fh, stop: int, size: int, ts: UID) -> tuple[int, int] | None:
     """Offset and length of the top-level pixel element at ``stop``, if it can be streamed."""
     if stop >= size or ts == DeflatedExplicitVRLittleEndian or not ts.is_little_endian:
         return None
@@ -249,12 +336,20 @@ def _end_of_encapsulated(fh, pos: int, size: int) -> int | None:
 def build_file_meta(ds: Dataset, transfer_syntax: UID) -> FileMetaDataset:
     """A new File Meta Information group: no source AE title, no private information."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.MediaStorageSOPClassUID = dicomraw.value_of(ds, "SOPClassUID")
+    meta.MediaStorageSOPInstanceUID = dicomraw.value_of(ds, "SOPInstanceUID")
     meta.TransferSyntaxUID = transfer_syntax
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta
+
+
+def encode_file_meta(meta: FileMetaDataset) -> bytes:
+    """The File Meta Information group as written: group length and version first."""
+    body = dicomraw.encode(meta, implicit=False, little=True)
+    version = struct.pack("<HH2s2xI", 0x0002, 0x0001, b"OB", 2) + b"\x00\x01"
+    body = version + body
+    return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
 
 
 def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
@@ -262,34 +357,26 @@ def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
 
     The SHA-256 is computed from the bytes as they are written, never by re-reading.
     """
-    ds.file_meta = build_file_meta(ds, source.transfer_syntax)
+    ts = source.transfer_syntax
+    meta = build_file_meta(ds, ts)
+    ds.file_meta = meta
     ds.preamble = b"\x00" * 128
-    header = io.BytesIO()
-    pydicom.dcmwrite(header, ds, enforce_file_format=True)
-    digest = hashlib.sha256()
+    body = dicomraw.encode(ds, implicit=ts.is_implicit_VR, little=ts.is_little_endian)
+    if ts == DeflatedExplicitVRLittleEndian:
+        packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+        body = packer.compress(body) + packer.flush()
+        if len(body) % 2:
+            body += b"\x00"
+    header = ds.preamble + b"DICM" + encode_file_meta(meta) + body
+    digest = hashlib.sha256(header)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    size = 0
+    size = len(header)
     try:
         with open(tmp, "wb") as out:
-            data = header.getbuffer()
-            out.write(data)
-            digest.update(data)
-            size += len(data)
-            del data
+            out.write(header)
             if source.pixel_span is not None:
-                offset, length = source.pixel_span
-                with open(source.path, "rb") as src:
-                    src.seek(offset)
-                    left = length
-                    while left:
-                        chunk = src.read(min(_CHUNK, left))
-                        if not chunk:
-                            raise DicomReadError("the source file was truncated while it was copied")
-                        out.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                        left -= len(chunk)
+                size += _copy_span(source.path, source.pixel_span, out, digest)
         # No fsync per file: staging is rebuilt from the source if the machine
         # dies, so the caller syncs once per batch where it needs durability.
         os.replace(tmp, dest)
@@ -302,3 +389,22 @@ def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
             ) from None
         raise
     return size, digest.hexdigest()
+
+
+def _copy_span(path: Path, span: tuple[int, int], out, digest) -> int:
+    """Copy ``span`` of ``path`` into ``out`` through one reused buffer, hashing as it goes."""
+    offset, length = span
+    chunk = bytearray(min(_CHUNK, length))
+    view = memoryview(chunk)
+    left = length
+    with open(path, "rb", buffering=0) as src:
+        src.seek(offset)
+        while left:
+            n = src.readinto(view[:min(len(chunk), left)])
+            if not n:
+                raise DicomReadError("the source file was truncated while it was copied")
+            piece = view[:n]
+            out.write(piece)
+            digest.update(piece)
+            left -= n
+    return length

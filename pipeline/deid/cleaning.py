@@ -78,18 +78,21 @@ class Cleaners:
             rawelem.walk_sequence(ctx, ds, tag)
             ctx.count(tag, "cleaned")
             return
-        elem = ds[tag]
         if rule.source in DATE_OPTIONS:
             self.shift_dates(ctx, ds, tag, vr)
             return
-        if elem.value is None or elem.value == "" or elem.value == b"":
+        if rawelem.is_empty(ds, tag, vr):
             ctx.count(tag, "kept empty")
             return
         if vr == "AE":
-            elem.value = "AE" + ctx.pseudonyms.text("ae", str(elem.value).strip(), 14)
+            old = rawelem.text_value(ds, tag, vr)
+            rawelem.set_value(ds, tag, vr, "AE" + ctx.pseudonyms.text("ae", str(old).strip(), 14))
             ctx.count(tag, "replaced")
         elif vr in _TEXTISH:
-            elem.value = _map_values(elem.value, self.vocabulary.clean)
+            old = rawelem.text_value(ds, tag, vr)
+            new = _map_values(old, self.vocabulary.clean)
+            if new != old:  # an unchanged value stays as it was read
+                rawelem.set_value(ds, tag, vr, new)
             ctx.count(tag, "cleaned")
         elif vr in ("DA", "DT"):
             self.shift_dates(ctx, ds, tag, vr)
@@ -104,22 +107,23 @@ class Cleaners:
     # --- dates -----------------------------------------------------------------------
     def shift_dates(self, ctx, ds: Dataset, tag: int, vr: str) -> None:
         """Modified Dates: DA and DT shifted by the patient's days; times and offsets kept."""
-        elem = ds[tag]
-        if elem.value is None or elem.value == "":
+        if rawelem.is_empty(ds, tag, vr):
             ctx.count(tag, "kept empty")
             return
-        if ctx.profile.date_policy == "keep":
+        if ctx.profile.date_policy == "keep" or vr in ("TM", "SH", "CS") or vr in _NUMERIC:
+            ctx.count(tag, "kept")  # a time of day or offset names no day
+            return
             ctx.count(tag, "kept")
             return
         days = ctx.date_shift
         if vr == "DA":
-            elem.value = _map_values(elem.value, lambda v: shift_da(v, days))
+            old = rawelem.text_value(ds, tag, vr)
+            rawelem.set_value(ds, tag, vr, _map_values(old, lambda v: shift_da(v, days)))
             ctx.count(tag, "shifted")
         elif vr == "DT":
-            elem.value = _map_values(elem.value, lambda v: shift_dt(v, days))
+            old = rawelem.text_value(ds, tag, vr)
+            rawelem.set_value(ds, tag, vr, _map_values(old, lambda v: shift_dt(v, days)))
             ctx.count(tag, "shifted")
-        elif vr in ("TM", "SH", "CS") or vr in _NUMERIC:
-            ctx.count(tag, "kept")  # a time of day or offset names no day
         else:
             del ds[tag]  # e.g. binary timestamps: cannot be shifted, so removed
             ctx.count(tag, "removed")

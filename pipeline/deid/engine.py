@@ -19,11 +19,13 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from pipeline import dicomio
+from pipeline.dicomraw import value_of
 from pipeline.deid import guards, updaters
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
-from pipeline.deid.handlers import Context, GroupLength, Identity, Private, TableRule, Unlisted
+from pipeline.deid import rawelem
+from pipeline.deid.handlers import NEED_VR, Context, GroupLength, Identity, Plan, Private, TableRule, Unlisted
 from pipeline.deid.overrides import Overrides
-from pipeline.deid.profile import Profile
+from pipeline.deid.profile import Profile, keyword_or_tag
 from pipeline.deid.vocabulary import Vocabulary
 from pipeline.exceptions import (
     DeidentificationError,
@@ -97,6 +99,8 @@ class Deidentifier:
         self.cleaners = Cleaners(Vocabulary.from_files(vocabulary_paths(root)))
         self.guard = guards.BurnedInGuard.from_config(root, profile)
         self.handlers = [GroupLength(), Private(), Identity(), TableRule(), Unlisted()]
+        self._plans: dict[tuple[int, str | None], Plan] = {}
+        self._marks_cache: dict[tuple[bool, bool, bool], dict] = {}
 
     def describe_actions(self) -> list[str]:
         """One line per step, in the order they run."""
@@ -104,24 +108,56 @@ class Deidentifier:
                 + [self.overrides.describe()] + updaters.describe())
 
     # --- the walk ----------------------------------------------------------------------
+    def _plan(self, tag: int, vr: str | None) -> Plan:
+        """The first handler's plan for this tag (and VR), cached for the profile."""
+        key = (tag, vr)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = next((p for h in self.handlers if (p := h.plan(self, tag, vr)) is not None), None)
+            if plan is None:  # pragma: no cover - Unlisted claims every element it can see
+                raise DeidentificationError(f"internal: no handler for {keyword_or_tag(tag)}")
+            self._plans[key] = plan
+        return plan
+
     def _walk(self, ctx: Context, ds: Dataset, *, top: bool = False) -> None:
-        identity = self.handlers[2]
-        for tag in list(ds.keys()):
-            if tag not in ds:
-                continue
+        d = ds._dict
+        counts = ctx.counts
+        for tag in list(d):
+            elem = d.get(tag)
+            if elem is None:
+                continue  # removed while an earlier element was handled
             if top:
                 ctx.current_tag = int(tag)
-            for h in self.handlers:
-                if h is identity:
-                    if identity(ctx, ds, tag, top=top):
-                        break
-                elif h(ctx, ds, tag):
-                    break
+            plan = self._plans.get((tag, None)) or self._plan(tag, None)
+            vr = None
+            if plan is NEED_VR:
+                vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, tag)
+                plan = self._plans.get((tag, vr)) or self._plan(tag, vr)
+            kind = plan.kind
+            if kind == "remove":
+                del d[tag]
+            elif kind == "check":
+                rawelem.check_kept(ds, tag, vr, plan.check_label)
+            elif kind == "walk":
+                rawelem.walk_sequence(ctx, ds, tag)
+            elif kind == "call":
+                plan.handler(ctx, ds, tag, vr=vr, top=top)
+            if plan.what:
+                counts[plan.label][plan.what] += 1
         if self.profile.has("retain-safe-private"):
             drop_empty_private_blocks(ds)
 
     def _nested_walk(self, ctx: Context, ds: Dataset) -> None:
         self._walk(ctx, ds, top=False)
+
+    def _marks(self, cleaned_pixels: bool, syntax) -> dict:
+        """The updaters' elements (the same for every file), encoded once per output syntax."""
+        key = (cleaned_pixels, syntax.is_implicit_VR, syntax.is_little_endian)
+        marks = self._marks_cache.get(key)
+        if marks is None:
+            marks = self._marks_cache[key] = updaters.as_raw(
+                self.profile, cleaned_pixels=cleaned_pixels, implicit=key[1], little=key[2])
+        return marks
 
     # --- one file --------------------------------------------------------------------
     def deidentify_file(self, src: Path, out_root: Path) -> DeidentifiedFile:
@@ -144,7 +180,7 @@ class Deidentifier:
         try:
             self._walk(ctx, ds, top=True)
             self.overrides.apply(ctx, ds)
-            updaters.apply(ds, self.profile, cleaned_pixels=cleaned_pixels)
+            ds._dict.update(self._marks(cleaned_pixels, source.transfer_syntax))
         except TeleradError:
             raise
         except Exception as exc:  # a value pydicom could not convert, a bad sequence...
@@ -157,9 +193,9 @@ class Deidentifier:
 
     def _write(self, source, ds: Dataset, originals: dict, ctx: Context, out_root: Path,
                cleaned_pixels: bool) -> DeidentifiedFile:
-        study = str(ds.get("StudyInstanceUID", "") or "")
-        series = str(ds.get("SeriesInstanceUID", "") or "")
-        sop = str(ds.get("SOPInstanceUID", "") or "")
+        study = str(value_of(ds, "StudyInstanceUID", "") or "")
+        series = str(value_of(ds, "SeriesInstanceUID", "") or "")
+        sop = str(value_of(ds, "SOPInstanceUID", "") or "")
         cloud = self.pseudonyms.study_id(originals["study"])
         relpath = f"{cloud}/{series}/{sop}.dcm"
         if source.pixel_span is not None and cleaned_pixels:
@@ -175,11 +211,12 @@ class Deidentifier:
         return DeidentifiedFile(
             relpath=relpath, cloud_study_id=cloud, study_instance_uid=study,
             series_instance_uid=series, sop_instance_uid=sop,
-            sop_class_uid=str(ds.get("SOPClassUID", "")), modality=str(ds.get("Modality", "") or ""),
+            sop_class_uid=str(value_of(ds, "SOPClassUID", "")),
+            modality=str(value_of(ds, "Modality", "") or ""),
             size=size, sha256=sha,
             original=OriginalIds(originals["patient_id"], originals["study"], originals["accession"]),
-            pseudo_patient_id=str(ds.get("PatientID", "") or ""),
-            pseudo_accession_number=str(ds.get("AccessionNumber", "") or ""),
+            pseudo_patient_id=str(value_of(ds, "PatientID", "") or ""),
+            pseudo_accession_number=str(value_of(ds, "AccessionNumber", "") or ""),
             actions={k: dict(v) for k, v in ctx.counts.items()},
             pixels_cleaned=cleaned_pixels,
         )
@@ -188,13 +225,13 @@ class Deidentifier:
 def _originals(ds: Dataset) -> dict:
     """Originals the mapping needs; refuses files that are not composite instances."""
     try:
-        study = str(ds.get("StudyInstanceUID", "") or "").strip()
-        series = str(ds.get("SeriesInstanceUID", "") or "").strip()
-        sop = str(ds.get("SOPInstanceUID", "") or "").strip()
-        sop_class = str(ds.get("SOPClassUID", "") or "").strip()
-        pid = str(ds.get("PatientID", "") or "").strip()
-        name = str(ds.get("PatientName", "") or "").strip()
-        acc = str(ds.get("AccessionNumber", "") or "").strip()
+        study = str(value_of(ds, "StudyInstanceUID", "") or "").strip()
+        series = str(value_of(ds, "SeriesInstanceUID", "") or "").strip()
+        sop = str(value_of(ds, "SOPInstanceUID", "") or "").strip()
+        sop_class = str(value_of(ds, "SOPClassUID", "") or "").strip()
+        pid = str(value_of(ds, "PatientID", "") or "").strip()
+        name = str(value_of(ds, "PatientName", "") or "").strip()
+        acc = str(value_of(ds, "AccessionNumber", "") or "").strip()
     except Exception as exc:
         raise DicomReadError(f"the file's identifying attributes cannot be read ({type(exc).__name__})") from None
     missing = [k for k, v in (("SOPClassUID", sop_class), ("SOPInstanceUID", sop),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from pipeline.dicomraw import value_of
 from pipeline.exceptions import ConfigError, DeidentificationError, RefusedFileError
 
 POLICIES = ("quarantine", "warn", "fail")
@@ -35,7 +36,7 @@ class PixelRule:
 
     def matches(self, ds: Dataset) -> bool:
         def s(kw: str) -> str:
-            return str(ds.get(kw, "") or "").strip().upper()
+            return str(value_of(ds, kw, "") or "").strip().upper()
 
         if self.modality and s("Modality") != self.modality.upper():
             return False
@@ -43,9 +44,9 @@ class PixelRule:
             return False
         if self.model and self.model.upper() not in s("ManufacturerModelName"):
             return False
-        if self.rows is not None and ds.get("Rows") != self.rows:
+        if self.rows is not None and value_of(ds, "Rows") != self.rows:
             return False
-        if self.columns is not None and ds.get("Columns") != self.columns:
+        if self.columns is not None and value_of(ds, "Columns") != self.columns:
             return False
         return True
 
@@ -100,15 +101,15 @@ class BurnedInGuard:
             has_pixels = "Rows" in ds and "Columns" in ds
         else:
             has_pixels = True
-        flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+        flag = str(value_of(ds, "BurnedInAnnotation", "") or "").strip().upper()
         if flag == "YES":
             return "BurnedInAnnotation is YES"
         if flag == "NO" or not has_pixels:
             return None
-        sop_class = str(ds.get("SOPClassUID", "") or "")
+        sop_class = str(value_of(ds, "SOPClassUID", "") or "")
         if any(sop_class == p or sop_class.startswith(p + ".") for p in self.sop_classes):
             return "its SOP class commonly carries burned-in text and BurnedInAnnotation is absent"
-        if str(ds.get("Modality", "") or "").strip().upper() in self.modalities:
+        if str(value_of(ds, "Modality", "") or "").strip().upper() in self.modalities:
             return "its modality commonly carries burned-in text and BurnedInAnnotation is absent"
         return None
 

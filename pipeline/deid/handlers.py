@@ -1,9 +1,12 @@
-"""Element handlers: one small callable per kind of value, asked in order.
+"""Element handlers: one per kind of element, asked in order; each plans once, acts per element.
 
-Each handler is ``handler(ctx, dataset, tag) -> bool``: True when it dealt
-with the element (kept, changed or removed it), so later handlers are not
-asked. ``describe()`` says in one line what it does. The walker in
-``engine.py`` calls them for every element of every dataset, at every depth.
+Handlers are asked in order, ``plan(policy, tag, vr)``, until one claims the
+element. Most outcomes depend on the tag and VR alone (remove a private
+element, keep a code, walk a sequence), so the engine asks once per tag and
+VR for a profile and then acts on every element from that cached ``Plan``;
+only outcomes that depend on the value (pseudonyms, new UIDs, shifted dates,
+cleaned text) call back into code per element. ``describe()`` says in one
+line what a handler does.
 """
 
 from __future__ import annotations
@@ -58,19 +61,46 @@ def _is_empty(value) -> bool:
     return value is None or value == "" or value == b"" or (hasattr(value, "__len__") and len(value) == 0)
 
 
+# --- plans -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """What the walk does with an element, decided once per tag (and VR) for a profile.
+
+    ``kind`` is ``remove``, ``keep``, ``check`` (keep after vetting the value),
+    ``walk`` (de-identify the items of a sequence) or ``call`` (the value decides:
+    ``handler(ctx, ds, tag, vr=..., top=...)`` runs for each element). A count
+    is recorded as ``counts[label][what]`` when ``what`` is set.
+    """
+
+    kind: str
+    label: str = ""
+    what: str = ""
+    check_label: str = ""
+    handler: "object" = None
+
+
+NEED_VR = Plan("need-vr")  # a handler can only decide once it knows the element's VR
+
+
+def _counted(kind: str, tag: int, what: str, **kw) -> Plan:
+    return Plan(kind, label=keyword_or_tag(tag), what=what, **kw)
+
+
 # --- handlers ----------------------------------------------------------------------
+# Each handler's ``plan(policy, tag, vr)`` says whether the element is its own
+# (None: ask the next one) and what to do with it; ``policy`` carries the
+# profile, never_remap and keep_text. Handlers whose outcome depends on the
+# value are also called per element.
 class GroupLength:
     """Group length elements (gggg,0000) are retired; they are removed."""
 
     def describe(self) -> str:
         return "remove group length elements (gggg,0000)"
 
-    def __call__(self, ctx: Context, ds: Dataset, tag: int) -> bool:
+    def plan(self, policy, tag: int, vr: str | None) -> Plan | None:
         if tag & 0xFFFF == 0 and tag >> 16 != 0x0002:
-            del ds[tag]
-            ctx.count(tag, "removed")
-            return True
-        return False
+            return _counted("remove", tag, "removed")
+        return None
 
 
 class Private:
@@ -79,18 +109,21 @@ class Private:
     def describe(self) -> str:
         return "remove private elements (Retain Safe Private keeps Table E.3.10-1 by creator and element byte)"
 
-    def __call__(self, ctx: Context, ds: Dataset, tag: int) -> bool:
+    def plan(self, policy, tag: int, vr: str | None) -> Plan | None:
         if not (tag >> 16) & 1:
-            return False
-        rule = ctx.profile.private
-        if rule.action == "C" and ctx.cleaners.keep_private(ds, BaseTag(tag)):
+            return None
+        if policy.profile.private.action == "C":
+            return Plan("call", handler=self)
+        return Plan("remove", label="private attributes", what="removed")
+
+    def __call__(self, ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: bool = False) -> None:
+        if ctx.cleaners.keep_private(ds, BaseTag(tag)):
             if rawelem.vr_of(ds, tag) == "SQ":
                 rawelem.walk_sequence(ctx, ds, tag)
             ctx.counts["private attributes (safe)"]["kept"] += 1
-            return True
+            return
         del ds[tag]
         ctx.counts["private attributes"]["removed"] += 1
-        return True
 
 
 class Identity:
@@ -99,17 +132,20 @@ class Identity:
     def describe(self) -> str:
         return "pseudonymise PatientID, PatientName (top level: the patient's key) and AccessionNumber"
 
-    def __call__(self, ctx: Context, ds: Dataset, tag: int, *, top: bool = False) -> bool:
+    def plan(self, policy, tag: int, vr: str | None) -> Plan | None:
         if tag not in _IDENTITY_TAGS:
-            return False
-        rule = ctx.profile.rule_for(tag)
+            return None
+        rule = policy.profile.rule_for(tag)
         if rule is not None and rule.source.startswith("profile:"):
-            return False  # an institution's explicit rule wins
+            return None  # an institution's explicit rule wins
+        return Plan("call", handler=self)
+
+    def __call__(self, ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: bool = False) -> None:
         elem = ds[tag]
         raw = elem.value
         if _is_empty(raw):
             ctx.count(tag, "kept empty")
-            return True
+            return
         text = str(raw).strip()
         if tag == PATIENT_ID:
             elem.value = ctx.pseudonyms.patient_id(text)
@@ -119,7 +155,6 @@ class Identity:
         else:
             elem.value = ctx.pseudonyms.accession(text)
         ctx.count(tag, "pseudonymised")
-        return True
 
 
 class TableRule:
@@ -128,12 +163,29 @@ class TableRule:
     def describe(self) -> str:
         return "apply the Table E.1-1 action of the profile and its options"
 
-    def __call__(self, ctx: Context, ds: Dataset, tag: int) -> bool:
-        rule = ctx.profile.rule_for(tag)
+    def plan(self, policy, tag: int, vr: str | None) -> Plan | None:
+        rule = policy.profile.rule_for(tag)
         if rule is None:
-            return False
-        apply_rule(ctx, ds, tag, rule)
-        return True
+            return None
+        if rule.action == "X":
+            return _counted("remove", tag, "removed")
+        if vr is None:
+            return NEED_VR
+        if rule.action == "K":
+            if vr == "SQ":
+                return _counted("walk", tag, "kept")
+            return _counted("check", tag, "kept", check_label=rule.label)
+        return Plan("call", handler=_RuleAction(rule))
+
+
+class _RuleAction:
+    """One resolved rule whose outcome depends on the value (Z, D, U, C, R, H, S)."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+
+    def __call__(self, ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: bool = False) -> None:
+        apply_rule(ctx, ds, tag, self.rule, vr)
 
 
 class Unlisted:
@@ -143,75 +195,77 @@ class Unlisted:
         return ("unlisted elements: remap instance UIDs, remove free-text VRs not on the keep list, "
                 "apply the date policy to DA/DT, remove unknown UN elements, walk sequences, keep the rest")
 
-    def __call__(self, ctx: Context, ds: Dataset, tag: int) -> bool:
-        vr = element_vr(ds, tag)
+    def plan(self, policy, tag: int, vr: str | None) -> Plan | None:
+        if vr is None:
+            return NEED_VR
         if vr == "SQ":
-            rawelem.walk_sequence(ctx, ds, tag)
-            return True
+            return Plan("walk")
         if vr == "UI":
-            if tag in ctx.never_remap or ctx.profile.has("retain-uids"):
-                rawelem.check_kept(ds, tag, vr, keyword_or_tag(tag))
-                return True
-            remap(ctx, ds, tag)
-            return True
+            if tag in policy.never_remap or policy.profile.has("retain-uids"):
+                return Plan("check", check_label=keyword_or_tag(tag))
+            return Plan("call", handler=_remap)
         if vr == "UN":
-            del ds[tag]  # a standard tag we cannot read: its content cannot be judged
-            ctx.count(tag, "removed")
-            return True
-        if vr in TEXT_VRS and tag not in ctx.keep_text:
-            del ds[tag]
-            ctx.count(tag, "removed")
-            return True
+            return _counted("remove", tag, "removed")  # a standard tag we cannot read: cannot be judged
+        if vr in TEXT_VRS and tag not in policy.keep_text:
+            return _counted("remove", tag, "removed")
         if vr in ("DA", "DT"):  # dates the table does not list follow the date policy too
-            policy = ctx.profile.date_policy
-            if policy == "shift":
-                ctx.cleaners.shift_dates(ctx, ds, tag, vr)
-            elif policy == "remove":
-                del ds[tag]
-                ctx.count(tag, "removed")
-            return True
-        rawelem.check_kept(ds, tag, vr, keyword_or_tag(tag))
-        return True
+            policy_name = policy.profile.date_policy
+            if policy_name == "shift":
+                return Plan("call", handler=_shift_dates)
+            if policy_name == "remove":
+                return _counted("remove", tag, "removed")
+            return Plan("keep")
+        return Plan("check", check_label=keyword_or_tag(tag))
+
+
+def _remap(ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: bool = False) -> None:
+    remap(ctx, ds, tag)
+
+
+def _shift_dates(ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: bool = False) -> None:
+    ctx.cleaners.shift_dates(ctx, ds, tag, vr)
 
 
 # --- actions -------------------------------------------------------------------------
 def remap(ctx: Context, ds: Dataset, tag: int) -> None:
-    elem = ds[tag]
-    if _is_empty(elem.value):
+    old = rawelem.uid_value(ds, tag)
+    if _is_empty(old):
         return
-    new = values.remap_uid_value(elem.value, ctx.pseudonyms)
-    if new != elem.value:
-        elem.value = new
+    new = values.remap_uid_value(old, ctx.pseudonyms)
+    if new != old:
+        rawelem.set_value(ds, tag, "UI", new)
         ctx.count(tag, "remapped")
 
 
-def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule) -> None:
-    """Carry out one letter of a resolved rule on ``ds[tag]``."""
+def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule, vr: str | None = None) -> None:
+    """Carry out one letter of a resolved rule on ``ds[tag]`` (``vr`` when the caller knows it).
+
+    A value that is replaced whatever it holds (Z, D, R) is never converted first.
+    """
     a = rule.action
     if a == "X":
         del ds[tag]
         ctx.count(tag, "removed")
         return
-    vr = element_vr(ds, tag)
+    if vr is None:
+        vr = element_vr(ds, tag)
     if a == "K":
         if vr == "SQ":
             rawelem.walk_sequence(ctx, ds, tag)
         else:
             rawelem.check_kept(ds, tag, vr, rule.label)
         ctx.count(tag, "kept")
-        return
-    elem = ds[tag]
-    if a == "Z":
-        elem.value = values.empty_value(vr)
+    elif a == "Z":
+        rawelem.set_value(ds, tag, vr, values.empty_value(vr))
         ctx.count(tag, "emptied")
     elif a == "D":
         if vr == "UI":
             remap(ctx, ds, tag)
             return
-        if _is_empty(elem.value) and vr != "SQ":
+        if vr != "SQ" and rawelem.is_empty(ds, tag, vr):
             ctx.count(tag, "kept empty")
             return
-        elem.value = values.dummy_value(vr)
+        rawelem.set_value(ds, tag, vr, values.dummy_value(vr))
         ctx.count(tag, "replaced")
     elif a == "U":
         if vr == "SQ":  # X/Z/U*: keep the references, remap the UIDs inside
@@ -225,9 +279,10 @@ def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule) -> None:
     elif a == "C":
         ctx.cleaners.clean(ctx, ds, tag, vr, rule)
     elif a == "R":
-        elem.value = rule.value
+        rawelem.set_value(ds, tag, vr, rule.value)
         ctx.count(tag, "replaced")
     elif a == "H":
+        elem = ds[tag]
         if not _is_empty(elem.value):
             elem.value = ctx.pseudonyms.text(keyword_for_tag(tag) or str(tag), str(elem.value))
             ctx.count(tag, "hashed")

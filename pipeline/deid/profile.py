@@ -222,6 +222,7 @@ def load_profile(name: str = "basic", options: list[str] | tuple[str, ...] | Non
     return load_custom_profile(name, extra)
 
 
+@lru_cache(maxsize=4096)
 def keyword_or_tag(tag: int) -> str:
     """A label for a tag in reports: its keyword, or ``(gggg,eeee)``."""
     return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

@@ -13,11 +13,13 @@ from __future__ import annotations
 import re
 
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.hooks import hooks
+from pydicom.sequence import Sequence
 from pydicom.valuerep import AMBIGUOUS_VR
 
+from pipeline import dicomraw
 from pipeline.deid import values
 
 # VRs whose conversion may change the VR (UN to the dictionary's or to SQ, US or
@@ -85,20 +87,85 @@ def _raw_ok(vr: str, raw: bytes | None) -> bool:
     return True
 
 
-def walk_sequence(ctx, ds: Dataset, tag) -> None:
-    """De-identify each item of a sequence; if no item changed, the sequence goes back to raw.
+def is_empty(ds: Dataset, tag, vr: str) -> bool:
+    """True when the element's value is empty; a raw one is judged by its bytes and left raw."""
+    elem = ds.get_item(tag)
+    if isinstance(elem, RawDataElement) and elem.value is not None:
+        if vr in _BYTES or vr in _SIZE or vr == "UN":
+            return not elem.value
+        return not elem.value.strip(b" \x00")
+    value = ds[tag].value
+    return value is None or value == "" or value == b"" or (hasattr(value, "__len__") and len(value) == 0)
 
-    An item is unchanged when every element in it is the very object it held
-    before the walk (still raw, never converted), so its original bytes are what
-    the walk decided to keep, and they are written as they are.
+
+def text_value(ds: Dataset, tag, vr: str):
+    """A string element's value (a str, or a list for several values) without converting it.
+
+    Raw ASCII bytes are decoded here (ASCII reads the same in every character
+    set); anything else is converted by pydicom, which knows the character set.
+    """
+    elem = ds.get_item(tag)
+    if (isinstance(elem, RawDataElement) and elem.value is not None and elem.value.isascii()
+            and (vr in _MULTI_STRING or vr in _SINGLE_STRING)):
+        text = elem.value.decode("ascii")
+        if vr in _SINGLE_STRING:
+            return text.rstrip(" \x00")
+        parts = [p.strip(" \x00") for p in text.split("\\")]
+        return parts[0] if len(parts) == 1 else parts
+    return ds[tag].value
+
+
+def set_value(ds: Dataset, tag, vr: str, value) -> None:
+    """Give ``tag`` a new value without converting the old one first."""
+    ds[tag] = DataElement(tag, vr, value)
+
+
+def uid_value(ds: Dataset, tag):
+    """A UI element's value (one UID or a list), decoded from raw ASCII bytes without converting it."""
+    elem = ds.get_item(tag)
+    if isinstance(elem, RawDataElement) and elem.value is not None and elem.value.isascii():
+        text = elem.value.decode("ascii").strip(" \x00")
+        parts = text.split("\\")
+        return parts[0] if len(parts) == 1 else parts
+    return ds[tag].value
+
+
+def known_vr(elem) -> str | None:
+    """The VR of an explicit raw element when its bytes settle it, else None (ask ``vr_of``)."""
+    if type(elem) is not RawDataElement:
+        return None
+    vr = elem.VR
+    if vr is None or vr in _CONVERT_FIRST or elem.value is None:
+        return None
+    size = _SIZE.get(vr)
+    if size is not None and len(elem.value) % size:
+        return None  # the converting path raises for it, as before
+    return vr
+
+
+def walk_sequence(ctx, ds: Dataset, tag) -> None:
+    """De-identify each item of a sequence; a sequence no item of which changed stays raw bytes.
+
+    Raw sequences are cut into items by ``dicomraw`` (no pydicom conversion);
+    an item is unchanged when every element in it is the very object it held
+    before the walk, so the original bytes are what the walk decided to keep.
+    A sequence ``dicomraw`` cannot cut is converted by pydicom, as before.
     """
     raw = ds.get_item(tag)
-    items = ds[tag].value
-    before = [dict(item._dict) for item in items]
-    for item in items:
+    if isinstance(raw, RawDataElement):
+        if not raw.value:
+            return  # an empty sequence: nothing to walk
+        try:
+            items = dicomraw.parse_items(raw, ds)
+        except dicomraw.Unparsed:
+            items = None
+        if items is not None:
+            before = [list(item._dict.values()) for item in items]
+            for item in items:
+                ctx.walk(ctx, item)
+            if any(len(item._dict) != len(old) or any(a is not b for a, b in zip(item._dict.values(), old))
+                   for item, old in zip(items, before)):
+                ds[tag] = DataElement(tag, "SQ", Sequence(items), is_undefined_length=True)
+            return
+    for item in ds[tag].value:
         ctx.walk(ctx, item)
-    if isinstance(raw, RawDataElement) and all(
-        len(item._dict) == len(old) and all(item._dict.get(k) is v for k, v in old.items())
-        for item, old in zip(items, before)
-    ):
-        ds[tag] = raw

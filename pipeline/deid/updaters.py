@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from pipeline import dicomraw
 from pipeline.deid import standard
 
 
@@ -37,3 +38,16 @@ def apply(ds: Dataset, profile, *, cleaned_pixels: bool = False) -> None:
     ds.LongitudinalTemporalInformationModified = {
         "keep": "UNMODIFIED", "shift": "MODIFIED", "remove": "REMOVED"
     }[profile.date_policy]
+
+
+def as_raw(profile, *, cleaned_pixels: bool, implicit: bool, little: bool) -> dict:
+    """The elements ``apply`` sets, encoded once in one syntax, as raw elements.
+
+    They are the same for every file of a profile, so the engine encodes them
+    once and each file gets the same bytes instead of new values to encode.
+    """
+    marks = Dataset()
+    apply(marks, profile, cleaned_pixels=cleaned_pixels)
+    data = dicomraw.encode(marks, implicit=implicit, little=little)
+    elements, _, _ = dicomraw.parse_elements(data, 0, len(data), implicit=implicit, little=little)
+    return elements

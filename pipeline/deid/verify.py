@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import dicomio
+from pydicom.dataelem import RawDataElement
+
+from pipeline import dicomio, dicomraw
 from pipeline.deid import rawelem, standard
 from pipeline.deid.cleaning import Cleaners
 from pipeline.deid.values import DUMMY_TEXT, is_standard_uid
@@ -55,14 +57,21 @@ class VerifyReport:
                 "findings": [{"file": f.file, "check": f.check, "detail": f.detail} for f in self.findings]}
 
 
-def _header_bytes(src: dicomio.SourceFile) -> bytes:
-    """The file up to its pixel element: only the header can hold identifiers the engine wrote."""
-    with open(src.path, "rb") as fh:
-        return fh.read() if src.pixel_span is None else fh.read(src.pixel_span[0])
-
-
 def _tag(t) -> str:
     return f"({t.group:04X},{t.element:04X})"
+
+
+def _items(ds, tag) -> list:
+    """A sequence's items: cut from the raw bytes when possible, else converted by pydicom."""
+    elem = ds.get_item(tag)
+    if isinstance(elem, RawDataElement):
+        if not elem.value:
+            return []
+        try:
+            return dicomraw.parse_items(elem, ds)
+        except dicomraw.Unparsed:
+            pass
+    return list(ds[tag].value or [])
 
 
 class Verifier:
@@ -99,7 +108,7 @@ class Verifier:
 
         try:
             src = dicomio.read(Path(path))
-            header = _header_bytes(src)
+            header = src.header_bytes()
         except TeleradError as exc:
             return [Finding(rel, "unreadable", str(exc))]
         except Exception as exc:
@@ -149,20 +158,23 @@ class Verifier:
         return found
 
     def _walk(self, ds, opts: set[str], date_policy: str, add, depth: int = 0) -> None:
-        for t in list(ds.keys()):
-            if depth == 0 and int(t) in _PIXEL_TAGS:
+        for t, elem in list(ds._dict.items()):
+            if depth == 0 and t in _PIXEL_TAGS:
                 break  # the header ends here; pixel bytes were copied unchanged
             if t.is_private:
                 if "retain-safe-private" not in opts or not Cleaners.keep_private(ds, t):
                     add("private", f"{_tag(t)} private element outside the safe list")
                     continue
-            if rawelem.vr_of(ds, t) not in _INSPECTED_VRS:
+            vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, t)
+            if vr not in _INSPECTED_VRS:
                 continue  # no name or date can hide in it: left unconverted
-            elem = ds[t]
-            if elem.VR == "SQ":
-                for item in elem.value:
+            if vr == "SQ":
+                for item in _items(ds, t):
                     self._walk(item, opts, date_policy, add, depth + 1)
                 continue
+            if vr != "PN" and date_policy != "remove":
+                continue  # dates are allowed: not converted
+            elem = ds[t]
             if elem.VR == "PN" and elem.value not in (None, ""):
                 names = [elem.value] if elem.VM <= 1 else list(elem.value)
                 for n in names:

@@ -1,0 +1,340 @@
+"""Datasets as bytes: find element boundaries in one tight loop, write kept elements back as bytes.
+
+pydicom reads and writes each element through several layers (file-like
+objects, tag objects, hooks), which costs more per file than the rest of a
+de-identification. Here a dataset held in memory is cut into pydicom
+``RawDataElement``s by one loop over the bytes (pydicom still converts any
+value someone reads), and a dataset is written back with its raw elements as
+their own bytes and only changed elements encoded by pydicom's writers.
+
+Sequences stay raw bytes until someone walks them (``parse_items``). Anything
+this parser does not expect (an unknown VR, a length past the end, a stray
+delimiter) raises ``Unparsed``: the caller then lets pydicom read the file,
+so damaged files keep pydicom's behaviour and error messages.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import correct_ambiguous_vr_element, write_data_element
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.valuerep import PersonName
+from pydicom.tag import BaseTag
+
+UNDEFINED = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+ITEM_END = 0xFFFEE00D
+SEQUENCE_END = 0xFFFEE0DD
+PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+CHARSET = BaseTag(0x00080005)
+LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+SHORT_VRS = frozenset({
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "PN",
+    "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US",
+})
+_VR_NAMES = {vr.encode(): vr for vr in LONG_VRS | SHORT_VRS}
+VR_CODES = frozenset(_VR_NAMES)  # the two bytes of every VR this parser knows
+_LONG = frozenset(vr.encode() for vr in LONG_VRS)
+
+
+class Unparsed(Exception):
+    """The bytes are not a dataset this parser accepts; let pydicom read them instead."""
+
+
+class _Layout:
+    """Struct formats of one byte order."""
+
+    def __init__(self, little: bool) -> None:
+        e = "<" if little else ">"
+        self.little = little
+        self.tag = struct.Struct(e + "HH")
+        self.tag_len = struct.Struct(e + "HHI")
+        self.short = struct.Struct(e + "HH2sH")
+        self.long = struct.Struct(e + "HH2s2xI")
+        self.u16 = struct.Struct(e + "H")
+        self.u32 = struct.Struct(e + "I")
+        self.sequence_end = self.tag_len.pack(0xFFFE, 0xE0DD, 0)
+        self.item_start = self.tag_len.pack(0xFFFE, 0xE000, UNDEFINED)
+        self.item_end = self.tag_len.pack(0xFFFE, 0xE00D, 0)
+
+
+_LAYOUTS = {True: _Layout(True), False: _Layout(False)}
+
+
+# --- reading ---------------------------------------------------------------------------
+def parse_elements(buf: bytes, pos: int, end: int, *, implicit: bool, little: bool,
+                   stop_at_pixels: bool = False, in_item: bool = False,
+                   tell: int = 0) -> tuple[dict, int, bool]:
+    """Cut ``buf[pos:end]`` into raw elements, in file order.
+
+    Returns ``(elements, position, stopped)``: ``stopped`` is True when the
+    loop stopped at a top-level pixel element (``stop_at_pixels``) or after an
+    item delimiter (``in_item``); ``position`` is where it stopped. ``tell``
+    is added to offsets so ``value_tell`` counts from the start of the file.
+    """
+    lay = _LAYOUTS[little]
+    unpack_tag, unpack_tl = lay.tag.unpack_from, lay.tag_len.unpack_from
+    u16, u32 = lay.u16.unpack_from, lay.u32.unpack_from
+    out: dict = {}
+    while pos < end:
+        if pos + 8 > end:
+            raise Unparsed("an element header runs past the end")
+        group, elem = unpack_tag(buf, pos)
+        tag = group << 16 | elem
+        if group == 0xFFFE:
+            if in_item and tag == ITEM_END:
+                return out, pos + 8, True
+            raise Unparsed("a delimiter where an element was expected")
+        if stop_at_pixels and tag in PIXEL_TAGS:
+            return out, pos, True
+        if implicit:
+            vr = None
+            length = u32(buf, pos + 4)[0]
+            vstart = pos + 8
+        else:
+            code = buf[pos + 4:pos + 6]
+            vr = _VR_NAMES.get(code)
+            if vr is None:
+                raise Unparsed("an unknown VR")
+            if code in _LONG:
+                if pos + 12 > end:
+                    raise Unparsed("an element header runs past the end")
+                length = u32(buf, pos + 8)[0]
+                vstart = pos + 12
+            else:
+                length = u16(buf, pos + 6)[0]
+                vstart = pos + 8
+        if length == UNDEFINED:
+            if vr not in (None, "SQ", "OB", "OW"):
+                raise Unparsed("undefined length on a VR that cannot have it")
+            if vr is None:
+                vr = None if tag in PIXEL_TAGS else "SQ"
+            vend = _end_of_items(buf, vstart, end, implicit=implicit, little=little)
+            out[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, UNDEFINED, buf[vstart:vend],
+                                               vstart + tell, implicit, little, True, True)
+            pos = vend + 8  # the sequence delimiter
+            continue
+        vend = vstart + length
+        if vend > end:
+            raise Unparsed("a value runs past the end")
+        out[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, buf[vstart:vend],
+                                           vstart + tell, implicit, little)
+        pos = vend
+    if in_item:
+        raise Unparsed("an undefined-length item without its delimiter")
+    return out, pos, False
+
+
+def _end_of_items(buf: bytes, pos: int, end: int, *, implicit: bool, little: bool) -> int:
+    """Where the sequence delimiter of an undefined-length value starts."""
+    unpack_tl = _LAYOUTS[little].tag_len.unpack_from
+    while pos + 8 <= end:
+        group, elem, length = unpack_tl(buf, pos)
+        tag = group << 16 | elem
+        if tag == SEQUENCE_END:
+            return pos
+        if tag != ITEM:
+            raise Unparsed("a sequence holds something that is not an item")
+        pos += 8
+        if length == UNDEFINED:
+            _, pos, _ = parse_elements(buf, pos, end, implicit=implicit, little=little, in_item=True)
+        else:
+            pos += length
+            if pos > end:
+                raise Unparsed("an item runs past the end")
+    raise Unparsed("an undefined-length value without its delimiter")
+
+
+# A new pydicom Dataset sets a dozen attributes through its checked __setattr__,
+# which costs more than cutting the item it holds. Datasets made here start as a
+# copy of the state of one made the normal way (containers copied, never shared),
+# so they are the same objects; tests/deid/test_dicomraw.py checks that the
+# state still matches pydicom's after an upgrade.
+_TEMPLATE = Dataset().__dict__
+_CONTAINERS = tuple(k for k, v in _TEMPLATE.items() if isinstance(v, (dict, list, set)))
+
+
+def new_dataset(elements: dict, *, implicit: bool, little: bool, parent_encoding, encoding) -> Dataset:
+    """``Dataset(elements, parent_encoding=...)`` plus ``set_original_encoding``, made cheaply."""
+    ds = Dataset.__new__(Dataset)
+    state = _TEMPLATE.copy()
+    for key in _CONTAINERS:
+        state[key] = _TEMPLATE[key].copy()
+    state["_dict"] = elements
+    state["_parent_encoding"] = parent_encoding
+    state["_read_implicit"] = implicit
+    state["_read_little"] = little
+    state["_read_charset"] = encoding
+    ds.__dict__.update(state)
+    return ds
+
+
+def dataset_of(elements: dict, *, implicit: bool, little: bool,
+               parent_encoding: str | list[str] = default_encoding) -> Dataset:
+    """A pydicom Dataset over raw elements, with the encodings pydicom's reader would set."""
+    encoding = parent_encoding
+    charset = elements.get(CHARSET)
+    if charset is not None:  # converted aside: the element itself stays raw
+        encoding = convert_encodings(convert_raw_data_element(charset, encoding=default_encoding).value)
+    return new_dataset(elements, implicit=implicit, little=little, parent_encoding=parent_encoding,
+                       encoding=encoding)
+
+
+def parse_items(elem: RawDataElement, parent: Dataset) -> list[Dataset]:
+    """The items of a raw sequence as datasets of raw elements (undefined or defined length)."""
+    buf, implicit, little = elem.value or b"", elem.is_implicit_VR, elem.is_little_endian
+    unpack_tl = _LAYOUTS[little].tag_len.unpack_from
+    encoding = parent.original_character_set or parent._character_set
+    items: list[Dataset] = []
+    pos, end = 0, len(buf)
+    while pos < end:
+        if pos + 8 > end:
+            raise Unparsed("an item header runs past the end")
+        group, el, length = unpack_tl(buf, pos)
+        tag = group << 16 | el
+        if tag == SEQUENCE_END:
+            break
+        if tag != ITEM:
+            raise Unparsed("a sequence holds something that is not an item")
+        pos += 8
+        if length == UNDEFINED:
+            elements, pos, _ = parse_elements(buf, pos, end, implicit=implicit, little=little, in_item=True)
+        else:
+            if pos + length > end:
+                raise Unparsed("an item runs past the end")
+            elements, _, _ = parse_elements(buf, pos, pos + length, implicit=implicit, little=little)
+            pos += length
+        item = dataset_of(elements, implicit=implicit, little=little, parent_encoding=encoding)
+        item.is_undefined_length_sequence_item = length == UNDEFINED
+        items.append(item)
+    return items
+
+
+def value_of(ds: Dataset, keyword: str, default=None):
+    """``ds.get(keyword, default)`` that leaves a raw element raw.
+
+    pydicom's ``get`` stores the converted element in place of the raw one, so
+    a mere look at a value would make the writer encode it again.
+    """
+    tag = tag_for_keyword(keyword)
+    elem = ds._dict.get(tag) if tag is not None else None
+    if elem is None:
+        return default
+    if type(elem) is RawDataElement:
+        charset = default_encoding if tag == CHARSET else (ds.original_character_set or ds._character_set)
+        elem = convert_raw_data_element(elem, encoding=charset, ds=ds)
+    return elem.value
+
+
+# --- writing ---------------------------------------------------------------------------
+def encode(ds: Dataset, *, implicit: bool, little: bool,
+           parent_encoding: str | list[str] = default_encoding) -> bytes:
+    """``ds`` encoded in the given syntax: raw elements as their bytes, the rest by pydicom."""
+    out: list[bytes] = []
+    _encode_into(out, ds, implicit, little, parent_encoding)
+    return b"".join(out)
+
+
+def _encode_into(out: list, ds: Dataset, implicit: bool, little: bool, parent_encoding) -> None:
+    lay = _LAYOUTS[little]
+    d = ds._dict
+    encodings = None
+    for tag in sorted(d):
+        if tag & 0xFFFF == 0 and tag >> 16 > 6:
+            continue  # retired group lengths are never written (as pydicom's writer)
+        elem = d[tag]
+        if type(elem) is RawDataElement and elem.is_implicit_VR == implicit \
+                and elem.is_little_endian == little and (implicit or elem.VR is not None):
+            value = elem.value or b""
+            undefined = elem.length == UNDEFINED
+            if implicit:
+                out.append(lay.tag_len.pack(tag >> 16, tag & 0xFFFF, UNDEFINED if undefined else len(value)))
+            elif elem.VR in LONG_VRS:
+                out.append(lay.long.pack(tag >> 16, tag & 0xFFFF, elem.VR.encode(),
+                                         UNDEFINED if undefined else len(value)))
+            else:
+                out.append(lay.short.pack(tag >> 16, tag & 0xFFFF, elem.VR.encode(), len(value)))
+            out.append(value)
+            if undefined:
+                out.append(lay.sequence_end)
+            continue
+        if encodings is None:
+            encodings = ds.get("SpecificCharacterSet", parent_encoding)
+        if type(elem) is RawDataElement:
+            elem = ds[tag]  # another syntax: converted, then encoded below
+        if elem.VR == "SQ" and not elem.is_empty:
+            _encode_sequence(out, elem, ds, implicit, little, encodings)
+            continue
+        text = _ascii_text(elem)
+        if text is not None:
+            vr = elem.VR
+            if implicit:
+                out.append(lay.tag_len.pack(tag >> 16, tag & 0xFFFF, len(text)))
+            elif vr in LONG_VRS:
+                out.append(lay.long.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(text)))
+            else:
+                out.append(lay.short.pack(tag >> 16, tag & 0xFFFF, vr.encode(), len(text)))
+            out.append(text)
+            continue
+        if not implicit and elem.VR and len(elem.VR) != 2:
+            correct_ambiguous_vr_element(elem, ds, little)
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = little, implicit
+        write_data_element(fp, elem, encodings)
+        out.append(fp.getvalue())
+
+
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+
+
+def _ascii_text(elem: DataElement) -> bytes | None:
+    """The encoded value of a text element whose value is plain ASCII, else None (pydicom encodes it).
+
+    ASCII bytes are the same in every character set DICOM allows, so such a
+    value needs no character set handling; it is padded to even length as
+    pydicom pads (UI with NUL, the rest with a space).
+    """
+    vr = elem.VR
+    if vr not in _TEXT_VRS:
+        return None
+    value = elem.value
+    if value is None:
+        return b""
+    if isinstance(value, (str, PersonName)):
+        text = str(value)
+    elif isinstance(value, (list, MultiValue)) and all(isinstance(v, (str, PersonName)) for v in value):
+        text = "\\".join(str(v) for v in value)
+    else:
+        return None
+    if not text.isascii():
+        return None
+    data = text.encode("ascii")
+    if len(data) % 2:
+        data += b"\x00" if vr == "UI" else b" "
+    if len(data) > 0xFFFF and vr not in LONG_VRS:
+        return None  # pydicom writes it as UN
+    return data
+
+
+def _encode_sequence(out: list, elem: DataElement, ds: Dataset, implicit: bool, little: bool,
+                     encodings) -> None:
+    """A sequence and its items, all of undefined length (no lengths to compute)."""
+    lay = _LAYOUTS[little]
+    tag = int(elem.tag)
+    if implicit:
+        out.append(lay.tag_len.pack(tag >> 16, tag & 0xFFFF, UNDEFINED))
+    else:
+        out.append(lay.long.pack(tag >> 16, tag & 0xFFFF, b"SQ", UNDEFINED))
+    items = elem.value if isinstance(elem.value, (list, Sequence)) else []
+    for item in items:
+        out.append(lay.item_start)
+        _encode_into(out, item, implicit, little, encodings)
+        out.append(lay.item_end)
+    out.append(lay.sequence_end)
