@@ -72,6 +72,7 @@ class SourceFile:
     pixel_span: tuple[int, int] | None  # (offset, length) of the raw pixel element in the source
     path: Path
     head: bytes | None = None  # the file's bytes up to the pixel element (all of it if not streamed)
+    data: bytes | None = None  # the whole file, when it was small enough to read in one go
 
     def header_bytes(self) -> bytes:
         """The file up to its pixel element: where every identifier of the header lies."""
@@ -85,13 +86,8 @@ class SourceFile:
         return self.pixel_span is not None
 
 
-def sniff(path: Path) -> str:
+def _kind(head: bytes) -> str:
     """``"part10"`` (DICM preamble) or ``"raw"`` (a bare dataset); else NotDicomError."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError as exc:
-        raise DicomReadError(f"cannot open the file ({exc.strerror or type(exc).__name__})") from None
     if len(head) >= 132 and head[128:132] == b"DICM":
         return "part10"
     if _looks_like_raw_dataset(head):
@@ -136,22 +132,29 @@ class _BoundedReader(io.BufferedReader):
         return super().read(n)
 
 
-def read(path: Path, *, load_pixels: bool = False) -> SourceFile:
+def read(path: Path, *, load_pixels: bool = False, header_only: bool = False) -> SourceFile:
     """Parse ``path`` once; NotDicomError for non-DICOM, DicomReadError when it cannot be parsed.
 
     A Part 10 file is cut into raw elements by ``dicomraw`` (the fast path);
-    anything that parser does not expect is read by pydicom, as before.
+    anything that parser does not expect is read by pydicom, as before. A
+    small file is read whole in one go, so its pixel bytes are written from
+    memory; ``header_only`` (the verifier) reads no more than it must.
     """
-    kind = sniff(path)
-    if kind == "part10":
-        try:
-            fast = _read_raw(path, load_pixels)
-        except dicomraw.Unparsed:
-            fast = None
-        except OSError as exc:
-            raise DicomReadError(f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
-        if fast is not None:
-            return fast
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            first = size if load_pixels else min(size, _HEADER_READ if header_only else _WHOLE_READ)
+            buf = fh.read(first)
+            kind = _kind(buf[:132])
+            if kind == "part10":
+                try:
+                    fast = _read_raw(path, fh, buf, size, load_pixels)
+                except dicomraw.Unparsed:
+                    fast = None
+                if fast is not None:
+                    return fast
+    except OSError as exc:
+        raise DicomReadError(f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
     return _read_pydicom(path, kind, load_pixels)
 
 
@@ -187,45 +190,43 @@ def _read_pydicom(path: Path, kind: str, load_pixels: bool) -> SourceFile:
     return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path)
 
 
-_FIRST_READ = 256 * 1024
+_WHOLE_READ = 1024 * 1024  # files up to this size are read whole: their pixels need no second open
+_HEADER_READ = 64 * 1024
 
 
-def _read_raw(path: Path, load_pixels: bool) -> SourceFile | None:
-    """The fast path: header bytes read once and cut by ``dicomraw``; None leaves it to pydicom."""
-    with open(path, "rb", buffering=0) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        buf = fh.read(size if load_pixels else min(size, _FIRST_READ))
-        meta, start = _file_meta(buf)
-        declared = meta.get("TransferSyntaxUID")
-        if declared is None or start >= size:
-            return None
-        declared = UID(str(declared))
-        if declared == DeflatedExplicitVRLittleEndian:
-            return None  # rare; pydicom inflates it
-        little = declared.is_little_endian
-        while True:
-            if start + 6 > len(buf) and len(buf) < size:
-                buf += fh.read(size - len(buf))
-            implicit = buf[start + 4:start + 6] not in dicomraw.VR_CODES
-            try:
-                elements, stop, at_pixels = dicomraw.parse_elements(
-                    buf, start, len(buf), implicit=implicit, little=little, stop_at_pixels=not load_pixels)
-            except dicomraw.Unparsed:
-                if len(buf) >= size:
-                    raise
-                buf += fh.read(max(len(buf), 64 * 1024))
-                continue
-            if not at_pixels and len(buf) < size:
-                buf += fh.read(max(len(buf), 64 * 1024))
-                continue
-            break
-        ts = _transfer_syntax(meta, implicit, little)
-        span = _pixel_span(fh, stop, size, ts) if at_pixels else None
-        if at_pixels and span is None:
-            # Elements after the pixel data, or a layout we do not stream: read whole.
-            fh.seek(len(buf))
+def _read_raw(path: Path, fh, buf: bytes, size: int, load_pixels: bool) -> SourceFile | None:
+    """The fast path: header bytes cut by ``dicomraw``; None (or Unparsed) leaves it to pydicom."""
+    meta, start = _file_meta(buf)
+    declared = meta.get("TransferSyntaxUID")
+    if declared is None or start >= size:
+        return None
+    declared = UID(str(declared))
+    if declared == DeflatedExplicitVRLittleEndian:
+        return None  # rare; pydicom inflates it
+    little = declared.is_little_endian
+    while True:
+        if start + 6 > len(buf) and len(buf) < size:
             buf += fh.read(size - len(buf))
-            elements, stop, _ = dicomraw.parse_elements(buf, start, len(buf), implicit=implicit, little=little)
+        implicit = buf[start + 4:start + 6] not in dicomraw.VR_CODES
+        try:
+            elements, stop, at_pixels = dicomraw.parse_elements(
+                buf, start, len(buf), implicit=implicit, little=little, stop_at_pixels=not load_pixels)
+        except dicomraw.Unparsed:
+            if len(buf) >= size:
+                raise
+            buf += fh.read(max(len(buf), 64 * 1024))
+            continue
+        if not at_pixels and len(buf) < size:
+            buf += fh.read(max(len(buf), 64 * 1024))
+            continue
+        break
+    ts = _transfer_syntax(meta, implicit, little)
+    span = _pixel_span(fh, stop, size, ts) if at_pixels else None
+    if at_pixels and span is None:
+        # Elements after the pixel data, or a layout we do not stream: read whole.
+        fh.seek(len(buf))
+        buf += fh.read(size - len(buf))
+        elements, stop, _ = dicomraw.parse_elements(buf, start, len(buf), implicit=implicit, little=little)
     if not elements:
         raise DicomReadError("the file has a DICOM preamble but no readable data elements")
     ds = dicomraw.dataset_of(elements, implicit=implicit, little=little)
@@ -233,7 +234,8 @@ def _read_raw(path: Path, load_pixels: bool) -> SourceFile | None:
     ds.preamble = buf[:128]
     _check_not_dicomdir(ds)
     head = buf if span is None else buf[:span[0]]
-    return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path, head=head)
+    whole = buf if span is not None and len(buf) == size else None
+    return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path, head=head, data=whole)
 
 
 def _file_meta(buf: bytes) -> tuple[FileMetaDataset, int]:
@@ -375,7 +377,13 @@ def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
     try:
         with open(tmp, "wb") as out:
             out.write(header)
-            if source.pixel_span is not None:
+            if source.pixel_span is not None and source.data is not None:
+                offset, length = source.pixel_span
+                pixels = memoryview(source.data)[offset:offset + length]
+                out.write(pixels)
+                digest.update(pixels)
+                size += length
+            elif source.pixel_span is not None:
                 size += _copy_span(source.path, source.pixel_span, out, digest)
         # No fsync per file: staging is rebuilt from the source if the machine
         # dies, so the caller syncs once per batch where it needs durability.

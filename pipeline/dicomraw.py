@@ -144,12 +144,43 @@ def _end_of_items(buf: bytes, pos: int, end: int, *, implicit: bool, little: boo
             raise Unparsed("a sequence holds something that is not an item")
         pos += 8
         if length == UNDEFINED:
-            _, pos, _ = parse_elements(buf, pos, end, implicit=implicit, little=little, in_item=True)
+            pos = _skip_item(buf, pos, end, implicit=implicit, little=little)
         else:
             pos += length
             if pos > end:
                 raise Unparsed("an item runs past the end")
     raise Unparsed("an undefined-length value without its delimiter")
+
+
+def _skip_item(buf: bytes, pos: int, end: int, *, implicit: bool, little: bool) -> int:
+    """Where an undefined-length item ends (after its delimiter): headers read, values skipped."""
+    lay = _LAYOUTS[little]
+    unpack_tl, u16, u32 = lay.tag_len.unpack_from, lay.u16.unpack_from, lay.u32.unpack_from
+    while pos + 8 <= end:
+        group, elem, length = unpack_tl(buf, pos)
+        if group == 0xFFFE:
+            if elem == 0xE00D:
+                return pos + 8
+            raise Unparsed("a delimiter where an element was expected")
+        if implicit:
+            vstart = pos + 8
+        else:
+            code = buf[pos + 4:pos + 6]
+            if code in _LONG:
+                if pos + 12 > end:
+                    break
+                length, vstart = u32(buf, pos + 8)[0], pos + 12
+            elif code in _VR_NAMES:
+                length, vstart = u16(buf, pos + 6)[0], pos + 8
+            else:
+                raise Unparsed("an unknown VR")
+        if length == UNDEFINED:
+            if not implicit and code not in (b"SQ", b"OB", b"OW"):
+                raise Unparsed("undefined length on a VR that cannot have it")
+            pos = _end_of_items(buf, vstart, end, implicit=implicit, little=little) + 8
+        else:
+            pos = vstart + length
+    raise Unparsed("an undefined-length item without its delimiter")
 
 
 # A new pydicom Dataset sets a dozen attributes through its checked __setattr__,
@@ -217,6 +248,9 @@ def parse_items(elem: RawDataElement, parent: Dataset) -> list[Dataset]:
     return items
 
 
+_PLAIN_TEXT = frozenset({"AE", "CS", "DA", "DT", "LO", "SH", "TM", "UI"})
+
+
 def value_of(ds: Dataset, keyword: str, default=None):
     """``ds.get(keyword, default)`` that leaves a raw element raw.
 
@@ -228,6 +262,10 @@ def value_of(ds: Dataset, keyword: str, default=None):
     if elem is None:
         return default
     if type(elem) is RawDataElement:
+        raw = elem.value
+        if (elem.VR in _PLAIN_TEXT and raw is not None and raw.isascii()
+                and b"\\" not in raw):
+            return raw.decode("ascii").strip(" \x00")  # one plain value: what pydicom would give
         charset = default_encoding if tag == CHARSET else (ds.original_character_set or ds._character_set)
         elem = convert_raw_data_element(elem, encoding=charset, ds=ds)
     return elem.value

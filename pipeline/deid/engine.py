@@ -126,18 +126,19 @@ class Deidentifier:
             elem = d.get(tag)
             if elem is None:
                 continue  # removed while an earlier element was handled
+            number = int(tag)  # plain int keys: BaseTag compares in Python, slowly
             if top:
-                ctx.current_tag = int(tag)
-            plan = self._plans.get((tag, None)) or self._plan(tag, None)
+                ctx.current_tag = number
+            plan = self._plans.get((number, None)) or self._plan(number, None)
             vr = None
             if plan is NEED_VR:
                 vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, tag)
-                plan = self._plans.get((tag, vr)) or self._plan(tag, vr)
+                plan = self._plans.get((number, vr)) or self._plan(number, vr)
             kind = plan.kind
             if kind == "remove":
                 del d[tag]
             elif kind == "check":
-                rawelem.check_kept(ds, tag, vr, plan.check_label)
+                rawelem.check_kept(ds, tag, vr, plan.check_label, elem)
             elif kind == "walk":
                 rawelem.walk_sequence(ctx, ds, tag)
             elif kind == "call":

@@ -55,10 +55,11 @@ def vr_of(ds: Dataset, tag) -> str:
     return vr
 
 
-def check_kept(ds: Dataset, tag, vr: str, label: str) -> None:
+def check_kept(ds: Dataset, tag, vr: str, label: str, elem=None) -> None:
     """``values.check_kept_value`` for an element that stays; raw bytes are vetted cheaply."""
-    elem = ds.get_item(tag)
-    if isinstance(elem, RawDataElement) and _raw_ok(vr, elem.value):
+    if elem is None:
+        elem = ds.get_item(tag)
+    if type(elem) is RawDataElement and _raw_ok(vr, elem.value):
         return
     values.check_kept_value(label, vr, ds[tag].value)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydicom.dataelem import RawDataElement
 
 from pipeline import dicomio, dicomraw
+from pipeline.dicomraw import value_of
 from pipeline.deid import rawelem, standard
 from pipeline.deid.cleaning import Cleaners
 from pipeline.deid.values import DUMMY_TEXT, is_standard_uid
@@ -107,7 +108,7 @@ class Verifier:
             found.append(Finding(rel, check, detail))
 
         try:
-            src = dicomio.read(Path(path))
+            src = dicomio.read(Path(path), header_only=True)
             header = src.header_bytes()
         except TeleradError as exc:
             return [Finding(rel, "unreadable", str(exc))]
@@ -124,25 +125,25 @@ class Verifier:
                    "ReceivingApplicationEntityTitle", "PrivateInformation", "PrivateInformationCreatorUID"):
             if kw in ds.file_meta:
                 add("file meta", f"{kw} was not removed")
-        if str(ds.get("PatientIdentityRemoved", "")).upper() != "YES":
+        if str(value_of(ds, "PatientIdentityRemoved", "")).upper() != "YES":
             add("marking", "PatientIdentityRemoved is not YES")
-        if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+        if str(value_of(ds, "BurnedInAnnotation", "")).strip().upper() == "YES":
             add("burned-in", "BurnedInAnnotation is YES")
-        pid = str(ds.get("PatientID", "") or "")
+        pid = str(value_of(ds, "PatientID", "") or "")
         if pid and not self.pseudonyms.is_patient_pseudonym(pid):
             add("patient id", "(0010,0020) PatientID is not a pseudonym")
         if "retain-uids" not in opts:
             for kw in INSTANCE_UIDS:
-                v = str(ds.get(kw, "") or "")
+                v = str(value_of(ds, kw, "") or "")
                 if v and not v.startswith("2.25.") and not is_standard_uid(v):
                     add("uid", f"{kw} was not replaced")
-            msi = str(ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
-            if msi != str(ds.get("SOPInstanceUID", "")):
+            msi = str(value_of(ds.file_meta, "MediaStorageSOPInstanceUID", ""))
+            if msi != str(value_of(ds, "SOPInstanceUID", "")):
                 add("uid", "MediaStorageSOPInstanceUID differs from SOPInstanceUID")
         date_policy = ("shift" if "retain-long-modified-dates" in opts
                        else "keep" if "retain-long-full-dates" in opts else "remove")
         self._walk(ds, opts, date_policy, add)
-        if date_policy == "shift" and str(ds.get("LongitudinalTemporalInformationModified", "")) != "MODIFIED":
+        if date_policy == "shift" and str(value_of(ds, "LongitudinalTemporalInformationModified", "")) != "MODIFIED":
             add("dates", "LongitudinalTemporalInformationModified is not MODIFIED")
         low_header, low_rel = header.lower(), rel.lower()
         for o in self.originals:
