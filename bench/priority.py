@@ -31,6 +31,9 @@ from bench.site import BUCKET, site
 STEPS = ("deidentify", "write_manifest", "upload", "store_mapping", "finalize")
 
 
+HEADS: dict = {}
+
+
 def wait_manifests(site: Any, batches: list[dict], timeout: float, poll: float = 0.02) -> dict[str, float]:
     """Epoch at which each batch's ``manifest.json`` was seen in the bucket.
 
@@ -69,7 +72,11 @@ def wait_manifests(site: Any, batches: list[dict], timeout: float, poll: float =
                     continue
                 uploading.add(batch_id)
             try:
-                s3.head_object(Bucket=BUCKET, Key=site.manifest_key(batch_id))
+                _t = time.time()
+                try:
+                    s3.head_object(Bucket=BUCKET, Key=site.manifest_key(batch_id))
+                finally:
+                    HEADS.setdefault(batch_id, []).append((_t, time.time() - _t))
             except s3.exceptions.ClientError:
                 if states.get(batch_id).state == "failed":
                     raise RuntimeError(f"batch {batch_id} failed: {states.get(batch_id).error}") from None
@@ -236,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                 _keep(s, args.keep, batches, alone_batches)
 
         ratio = stat_s / one
+        from datetime import datetime
+        rec = __import__("json").loads((args.keep / "state" / f"{stat_b['batch_id']}.json").read_text()) if args.keep else None
+        if rec:
+            ms = datetime.fromisoformat(rec["stage_times"]["upload"]["manifest_stored"].replace("Z", "+00:00")).timestamp()
+            print("HEADS after manifest stored:", [(round(t - ms, 3), round(d, 3)) for t, d in HEADS[stat_b["batch_id"]] if t > ms - 0.1])
         print(f"\nSTAT behind {args.routine} ROUTINE studies ({args.workers} worker(s) x {args.concurrency}); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(table(["what", "s"], [

@@ -357,19 +357,49 @@ def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
 
 
 # --- helpers -----------------------------------------------------------------------
+# --- lower priorities leave the CPU to higher ones ----------------------------------------
+_yield = {"enabled": False, "max_pause": 5.0}
+
+
+def yield_to_higher_priority(enabled: bool = True, *, max_pause: float = 5.0) -> None:
+    """Between files, pause a step while a step of a higher priority runs on this machine.
+
+    Workers turn this on: with a STAT step running, a ROUTINE step on the same machine
+    stops after its current file (for at most ``max_pause`` seconds at a time, then one
+    more file) instead of taking half the CPU, the disk and the store's bandwidth from
+    it. Off by default, for the CLI and library callers that run one batch alone.
+    """
+    _yield.update(enabled=enabled, max_pause=max_pause)
+
+
+def _leave_cpu_to_higher_priority(states: StateStore, priority: str) -> None:
+    if not _yield["enabled"]:
+        return
+    deadline = time.monotonic() + _yield["max_pause"]
+    while states.outranked(priority) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 class _step:
-    """Context for one step: lock, skip when done, record timing, state and failure."""
+    """Context for one step: lock, skip when done, record timing, state and failure.
+
+    While a STAT or URGENT step runs it says so (``StateStore.running``), so that
+    lower-priority steps on this machine can leave it the CPU between their files.
+    """
 
     def __init__(self, settings: Settings, batch_id: str, name: str, state: BatchState) -> None:
         self.settings, self.batch_id, self.name, self.state = settings, batch_id, name, state
         self.states = StateStore(settings.state_dir)
         self._lock = self.states.lock(batch_id)
+        self._running: Any = None
 
     def __enter__(self) -> BatchRecord | None:
         self._lock.__enter__()
         record = self.states.get(self.batch_id)
         if self.name in record.steps_done or record.state == BatchState.FAILED.value:
             return None
+        self._running = self.states.running(record.priority)
+        self._running.__enter__()
         record.state = self.state.value
         record.stage_times.setdefault(self.name, {})["started"] = utcnow_ms()
         self.states._write(record)
@@ -403,6 +433,8 @@ class _step:
             self.states._write(record)
             return False
         finally:
+            if self._running is not None:
+                self._running.__exit__(None, None, None)
             self._lock.__exit__(exc_type, exc, tb)
 
 
@@ -420,6 +452,7 @@ class _Progress:
         self._lock = threading.Lock()
 
     def advance(self) -> None:
+        """One more file done; then, in a worker, wait while a higher-priority step runs."""
         with self._lock:
             self.done += 1
             now = time.monotonic()
@@ -427,6 +460,8 @@ class _Progress:
                 self._last = now
                 self.record.progress = {"step": self.step, "done": self.done, "total": self.total}
                 self.states._write(self.record)
+        if self.done < self.total:
+            _leave_cpu_to_higher_priority(self.states, self.record.priority)
 
 
 def _deidentify_one(

@@ -19,6 +19,7 @@ import os
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class SourceFile:
     dataset: Dataset
     transfer_syntax: UID
     pixel_span: tuple[int, int] | None  # (offset, length) of the raw pixel element in the source
-    path: Path
+    path: Path | None  # None for a header parsed from memory
     head: bytes | None = None  # the file's bytes up to the pixel element (all of it if not streamed)
     data: bytes | None = None  # the whole file, when it was small enough to read in one go
 
@@ -190,12 +191,36 @@ def _read_pydicom(path: Path, kind: str, load_pixels: bool) -> SourceFile:
     return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path)
 
 
+def read_header_bytes(buf: bytes) -> SourceFile:
+    """Parse a Part 10 header held in memory (up to its pixel element), as ``read`` parses a file."""
+    kind = _kind(buf[:132])
+    if kind == "part10":
+        try:
+            fast = _read_raw(None, None, buf, len(buf), False)
+        except dicomraw.Unparsed:
+            fast = None
+        if fast is not None:
+            return fast
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(buf), force=(kind == "raw"), stop_before_pixels=True)
+        implicit, little = ds.original_encoding
+        ts = _transfer_syntax(getattr(ds, "file_meta", None), implicit, little)
+    except Exception as exc:  # pydicom raises many types; their messages may quote values
+        raise DicomReadError(f"the header cannot be parsed ({type(exc).__name__})") from None
+    return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=None, path=None, head=buf)
+
+
 _WHOLE_READ = 1024 * 1024  # files up to this size are read whole: their pixels need no second open
 _HEADER_READ = 64 * 1024
 
 
-def _read_raw(path: Path, fh, buf: bytes, size: int, load_pixels: bool) -> SourceFile | None:
-    """The fast path: header bytes cut by ``dicomraw``; None (or Unparsed) leaves it to pydicom."""
+def _read_raw(path: Path | None, fh, buf: bytes, size: int, load_pixels: bool) -> SourceFile | None:
+    """The fast path: header bytes cut by ``dicomraw``; None (or Unparsed) leaves it to pydicom.
+
+    ``fh`` is None for bytes already in memory (``read_header_bytes``).
+    """
     meta, start = _file_meta(buf)
     declared = meta.get("TransferSyntaxUID")
     if declared is None or start >= size:
@@ -221,6 +246,10 @@ def _read_raw(path: Path, fh, buf: bytes, size: int, load_pixels: bool) -> Sourc
             continue
         break
     ts = _transfer_syntax(meta, implicit, little)
+    if fh is None:  # a header held in memory: it ends where the pixel element starts
+        ds = dicomraw.dataset_of(elements, implicit=implicit, little=little)
+        ds.file_meta = meta
+        return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=None, path=None, head=buf)
     span = _pixel_span(fh, stop, size, ts) if at_pixels else None
     if at_pixels and span is None:
         # Elements after the pixel data, or a layout we do not stream: read whole.
@@ -354,10 +383,13 @@ def encode_file_meta(meta: FileMetaDataset) -> bytes:
     return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
 
 
-def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
+def write(source: SourceFile, ds: Dataset, dest: Path,
+          gate: Callable[[bytes], None] | None = None) -> tuple[int, str]:
     """Write ``ds`` (plus the source's pixel bytes) atomically; returns (size, sha256).
 
     The SHA-256 is computed from the bytes as they are written, never by re-reading.
+    ``gate(header)`` sees the encoded header before anything is written and
+    raises to stop the write (the leak verifier of ``telerad anonymize``).
     """
     ts = source.transfer_syntax
     meta = build_file_meta(ds, ts)
@@ -370,12 +402,13 @@ def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
         if len(body) % 2:
             body += b"\x00"
     header = ds.preamble + b"DICM" + encode_file_meta(meta) + body
+    if gate is not None:
+        gate(header)
     digest = hashlib.sha256(header)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     size = len(header)
     try:
-        with open(tmp, "wb") as out:
+        with _create(tmp) as out:
             out.write(header)
             if source.pixel_span is not None and source.data is not None:
                 offset, length = source.pixel_span
@@ -397,6 +430,15 @@ def write(source: SourceFile, ds: Dataset, dest: Path) -> tuple[int, str]:
             ) from None
         raise
     return size, digest.hexdigest()
+
+
+def _create(path: Path):
+    """Open a new file for writing, making its folder only when it is missing (one syscall, not two)."""
+    try:
+        return open(path, "wb")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb")
 
 
 def _copy_span(path: Path, span: tuple[int, int], out, digest) -> int:

@@ -46,6 +46,17 @@ def utcnow_ms() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_PRIORITY_ORDER = ("STAT", "URGENT", "ROUTINE")  # highest first, as pipeline.settings.Priority
+
+
+def _higher_than(priority: str) -> tuple[str, ...]:
+    """The priorities that outrank ``priority`` (none for STAT or an unknown one)."""
+    try:
+        return _PRIORITY_ORDER[: _PRIORITY_ORDER.index(priority)]
+    except ValueError:
+        return ()
+
+
 @dataclass
 class FileError:
     """Why one input file stopped the batch or was refused (reason holds no PHI)."""
@@ -125,6 +136,43 @@ class StateStore:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # --- which priorities are running on this machine ---------------------------------
+    # A step of a STAT or URGENT batch holds a shared flock on ``.running-PRIORITY`` while
+    # it runs. A lower-priority step asks, between files, whether any such lock is held
+    # (a non-blocking exclusive attempt fails): then a higher-priority step is running
+    # on this machine and it should leave it the CPU. The kernel drops the lock of a
+    # process that dies, so nothing stale is ever left behind.
+    def _running_path(self, priority: str) -> Path:
+        return self.root / f".running-{priority}"
+
+    @contextmanager
+    def running(self, priority: str) -> Iterator[None]:
+        """Announce, for the block, that a step of ``priority`` runs on this machine."""
+        if priority not in _PRIORITY_ORDER[:-1]:  # nothing ranks below the lowest
+            yield
+            return
+        with open(self._running_path(priority), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def outranked(self, priority: str) -> bool:
+        """True when a step of a higher priority than ``priority`` is running on this machine."""
+        for higher in _higher_than(priority):
+            try:
+                fd = os.open(self._running_path(higher), os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            finally:
+                os.close(fd)  # closing drops the probe's lock, if it got one
+        return False
 
     def create(self, record: BatchRecord) -> None:
         path = self._path(record.batch_id)

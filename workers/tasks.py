@@ -18,6 +18,9 @@ from workers.app import app
 
 log = logging.getLogger("telerad.worker")
 
+# A ROUTINE step pauses between its files while a STAT step runs on this machine.
+batch.yield_to_higher_priority(True)
+
 
 @lru_cache(maxsize=1)
 def worker_settings() -> Settings:

@@ -7,12 +7,11 @@ files from the same folder (in practice a series), so a process pays for its
 engine once and the pool's messages stay few; each chunk is kept to a bounded
 number of bytes so a multi-frame series does not leave the other cores idle.
 
-Each written file is checked by the pipeline's leak verifier in the process
-that wrote it, while it is still in the page cache (``--no-verify`` turns that
-off). With verification on, files are written into a work folder beside DEST
-and moved into DEST only once verified, so DEST never holds, even for a
-moment, a file that failed; refused (burned-in policy) and failed files are
-never written under DEST at all. ``--quarantine DIR`` copies them there, each
+Each file is checked by the pipeline's leak verifier in the process that
+de-identified it, on its encoded header before a byte of it is written
+(``--no-verify`` turns that off); the pixel bytes are copied unchanged. So
+DEST never holds, even for a moment, a file that failed; refused (burned-in
+policy) and failed files are never written under DEST at all. ``--quarantine DIR`` copies them there, each
 with a ``.reason.txt`` beside it.
 
 A ZIP source is unpacked with ``pipeline.inbox.zipsafe.safe_extract`` into a
@@ -44,6 +43,8 @@ from typing import Any, Optional
 
 import typer
 
+from pipeline.exceptions import VerificationError
+
 CHUNK_FILES = 64
 CHUNK_BYTES = 64 * 1024 * 1024
 ZIP_LEVEL = 1  # fast deflate: pixel data gains little from harder compression
@@ -69,15 +70,31 @@ def _init(profile: str, options: list[str], secret: bytes, organization: str,
     _allowed_names = [alias] if alias else []
 
 
-def _check(path: Path, res: Any) -> list[Any]:
-    """The pipeline's verifier on one written file, with that file's own original identifiers."""
+def _verifier(original: Any) -> Any:
     from pipeline.deid.verify import Verifier
 
-    o = res.original
-    verifier = Verifier(_engine.pseudonyms, _engine.profile,
-                        originals=[o.patient_id, o.study_instance_uid, o.accession_number],
-                        allowed_names=_allowed_names)
-    return verifier.verify_file(path, res.relpath)
+    return Verifier(_engine.pseudonyms, _engine.profile,
+                    originals=[original.patient_id, original.study_instance_uid, original.accession_number],
+                    allowed_names=_allowed_names)
+
+
+def _check(path: Path, res: Any) -> list[Any]:
+    """The pipeline's verifier on one written file, with that file's own original identifiers."""
+    return _verifier(res.original).verify_file(path, res.relpath)
+
+
+class _Unverified(VerificationError):
+    """The leak verifier's findings for a header that was therefore never written."""
+
+    def __init__(self, findings: list[Any]) -> None:
+        super().__init__(f"verification: {len(findings)} finding(s), first: {findings[0]}")
+
+
+def _gate(header: bytes, relpath: str, original: Any) -> None:
+    """The verifier on a file's encoded header, before any byte of it is written."""
+    findings = _verifier(original).verify_header(header, relpath)
+    if findings:
+        raise _Unverified(findings)
 
 
 def _move(src: Path, dest: Path) -> None:
@@ -99,12 +116,12 @@ def _one(src_root: str, work_root: str, out_root: str | None, rel: str, plan: bo
         if plan:
             res, findings = plan_file(_engine, Path(src_root) / rel, work, _check if _verify else None)
         else:
-            res = _engine.deidentify_file(Path(src_root) / rel, work)
-            findings = _check(work / res.relpath, res) if _verify else []
-            if findings:
-                (work / res.relpath).unlink(missing_ok=True)
-            elif out_root is not None and out_root != work_root:
+            res = _engine.deidentify_file(Path(src_root) / rel, work, _gate if _verify else None)
+            findings = []
+            if out_root is not None and out_root != work_root:
                 _move(work / res.relpath, Path(out_root) / res.relpath)
+    except _Unverified as exc:
+        return {"rel": rel, "outcome": "failed", "reason": str(exc)}
     except NotDicomError as exc:
         return {"rel": rel, "outcome": "skipped", "reason": str(exc)}
     except RefusedFileError as exc:
@@ -473,8 +490,7 @@ def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, o
         elif to_zip:
             work = target = _work_dir(out, stack, "zipping")
         else:
-            target = out
-            work = _work_dir(out, stack, "verifying") if verify else out
+            target = work = out  # each header is verified before it is written
         with _Progress(enabled=not as_json) as progress:
             summary = run(src_root, target, jobs=jobs, work=work, plan=dry_run, files=files,
                           advance=progress.task("planning" if dry_run else "de-identifying", len(files)),

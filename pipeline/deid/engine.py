@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tomllib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,8 +162,13 @@ class Deidentifier:
         return marks
 
     # --- one file --------------------------------------------------------------------
-    def deidentify_file(self, src: Path, out_root: Path) -> DeidentifiedFile:
-        """De-identify ``src`` into ``out_root/relpath``; see the module docstring for the steps."""
+    def deidentify_file(self, src: Path, out_root: Path,
+                        check: Callable[[bytes, str, OriginalIds], None] | None = None) -> DeidentifiedFile:
+        """De-identify ``src`` into ``out_root/relpath``; see the module docstring for the steps.
+
+        ``check(header, relpath, originals)`` sees the encoded header before
+        the file is written and raises (VerificationError) to stop it.
+        """
         src = Path(src)
         source = dicomio.read(src)
         ds = source.dataset
@@ -190,10 +196,10 @@ class Deidentifier:
                 f"could not de-identify element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
                 f"({type(exc).__name__}); the file is malformed there"
             ) from None
-        return self._write(source, ds, originals, ctx, out_root, cleaned_pixels)
+        return self._write(source, ds, originals, ctx, out_root, cleaned_pixels, check)
 
     def _write(self, source, ds: Dataset, originals: dict, ctx: Context, out_root: Path,
-               cleaned_pixels: bool) -> DeidentifiedFile:
+               cleaned_pixels: bool, check) -> DeidentifiedFile:
         study = str(value_of(ds, "StudyInstanceUID", "") or "")
         series = str(value_of(ds, "SeriesInstanceUID", "") or "")
         sop = str(value_of(ds, "SOPInstanceUID", "") or "")
@@ -201,8 +207,10 @@ class Deidentifier:
         relpath = f"{cloud}/{series}/{sop}.dcm"
         if source.pixel_span is not None and cleaned_pixels:
             raise DeidentificationError("internal: cleaned pixels must not be streamed from the source")
+        original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"])
+        gate = None if check is None else (lambda header: check(header, relpath, original))
         try:
-            size, sha = dicomio.write(source, ds, Path(out_root) / relpath)
+            size, sha = dicomio.write(source, ds, Path(out_root) / relpath, gate)
         except TeleradError:
             raise
         except Exception as exc:
@@ -215,7 +223,7 @@ class Deidentifier:
             sop_class_uid=str(value_of(ds, "SOPClassUID", "")),
             modality=str(value_of(ds, "Modality", "") or ""),
             size=size, sha256=sha,
-            original=OriginalIds(originals["patient_id"], originals["study"], originals["accession"]),
+            original=original,
             pseudo_patient_id=str(value_of(ds, "PatientID", "") or ""),
             pseudo_accession_number=str(value_of(ds, "AccessionNumber", "") or ""),
             actions={k: dict(v) for k, v in ctx.counts.items()},

@@ -102,13 +102,21 @@ class Verifier:
 
     # --- one file ------------------------------------------------------------------------
     def verify_file(self, path: Path, rel: str) -> list[Finding]:
+        """Findings for a written file (its header is read; pixel bytes were copied unchanged)."""
+        return self._verify(lambda: dicomio.read(Path(path), header_only=True), rel)
+
+    def verify_header(self, header: bytes, rel: str) -> list[Finding]:
+        """Findings for a file's header bytes before they are written (``dicomio.write``'s gate)."""
+        return self._verify(lambda: dicomio.read_header_bytes(header), rel)
+
+    def _verify(self, read, rel: str) -> list[Finding]:
         found: list[Finding] = []
 
         def add(check: str, detail: str) -> None:
             found.append(Finding(rel, check, detail))
 
         try:
-            src = dicomio.read(Path(path), header_only=True)
+            src = read()
             header = src.header_bytes()
         except TeleradError as exc:
             return [Finding(rel, "unreadable", str(exc))]
