@@ -31,31 +31,65 @@ from bench.site import BUCKET, site
 STEPS = ("deidentify", "write_manifest", "upload", "store_mapping", "finalize")
 
 
-HEADS: dict = {}
+def submit_and_watch(site: Any, s3: Any, studies: list[Path], priorities: list[str], timeout: float,
+                     poll: float = 0.02) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Submit ``studies`` in order; return the submissions and when each manifest was seen.
 
-
-def wait_manifests(site: Any, batches: list[dict], timeout: float, poll: float = 0.02) -> dict[str, float]:
-    """Epoch at which each batch's ``manifest.json`` was seen in the bucket.
-
-    Same event as ``Site.wait_manifests`` (a HEAD of the manifest's key succeeds),
-    but it HEADs only the batches whose state record shows the upload step started:
-    the manifest cannot be there before that. Polling all 31 batches every round
-    cost 31 HEADs per round on moto, which shares the two cores with the workers,
-    and made the detection of the last-submitted (STAT) batch wait behind 30 HEADs.
-    Records are re-read only when their file changed.
+    One submitter process (``_submit_main``) prints a line with a clock reading per
+    submission; the watcher reads those lines as they come, so it watches each batch
+    from its submission on, not from the end of the submitter process (whose exit, and
+    a fresh S3 client, used to add 0.1-0.4 s under load to whatever batch finished
+    first). "Seen" is when a HEAD of the batch's ``manifest.json`` succeeds, as in
+    ``Site.wait_manifests``, but only batches whose state record shows the upload
+    step started are HEADed (the manifest cannot be there before): polling all 31
+    batches cost 31 HEADs per round on moto, which shares the two cores with the
+    workers, and the STAT batch, last in the list, was checked after the other 30.
     """
+    import json
+    import subprocess
+    import threading
+
     from pipeline.state import StateStore
 
-    s3 = site.s3()
+    argv = [sys.executable, "-m", "bench.priority", "_submit", str(studies[0])]
+    argv += [f"{prio}={study}" for study, prio in zip(studies, priorities)]
+    proc = subprocess.Popen(argv, env=site.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    submitted: list[dict[str, Any]] = []  # appended by the reader thread as lines arrive
+    errors: list[str] = []
+
+    def read_submissions() -> None:
+        for line in iter(proc.stdout.readline, ""):
+            if line.startswith("{"):
+                submitted.append(json.loads(line))
+
+    readers = [threading.Thread(target=read_submissions, daemon=True),
+               threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)]
+    for t in readers:
+        t.start()
+
     states = StateStore(site.home / "state")
+    batches: list[dict[str, Any]] = []
     seen: dict[str, float] = {}
     mtimes: dict[str, int] = {}
     uploading: set[str] = set()
+    pending: list[str] = []
     deadline = time.monotonic() + timeout
-    pending = [b["batch_id"] for b in batches]
-    while pending:
+    while True:
+        exited = proc.poll() is not None
+        if exited:
+            readers[0].join()  # every line is in
+        for b in submitted[len(batches):]:
+            batches.append(b)
+            pending.append(b["batch_id"])
+        if exited and proc.returncode != 0:
+            readers[1].join()
+            raise RuntimeError(f"submission failed:\n{''.join(errors)[-3000:]}")
+        if exited and not pending:
+            break
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(pending)} of {len(batches)} manifests not in the bucket after {timeout}s")
+            proc.kill()
+            raise TimeoutError(f"{len(pending)} manifests not in the bucket after {timeout}s")
         for batch_id in list(pending):
             if batch_id not in uploading:
                 try:
@@ -72,42 +106,18 @@ def wait_manifests(site: Any, batches: list[dict], timeout: float, poll: float =
                     continue
                 uploading.add(batch_id)
             try:
-                _t = time.time()
-                try:
-                    s3.head_object(Bucket=BUCKET, Key=site.manifest_key(batch_id))
-                finally:
-                    HEADS.setdefault(batch_id, []).append((_t, time.time() - _t))
+                s3.head_object(Bucket=BUCKET, Key=site.manifest_key(batch_id))
             except s3.exceptions.ClientError:
-                if states.get(batch_id).state == "failed":
-                    raise RuntimeError(f"batch {batch_id} failed: {states.get(batch_id).error}") from None
+                record = states.get(batch_id)
+                if record.state == "failed":
+                    raise RuntimeError(f"batch {batch_id} failed: {record.error}") from None
                 continue
             seen[batch_id] = time.time()
             pending.remove(batch_id)
-        if pending:
-            time.sleep(poll)
-    return seen
-
-
-def submit(site: Any, studies: list[Path], priorities: list[str]) -> list[dict[str, Any]]:
-    """Like ``Site.submit`` (one submitter process, a clock reading per submission), warmer.
-
-    ``bench.site``'s submitter pays the engine imports and the broker connection before
-    its first clock reading, but its first ``create_batch`` + ``start_batch`` still cost
-    about 45 ms more than the later ones (first audit append, first publish). The
-    baseline submits one study per process, the STAT study comes 31st from a warm
-    process: that would flatter the ratio. Here each process first submits one
-    throwaway study into a scratch TELERAD_HOME and publishes one message to a queue no
-    worker reads, so every measured submission runs the warm path.
-    """
-    import json
-    import subprocess
-
-    argv = [sys.executable, "-m", "bench.priority", "_submit", str(studies[0])]
-    argv += [f"{prio}={study}" for study, prio in zip(studies, priorities)]
-    r = subprocess.run(argv, env=site.env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError(f"submission failed:\n{r.stderr[-3000:]}")
-    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+        time.sleep(poll)
+    if len(batches) != len(studies):
+        raise RuntimeError(f"submitted {len(batches)} of {len(studies)}:\n{''.join(errors)[-3000:]}")
+    return batches, seen
 
 
 def _submit_main(warm_study: str, items: list[str]) -> int:
@@ -216,12 +226,12 @@ def main(argv: list[str] | None = None) -> int:
             # Warm-up: enough studies at once that every pool process has imported the engine.
             slots = args.workers * args.concurrency
             stderr(f"  warm-up: {2 * slots} studies at once ...")
-            wait_manifests(s, submit(s, routine[: 2 * slots], ["ROUTINE"] * 2 * slots), args.timeout)
+            s3 = s.s3()
+            submit_and_watch(s, s3, routine[: 2 * slots], ["ROUTINE"] * 2 * slots, args.timeout)
             stderr("  baseline: one study alone on idle workers ...")
             alone, alone_lines, alone_batches = [], [], []
             for _ in range(args.baseline_runs):
-                b = submit(s, [stat], ["ROUTINE"])
-                seen = wait_manifests(s, b, args.timeout)
+                b, seen = submit_and_watch(s, s3, [stat], ["ROUTINE"], args.timeout)
                 alone.append(seen[b[0]["batch_id"]] - b[0]["submitted"])
                 alone_batches.append(b[0])
                 s.stage_seconds(b[0]["batch_id"])  # wait until the record is final
@@ -229,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             one = statistics.median(alone)
 
             stderr(f"  {args.routine} ROUTINE studies, then one STAT ...")
-            batches = submit(s, [*routine, stat], ["ROUTINE"] * len(routine) + ["STAT"])
-            seen = wait_manifests(s, batches, args.timeout)
+            batches, seen = submit_and_watch(s, s3, [*routine, stat], ["ROUTINE"] * len(routine) + ["STAT"],
+                                             args.timeout)
             stat_b = batches[-1]
             stat_s = seen[stat_b["batch_id"]] - stat_b["submitted"]
             before = sum(1 for b in batches[:-1] if seen[b["batch_id"]] < seen[stat_b["batch_id"]])
@@ -243,11 +253,6 @@ def main(argv: list[str] | None = None) -> int:
                 _keep(s, args.keep, batches, alone_batches)
 
         ratio = stat_s / one
-        from datetime import datetime
-        rec = __import__("json").loads((args.keep / "state" / f"{stat_b['batch_id']}.json").read_text()) if args.keep else None
-        if rec:
-            ms = datetime.fromisoformat(rec["stage_times"]["upload"]["manifest_stored"].replace("Z", "+00:00")).timestamp()
-            print("HEADS after manifest stored:", [(round(t - ms, 3), round(d, 3)) for t, d in HEADS[stat_b["batch_id"]] if t > ms - 0.1])
         print(f"\nSTAT behind {args.routine} ROUTINE studies ({args.workers} worker(s) x {args.concurrency}); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(table(["what", "s"], [

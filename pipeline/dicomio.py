@@ -384,12 +384,14 @@ def encode_file_meta(meta: FileMetaDataset) -> bytes:
 
 
 def write(source: SourceFile, ds: Dataset, dest: Path,
-          gate: Callable[[bytes], None] | None = None) -> tuple[int, str]:
+          gate: Callable[[bytes], None] | None = None, *, digest: bool = True) -> tuple[int, str]:
     """Write ``ds`` (plus the source's pixel bytes) atomically; returns (size, sha256).
 
-    The SHA-256 is computed from the bytes as they are written, never by re-reading.
-    ``gate(header)`` sees the encoded header before anything is written and
-    raises to stop the write (the leak verifier of ``telerad anonymize``).
+    The SHA-256 is computed from the bytes as they are written, never by re-reading;
+    without ``digest`` (nothing will need it: no manifest) it is "" and the pixel
+    bytes are copied by the kernel. ``gate(header)`` sees the encoded header
+    before anything is written and raises to stop the write (the leak verifier
+    of ``telerad anonymize``).
     """
     ts = source.transfer_syntax
     meta = build_file_meta(ds, ts)
@@ -404,7 +406,7 @@ def write(source: SourceFile, ds: Dataset, dest: Path,
     header = ds.preamble + b"DICM" + encode_file_meta(meta) + body
     if gate is not None:
         gate(header)
-    digest = hashlib.sha256(header)
+    hasher = hashlib.sha256(header) if digest else None
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     size = len(header)
     try:
@@ -414,10 +416,11 @@ def write(source: SourceFile, ds: Dataset, dest: Path,
                 offset, length = source.pixel_span
                 pixels = memoryview(source.data)[offset:offset + length]
                 out.write(pixels)
-                digest.update(pixels)
+                if hasher is not None:
+                    hasher.update(pixels)
                 size += length
             elif source.pixel_span is not None:
-                size += _copy_span(source.path, source.pixel_span, out, digest)
+                size += _copy_span(source.path, source.pixel_span, out, hasher)
         # No fsync per file: staging is rebuilt from the source if the machine
         # dies, so the caller syncs once per batch where it needs durability.
         os.replace(tmp, dest)
@@ -429,7 +432,7 @@ def write(source: SourceFile, ds: Dataset, dest: Path,
                 "free space there (TELERAD_STAGING_DIR) and run `telerad retry BATCH_ID`"
             ) from None
         raise
-    return size, digest.hexdigest()
+    return size, hasher.hexdigest() if hasher is not None else ""
 
 
 def _create(path: Path):
@@ -441,13 +444,24 @@ def _create(path: Path):
         return open(path, "wb")
 
 
-def _copy_span(path: Path, span: tuple[int, int], out, digest) -> int:
-    """Copy ``span`` of ``path`` into ``out`` through one reused buffer, hashing as it goes."""
+def _copy_span(path: Path, span: tuple[int, int], out, hasher) -> int:
+    """Copy ``span`` of ``path`` into ``out``: by the kernel, or through one reused buffer when hashing."""
     offset, length = span
-    chunk = bytearray(min(_CHUNK, length))
-    view = memoryview(chunk)
-    left = length
     with open(path, "rb", buffering=0) as src:
+        if hasher is None:
+            out.flush()
+            start = out.tell()
+            try:
+                _kernel_copy(src.fileno(), out.fileno(), offset, length)
+                return length
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                out.seek(start)  # the file system cannot: copy through the buffer below
+                out.truncate()
+        chunk = bytearray(min(_CHUNK, length))
+        view = memoryview(chunk)
+        left = length
         src.seek(offset)
         while left:
             n = src.readinto(view[:min(len(chunk), left)])
@@ -455,6 +469,16 @@ def _copy_span(path: Path, span: tuple[int, int], out, digest) -> int:
                 raise DicomReadError("the source file was truncated while it was copied")
             piece = view[:n]
             out.write(piece)
-            digest.update(piece)
+            if hasher is not None:
+                hasher.update(piece)
             left -= n
     return length
+
+
+def _kernel_copy(src: int, dst: int, offset: int, length: int) -> None:
+    left = length
+    while left:
+        n = os.copy_file_range(src, dst, left, offset + length - left)
+        if n == 0:
+            raise DicomReadError("the source file was truncated while it was copied")
+        left -= n

@@ -248,7 +248,7 @@ def parse_items(elem: RawDataElement, parent: Dataset) -> list[Dataset]:
     return items
 
 
-_PLAIN_TEXT = frozenset({"AE", "CS", "DA", "DT", "LO", "SH", "TM", "UI"})
+_PLAIN_TEXT = frozenset({"AE", "CS", "DA", "DT", "LO", "PN", "SH", "TM", "UI"})
 
 
 def value_of(ds: Dataset, keyword: str, default=None):
@@ -284,7 +284,7 @@ def _encode_into(out: list, ds: Dataset, implicit: bool, little: bool, parent_en
     lay = _LAYOUTS[little]
     d = ds._dict
     encodings = None
-    for tag in sorted(d):
+    for tag in sorted(d, key=int):  # int: BaseTag's own comparisons run in Python
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # retired group lengths are never written (as pydicom's writer)
         elem = d[tag]

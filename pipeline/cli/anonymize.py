@@ -116,7 +116,8 @@ def _one(src_root: str, work_root: str, out_root: str | None, rel: str, plan: bo
         if plan:
             res, findings = plan_file(_engine, Path(src_root) / rel, work, _check if _verify else None)
         else:
-            res = _engine.deidentify_file(Path(src_root) / rel, work, _gate if _verify else None)
+            # No manifest lists these files, so no SHA-256 is computed for them.
+            res = _engine.deidentify_file(Path(src_root) / rel, work, _gate if _verify else None, digest=False)
             findings = []
             if out_root is not None and out_root != work_root:
                 _move(work / res.relpath, Path(out_root) / res.relpath)
@@ -137,7 +138,7 @@ def _one(src_root: str, work_root: str, out_root: str | None, rel: str, plan: bo
         return {"rel": rel, "outcome": "failed", **actions,
                 "reason": f"verification: {len(findings)} finding(s), first: {findings[0]}"}
     return {"rel": rel, "outcome": "ok", "relpath": res.relpath, "size": res.size,
-            "sha256": res.sha256, "study": res.cloud_study_id, **actions}
+            "study": res.cloud_study_id, **actions}
 
 
 def _chunk(src_root: str, work_root: str, out_root: str | None, rels: list[str],

@@ -60,7 +60,7 @@ class DeidentifiedFile:
     sop_class_uid: str
     modality: str
     size: int
-    sha256: str
+    sha256: str  # "" when the caller asked for no digest
     original: OriginalIds
     pseudo_patient_id: str
     pseudo_accession_number: str
@@ -163,11 +163,14 @@ class Deidentifier:
 
     # --- one file --------------------------------------------------------------------
     def deidentify_file(self, src: Path, out_root: Path,
-                        check: Callable[[bytes, str, OriginalIds], None] | None = None) -> DeidentifiedFile:
+                        check: Callable[[bytes, str, OriginalIds], None] | None = None, *,
+                        digest: bool = True) -> DeidentifiedFile:
         """De-identify ``src`` into ``out_root/relpath``; see the module docstring for the steps.
 
         ``check(header, relpath, originals)`` sees the encoded header before
-        the file is written and raises (VerificationError) to stop it.
+        the file is written and raises (VerificationError) to stop it. Without
+        ``digest`` no SHA-256 is computed (``sha256`` is ""): for outputs no
+        manifest will list.
         """
         src = Path(src)
         source = dicomio.read(src)
@@ -196,10 +199,10 @@ class Deidentifier:
                 f"could not de-identify element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
                 f"({type(exc).__name__}); the file is malformed there"
             ) from None
-        return self._write(source, ds, originals, ctx, out_root, cleaned_pixels, check)
+        return self._write(source, ds, originals, ctx, out_root, cleaned_pixels, check, digest)
 
     def _write(self, source, ds: Dataset, originals: dict, ctx: Context, out_root: Path,
-               cleaned_pixels: bool, check) -> DeidentifiedFile:
+               cleaned_pixels: bool, check, digest: bool) -> DeidentifiedFile:
         study = str(value_of(ds, "StudyInstanceUID", "") or "")
         series = str(value_of(ds, "SeriesInstanceUID", "") or "")
         sop = str(value_of(ds, "SOPInstanceUID", "") or "")
@@ -210,7 +213,7 @@ class Deidentifier:
         original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"])
         gate = None if check is None else (lambda header: check(header, relpath, original))
         try:
-            size, sha = dicomio.write(source, ds, Path(out_root) / relpath, gate)
+            size, sha = dicomio.write(source, ds, Path(out_root) / relpath, gate, digest=digest)
         except TeleradError:
             raise
         except Exception as exc:

@@ -27,6 +27,7 @@ PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 ACCESSION = 0x00080050
 _IDENTITY_TAGS = frozenset({PATIENT_ID, PATIENT_NAME, ACCESSION})  # a set: no BaseTag.__eq__ per element
+_IDENTITY_VRS = {PATIENT_ID: "LO", PATIENT_NAME: "PN", ACCESSION: "SH"}
 TEXT_VRS = {"PN", "LO", "SH", "ST", "LT", "UT", "UC", "AE"}
 
 
@@ -141,19 +142,19 @@ class Identity:
         return Plan("call", handler=self)
 
     def __call__(self, ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: bool = False) -> None:
-        elem = ds[tag]
-        raw = elem.value
-        if _is_empty(raw):
+        vr = _IDENTITY_VRS[tag]
+        if rawelem.is_empty(ds, tag, vr):
             ctx.count(tag, "kept empty")
             return
-        text = str(raw).strip()
+        text = str(rawelem.text_value(ds, tag, vr)).strip()
         if tag == PATIENT_ID:
-            elem.value = ctx.pseudonyms.patient_id(text)
+            new = ctx.pseudonyms.patient_id(text)
         elif tag == PATIENT_NAME:
             key = ctx.patient_key if top else "name:" + text
-            elem.value = ctx.pseudonyms.patient_name(key)
+            new = ctx.pseudonyms.patient_name(key)
         else:
-            elem.value = ctx.pseudonyms.accession(text)
+            new = ctx.pseudonyms.accession(text)
+        rawelem.set_value(ds, tag, vr, new)
         ctx.count(tag, "pseudonymised")
 
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataelem import RawDataElement
+from pydicom.multival import MultiValue
 
 from pipeline import dicomio, dicomraw
 from pipeline.dicomraw import value_of
 from pipeline.deid import rawelem, standard
 from pipeline.deid.cleaning import Cleaners
+from pipeline.deid.profile import keyword_or_tag
 from pipeline.deid.values import DUMMY_TEXT, is_standard_uid
 from pipeline.exceptions import TeleradError, VerificationError
 from pipeline.pseudonyms import Pseudonyms
@@ -183,20 +185,16 @@ class Verifier:
                 continue
             if vr != "PN" and date_policy != "remove":
                 continue  # dates are allowed: not converted
-            elem = ds[t]
-            if elem.VR == "PN" and elem.value not in (None, ""):
-                names = [elem.value] if elem.VM <= 1 else list(elem.value)
-                for n in names:
-                    s = str(n).strip()
-                    if not s:
-                        continue
+            value = rawelem.text_value(ds, t, vr)
+            values = [] if value is None else value if isinstance(value, (list, MultiValue)) else [value]
+            texts = [s for s in (str(v).strip() for v in values) if s]
+            if vr == "PN":
+                for s in texts:
                     if not (self.pseudonyms.is_patient_pseudonym(s) or s.upper() == DUMMY_TEXT
                             or s.upper() in self.allowed_names):
-                        add("person name", f"{_tag(t)} {elem.keyword or 'PN'} is not a pseudonym")
-            if elem.VR in ("DA", "DT") and date_policy == "remove" and elem.value not in (None, ""):
-                vals = [elem.value] if elem.VM <= 1 else list(elem.value)
-                if any(str(v).strip() and str(v).strip() not in DUMMY_DATES for v in vals):
-                    add("dates", f"{_tag(t)} {elem.keyword or 'date'} holds a date the profile removes")
+                        add("person name", f"{_tag(t)} {keyword_or_tag(t)} is not a pseudonym")
+            elif any(s not in DUMMY_DATES for s in texts):
+                add("dates", f"{_tag(t)} {keyword_or_tag(t)} holds a date the profile removes")
 
     # --- a tree ----------------------------------------------------------------------------
     def verify_tree(self, root: Path) -> VerifyReport:
