@@ -222,7 +222,7 @@ def _read_raw(path: Path | None, fh, buf: bytes, size: int, load_pixels: bool) -
     ``fh`` is None for bytes already in memory (``read_header_bytes``).
     """
     meta, start = _file_meta(buf)
-    declared = meta.get("TransferSyntaxUID")
+    declared = dicomraw.value_of(meta, "TransferSyntaxUID")
     if declared is None or start >= size:
         return None
     declared = UID(str(declared))
@@ -276,7 +276,7 @@ def _file_meta(buf: bytes) -> tuple[FileMetaDataset, int]:
     if pos > len(buf):
         raise dicomraw.Unparsed("the file meta runs past the end")
     elements, _, _ = dicomraw.parse_elements(buf, 132, pos, implicit=False, little=True)
-    return FileMetaDataset(dicomraw.dataset_of(elements, implicit=False, little=True)), pos
+    return dicomraw.dataset_of(elements, implicit=False, little=True, cls=FileMetaDataset), pos
 
 
 def _check_complete(ds: Dataset, size: int, *, streamed: bool) -> None:
@@ -298,14 +298,15 @@ def _check_complete(ds: Dataset, size: int, *, streamed: bool) -> None:
 
 def _check_not_dicomdir(ds: Dataset) -> None:
     meta = getattr(ds, "file_meta", None)
-    sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    sop_class = str(dicomraw.value_of(meta, "MediaStorageSOPClassUID", "")) if meta is not None else ""
     if sop_class == DICOMDIR_SOP_CLASS or 0x00041220 in ds:
         raise NotDicomError("a DICOMDIR (media directory), not an image: skipped")
 
 
 def _transfer_syntax(meta, implicit: bool | None, little: bool | None) -> UID:
     """The syntax the dataset is really encoded in (file meta can be wrong)."""
-    declared = UID(str(meta.TransferSyntaxUID)) if meta is not None and "TransferSyntaxUID" in meta else None
+    declared = dicomraw.value_of(meta, "TransferSyntaxUID") if meta is not None else None
+    declared = UID(str(declared)) if declared is not None else None
     if implicit is None:
         return declared or ExplicitVRLittleEndian
     actual = ImplicitVRLittleEndian if implicit else (
@@ -364,23 +365,25 @@ def _end_of_encapsulated(fh, pos: int, size: int) -> int | None:
     return None
 
 
-def build_file_meta(ds: Dataset, transfer_syntax: UID) -> FileMetaDataset:
-    """A new File Meta Information group: no source AE title, no private information."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = dicomraw.value_of(ds, "SOPClassUID")
-    meta.MediaStorageSOPInstanceUID = dicomraw.value_of(ds, "SOPInstanceUID")
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    return meta
+def file_meta_bytes(ds: Dataset, transfer_syntax: UID) -> bytes:
+    """A new File Meta Information group, encoded: no source AE title, no private information."""
+    elements = b"".join(_meta_element(number, vr, value) for number, vr, value in (
+        (0x0001, b"OB", b"\x00\x01"),
+        (0x0002, b"UI", str(dicomraw.value_of(ds, "SOPClassUID", "")).encode("ascii")),
+        (0x0003, b"UI", str(dicomraw.value_of(ds, "SOPInstanceUID", "")).encode("ascii")),
+        (0x0010, b"UI", str(transfer_syntax).encode("ascii")),
+        (0x0012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
+        (0x0013, b"SH", IMPLEMENTATION_VERSION_NAME.encode("ascii")),
+    ))
+    return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(elements)) + elements
 
 
-def encode_file_meta(meta: FileMetaDataset) -> bytes:
-    """The File Meta Information group as written: group length and version first."""
-    body = dicomraw.encode(meta, implicit=False, little=True)
-    version = struct.pack("<HH2s2xI", 0x0002, 0x0001, b"OB", 2) + b"\x00\x01"
-    body = version + body
-    return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+def _meta_element(number: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\x00" if vr == b"UI" else b" "
+    if vr == b"OB":
+        return struct.pack("<HH2s2xI", 0x0002, number, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, number, vr, len(value)) + value
 
 
 def write(source: SourceFile, ds: Dataset, dest: Path,
@@ -394,16 +397,13 @@ def write(source: SourceFile, ds: Dataset, dest: Path,
     of ``telerad anonymize``).
     """
     ts = source.transfer_syntax
-    meta = build_file_meta(ds, ts)
-    ds.file_meta = meta
-    ds.preamble = b"\x00" * 128
     body = dicomraw.encode(ds, implicit=ts.is_implicit_VR, little=ts.is_little_endian)
     if ts == DeflatedExplicitVRLittleEndian:
         packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
         body = packer.compress(body) + packer.flush()
         if len(body) % 2:
             body += b"\x00"
-    header = ds.preamble + b"DICM" + encode_file_meta(meta) + body
+    header = b"\x00" * 128 + b"DICM" + file_meta_bytes(ds, ts) + body
     if gate is not None:
         gate(header)
     hasher = hashlib.sha256(header) if digest else None

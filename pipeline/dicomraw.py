@@ -192,9 +192,14 @@ _TEMPLATE = Dataset().__dict__
 _CONTAINERS = tuple(k for k, v in _TEMPLATE.items() if isinstance(v, (dict, list, set)))
 
 
-def new_dataset(elements: dict, *, implicit: bool, little: bool, parent_encoding, encoding) -> Dataset:
-    """``Dataset(elements, parent_encoding=...)`` plus ``set_original_encoding``, made cheaply."""
-    ds = Dataset.__new__(Dataset)
+def new_dataset(elements: dict, *, implicit: bool, little: bool, parent_encoding, encoding,
+                cls: type[Dataset] = Dataset) -> Dataset:
+    """``cls(elements, parent_encoding=...)`` plus ``set_original_encoding``, made cheaply.
+
+    ``cls`` may be ``FileMetaDataset``, which adds no state of its own (its
+    constructor only checks that every element is group 2).
+    """
+    ds = cls.__new__(cls)
     state = _TEMPLATE.copy()
     for key in _CONTAINERS:
         state[key] = _TEMPLATE[key].copy()
@@ -208,14 +213,14 @@ def new_dataset(elements: dict, *, implicit: bool, little: bool, parent_encoding
 
 
 def dataset_of(elements: dict, *, implicit: bool, little: bool,
-               parent_encoding: str | list[str] = default_encoding) -> Dataset:
+               parent_encoding: str | list[str] = default_encoding, cls: type[Dataset] = Dataset) -> Dataset:
     """A pydicom Dataset over raw elements, with the encodings pydicom's reader would set."""
     encoding = parent_encoding
     charset = elements.get(CHARSET)
     if charset is not None:  # converted aside: the element itself stays raw
         encoding = convert_encodings(convert_raw_data_element(charset, encoding=default_encoding).value)
     return new_dataset(elements, implicit=implicit, little=little, parent_encoding=parent_encoding,
-                       encoding=encoding)
+                       encoding=encoding, cls=cls)
 
 
 def parse_items(elem: RawDataElement, parent: Dataset) -> list[Dataset]:

@@ -17,6 +17,7 @@ _SPLIT = re.compile(r"[-/+_]")
 _STRIP = ".,;:()[]{}\"'!?*#=<>"
 _NUMBER = re.compile(r"^\d{1,3}(?:[.,]\d{1,2})?$")
 _NUMBER_UNIT = re.compile(r"^(\d{1,4}(?:[.,]\d{1,2})?)([a-z%°]+)$")
+_CACHE_LIMIT = 4096
 
 
 class Vocabulary:
@@ -25,6 +26,7 @@ class Vocabulary:
     def __init__(self, words: set[str], units: set[str]) -> None:
         self.words = {w.lower() for w in words}
         self.units = {u.lower() for u in units}
+        self._cleaned: dict[str, str] = {}  # descriptions repeat for every image of a series
 
     @classmethod
     def from_files(cls, paths: list[Path]) -> "Vocabulary":
@@ -70,5 +72,10 @@ class Vocabulary:
 
     def clean(self, text: str) -> str:
         """Keep the known words of ``text``, in order, separated by single spaces."""
-        kept = [w.strip(_STRIP) for w in text.split() if self.word_ok(w)]
-        return " ".join(k for k in kept if k)
+        done = self._cleaned.get(text)
+        if done is None:
+            if len(self._cleaned) >= _CACHE_LIMIT:
+                self._cleaned.clear()
+            kept = [w.strip(_STRIP) for w in text.split() if self.word_ok(w)]
+            done = self._cleaned[text] = " ".join(k for k in kept if k)
+        return done

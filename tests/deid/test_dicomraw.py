@@ -6,7 +6,7 @@ import io
 
 import pytest
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
@@ -126,6 +126,11 @@ def test_cheap_datasets_have_the_state_of_pydicoms_own():
     ours = dicomraw.new_dataset({}, implicit=False, little=True, parent_encoding="iso8859", encoding="iso8859")
     assert ours.__dict__ == ref.__dict__
     assert ours._private_blocks is not dicomraw._TEMPLATE["_private_blocks"]
+    meta = dicomraw.new_dataset({}, implicit=False, little=True, parent_encoding="iso8859", encoding="iso8859",
+                                cls=FileMetaDataset)
+    ref_meta = FileMetaDataset()
+    ref_meta.set_original_encoding(False, True, "iso8859")
+    assert type(meta) is FileMetaDataset and meta.__dict__ == ref_meta.__dict__
 
 
 def test_value_of_leaves_raw_elements_raw():
