@@ -12,28 +12,29 @@ same files, in the same process, one after another (best of ``--repeat`` runs):
 - ``streaming floor + every element converted``: the same, with every element
   turned from raw bytes into a Python value first (``ds[tag]``, at every depth),
   as the engine's walk does, so ``dcmwrite`` has to encode every value again
-- ``engine``: ``Deidentifier.deidentify_file`` as it is
-- the engine with one cost taken away at a time (monkeypatched here, never in the
-  engine): no ``fsync``, no SHA-256, no pydicom write validation, all three
+- ``engine, SHA-256 while writing``: ``Deidentifier.deidentify_file`` as a batch
+  runs it (the manifest needs each file's SHA-256)
+- ``engine, no digest``: as ``telerad anonymize`` runs it (no manifest, so no
+  SHA-256; pixel bytes copied by the kernel)
+- ``engine, no digest, header verified before writing``: exactly what
+  ``telerad anonymize --jobs 1`` does per file
 
-and a breakdown of the engine's own time by stage (read, walk, write, of which
-SHA-256 and fsync), plus cProfile's top functions by own time.
+and a breakdown of the engine's own time by stage (read, walk, encode, write,
+verifier), plus cProfile's top functions by own time.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
-import contextlib
 import io
-import os
 import pstats
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pydicom
 
@@ -114,61 +115,51 @@ def engine_loop(files: list[Path], out: Path) -> None:
         deid.deidentify_file(f, out)
 
 
-class _NoHash:
-    def __init__(self, *a: Any) -> None:
-        pass
-
-    def update(self, data: Any) -> None:
-        pass
-
-    def hexdigest(self) -> str:
-        return "0" * 64
+def engine_no_digest(files: list[Path], out: Path) -> None:
+    deid = _engine()
+    for f in files:
+        deid.deidentify_file(f, out, digest=False)
 
 
-@contextlib.contextmanager
-def _patched(no_fsync: bool = False, no_sha: bool = False, no_validation: bool = False) -> Iterator[None]:
-    from pipeline import dicomio
+def engine_verified(files: list[Path], out: Path) -> None:
+    """As ``telerad anonymize`` per file: no digest, each header verified before it is written."""
+    from pipeline.deid.verify import Verifier
 
-    saved_fsync, saved_hashlib = os.fsync, dicomio.hashlib
-    saved_mode = pydicom.config.settings.writing_validation_mode
-    try:
-        if no_fsync:
-            os.fsync = lambda fd: None  # type: ignore[assignment]
-        if no_sha:
-            dicomio.hashlib = type("H", (), {"sha256": _NoHash})  # type: ignore[assignment]
-        if no_validation:
-            pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
-        yield
-    finally:
-        os.fsync = saved_fsync  # type: ignore[assignment]
-        dicomio.hashlib = saved_hashlib
-        pydicom.config.settings.writing_validation_mode = saved_mode
+    deid = _engine()
+
+    def gate(header: bytes, relpath: str, original: Any) -> None:
+        verifier = Verifier(deid.pseudonyms, deid.profile, originals=[
+            original.patient_id, original.study_instance_uid, original.accession_number])
+        if verifier.verify_header(header, relpath):
+            raise RuntimeError("the verifier found something in a benchmark file")
+
+    for f in files:
+        deid.deidentify_file(f, out, gate, digest=False)
 
 
-def _best(fn: Callable[[list[Path], Path], None], files: list[Path], work: Path, repeat: int,
-          patch: dict | None = None) -> tuple[float, float]:
+def _best(fn: Callable[[list[Path], Path], None], files: list[Path], work: Path,
+          repeat: int) -> tuple[float, float]:
     """Best wall seconds and best CPU seconds of ``repeat`` runs."""
     times, cpu = [], []
     for _ in range(repeat):
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        with _patched(**(patch or {})):
-            t, c = time.perf_counter(), time.process_time()
-            fn(files, out)
-            times.append(time.perf_counter() - t)
-            cpu.append(time.process_time() - c)
+        t, c = time.perf_counter(), time.process_time()
+        fn(files, out)
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     shutil.rmtree(work / "out", ignore_errors=True)
     return min(times), min(cpu)
 
 
 def stage_breakdown(files: list[Path], work: Path) -> dict[str, float]:
-    """Seconds per stage of the engine, measured by wrapping its functions (one run)."""
+    """Seconds per stage of the engine as a batch runs it (SHA-256 on), by wrapping its functions (one run)."""
     from pipeline import dicomio
-    from pipeline.deid import engine as engine_mod, updaters
+    from pipeline.deid import engine as engine_mod
 
     spent: dict[str, float] = {}
-    originals: dict[str, Any] = {}
+    originals: dict[Any, Any] = {}
 
     def timed(owner: Any, name: str, label: str) -> None:
         fn = getattr(owner, name)
@@ -189,28 +180,12 @@ def stage_breakdown(files: list[Path], work: Path) -> dict[str, float]:
         setattr(owner, name, wrapper)
 
     deid = _engine()
-    timed(engine_mod.dicomio, "read", "read (dcmread header, find pixel span)")
-    timed(deid, "_walk", "walk (handlers over every element)")
-    timed(updaters, "apply", "updaters")
-    timed(engine_mod.dicomio, "write", "write (dcmwrite header, copy pixels, SHA-256, fsync)")
-    timed(dicomio.os, "fsync", "  of which fsync")
-    timed(dicomio.pydicom, "dcmwrite", "  of which dcmwrite (header encoding)")
-    real_sha = dicomio.hashlib.sha256
-
-    class TimedSha:
-        def __init__(self) -> None:
-            self.h = real_sha()
-
-        def update(self, data: Any) -> None:
-            t = time.perf_counter()
-            self.h.update(data)
-            spent["  of which SHA-256"] = spent.get("  of which SHA-256", 0.0) + time.perf_counter() - t
-
-        def hexdigest(self) -> str:
-            return self.h.hexdigest()
-
-    saved_hashlib = dicomio.hashlib
-    dicomio.hashlib = type("H", (), {"sha256": TimedSha})  # type: ignore[assignment]
+    read, walk, write, encode = ("read (cut the header into raw elements)", "walk (plans and handlers)",
+                                 "write (encode, SHA-256, pixel copy, rename)", "  of which encode (header)")
+    timed(engine_mod.dicomio, "read", read)
+    timed(deid, "_walk", walk)
+    timed(engine_mod.dicomio, "write", write)
+    timed(dicomio.dicomraw, "encode", encode)
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -220,15 +195,11 @@ def stage_breakdown(files: list[Path], work: Path) -> dict[str, float]:
             deid.deidentify_file(f, out)
     finally:
         total = time.perf_counter() - t
-        dicomio.hashlib = saved_hashlib
         for owner, name, fn in originals.values():
             setattr(owner, name, fn)
         shutil.rmtree(out, ignore_errors=True)
-    order = ["read (dcmread header, find pixel span)", "walk (handlers over every element)", "updaters",
-             "write (dcmwrite header, copy pixels, SHA-256, fsync)", "  of which dcmwrite (header encoding)",
-             "  of which SHA-256", "  of which fsync"]
-    ordered = {k: spent.get(k, 0.0) for k in order}
-    ordered["other (guards, originals, result records)"] = total - sum(
+    ordered = {k: spent.get(k, 0.0) for k in (read, walk, write, encode)}
+    ordered["other (guards, originals, updaters, result records)"] = total - sum(
         v for k, v in ordered.items() if not k.startswith("  "))
     ordered["total"] = total
     return ordered
@@ -277,19 +248,17 @@ def main(argv: list[str] | None = None) -> int:
         files = _files(root)
         nbytes = sum(f.stat().st_size for f in files)
         variants = [
-            ("pydicom loop (baseline)", pydicom_loop, None),
-            ("streaming floor (no de-id)", streaming_floor, None),
-            ("streaming floor + every element converted", converted_floor, None),
-            ("engine", engine_loop, None),
-            ("engine, no fsync", engine_loop, {"no_fsync": True}),
-            ("engine, no SHA-256", engine_loop, {"no_sha": True}),
-            ("engine, no write validation", engine_loop, {"no_validation": True}),
-            ("engine, none of the three", engine_loop, {"no_fsync": True, "no_sha": True, "no_validation": True}),
+            ("pydicom loop (baseline)", pydicom_loop),
+            ("streaming floor (no de-id)", streaming_floor),
+            ("streaming floor + every element converted", converted_floor),
+            ("engine, SHA-256 while writing (a batch)", engine_loop),
+            ("engine, no digest", engine_no_digest),
+            ("engine, no digest, header verified before writing (anonymize)", engine_verified),
         ]
         rows, results = [], []
         base = base_cpu = None
-        for name, fn, patch in variants:
-            s, cpu = _best(fn, files, work, args.repeat, patch)
+        for name, fn in variants:
+            s, cpu = _best(fn, files, work, args.repeat)
             base, base_cpu = base or s, base_cpu or cpu
             results.append({"name": name, "seconds": s, "cpu_seconds": cpu, "files_per_s": len(files) / s,
                             "mb_per_s": nbytes / 1e6 / s, "ratio_to_pydicom_loop": base / s,
@@ -310,11 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\ncProfile, top functions by own time (profiler overhead inflates small calls)")
         print(table(["function", "calls", "own s", "cum s"],
                     [[r["function"], r["calls"], r["own_s"], r["cumulative_s"]] for r in top]))
-        path = write_result("profile_engine", {
+        write_result("profile_engine", {
             "corpus": corpus_info or {"root": str(root), "files": len(files), "bytes": nbytes},
             "repeat": args.repeat, "profile": PROFILE["name"], "variants": results, "stages": stages, "top_functions": top,
         }, args.results_dir)
-        print(f"\nwrote {path}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
