@@ -139,9 +139,9 @@ class StateStore:
 
     # --- which priorities are running on this machine ---------------------------------
     # A step of a STAT or URGENT batch holds a shared flock on ``.running-PRIORITY`` while
-    # it runs. A lower-priority step asks, between files, whether any such lock is held
+    # it runs. A lower-priority upload asks, between files, whether any such lock is held
     # (a non-blocking exclusive attempt fails): then a higher-priority step is running
-    # on this machine and it should leave it the CPU. The kernel drops the lock of a
+    # on this machine and it should leave it the uplink. The kernel drops the lock of a
     # process that dies, so nothing stale is ever left behind.
     def _running_path(self, priority: str) -> Path:
         return self.root / f".running-{priority}"

@@ -18,7 +18,7 @@ from workers.app import app
 
 log = logging.getLogger("telerad.worker")
 
-# A ROUTINE step pauses between its files while a STAT step runs on this machine.
+# A ROUTINE upload pauses between its files while a STAT step runs on this machine.
 batch.yield_to_higher_priority(True)
 
 

@@ -1,4 +1,4 @@
-"""While a STAT step runs on the machine, a ROUTINE step in a worker pauses between its files."""
+"""While a STAT step runs on the machine, a ROUTINE upload in a worker pauses between its files."""
 
 from __future__ import annotations
 
@@ -60,16 +60,21 @@ def yielding():
     batch.yield_to_higher_priority(False)
 
 
-def test_routine_step_pauses_after_its_current_file_while_stat_runs(tmp_path, yielding):
-    """With a STAT step running, a ROUTINE de-identification stops after one file and goes on when STAT ends."""
+def test_routine_upload_pauses_after_its_current_file_while_stat_runs(tmp_path, yielding, monkeypatch):
+    """With a STAT step running, a ROUTINE upload stops after one file and goes on when STAT ends."""
+    monkeypatch.setenv("TELERAD_UPLOAD_CONCURRENCY", "1")
     settings = load_settings()
     batch_id = batch.create_batch(settings, make_study(tmp_path / "s", series=1, images=4).root, priority="ROUTINE")
     states = StateStore(settings.state_dir)
+    with states.running("STAT"):
+        batch.deidentify(settings, batch_id)  # de-identification does not pause
+        batch.write_manifest(settings, batch_id)
+    assert states.get(batch_id).steps_done == ["deidentify", "write_manifest"]
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            batch.deidentify(settings, batch_id)
+            batch.upload(settings, batch_id)
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
@@ -81,20 +86,21 @@ def test_routine_step_pauses_after_its_current_file_while_stat_runs(tmp_path, yi
             time.sleep(0.02)
         time.sleep(0.5)  # ample time for three more small files, were it not paused
         record = states.get(batch_id)
-        assert record.progress == {"step": "deidentify", "done": 1, "total": 4}
-        assert "deidentify" not in record.steps_done and step.is_alive()
+        assert record.progress == {"step": "upload", "done": 1, "total": 4}
+        assert "upload" not in record.steps_done and step.is_alive()
     step.join(30)
     assert not errors and not step.is_alive()
-    assert "deidentify" in states.get(batch_id).steps_done
+    assert "upload" in states.get(batch_id).steps_done
 
 
-def test_routine_step_does_not_pause_outside_a_worker(tmp_path):
+def test_routine_upload_does_not_pause_outside_a_worker(tmp_path, monkeypatch):
     """The CLI and library callers (yielding off) run a ROUTINE batch through even while STAT runs."""
+    monkeypatch.setenv("TELERAD_UPLOAD_CONCURRENCY", "1")
     settings = load_settings()
     batch_id = batch.create_batch(settings, make_study(tmp_path / "s", series=1, images=3).root, priority="ROUTINE")
     states = StateStore(settings.state_dir)
     with states.running("STAT"):
         started = time.monotonic()
-        batch.deidentify(settings, batch_id)
+        batch.run_all(settings, batch_id)
         assert time.monotonic() - started < 4.5  # yielding would pause 5 s after each file
-    assert "deidentify" in states.get(batch_id).steps_done
+    assert states.get(batch_id).state == "done"
