@@ -9,6 +9,14 @@ processing time, the baseline. Then ``--routine`` ROUTINE studies are submitted
 at once and a STAT study right after them, last. Prints the STAT study's
 submit -> manifest time against the baseline and how many ROUTINE studies
 finished before it. Issue 7's goal: within the time of two ROUTINE studies.
+
+Then where the time went, for the STAT study and (median) for the study alone,
+from the state records' millisecond stage times: submit -> first step started
+(waiting for a free worker), each step, the hand-over between steps (publish,
+ack, fetch), the upload until the store acknowledged the manifest, and the
+benchmark's own lag in seeing it. Submissions are timed by a warm submitter
+process and watched as they are made; ``--keep DIR`` keeps the worker logs,
+state records and audit log.
 """
 
 from __future__ import annotations
