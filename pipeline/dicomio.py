@@ -150,7 +150,9 @@ def read(path: Path, *, load_pixels: bool = False, header_only: bool = False) ->
             if kind == "part10":
                 try:
                     fast = _read_raw(path, fh, buf, size, load_pixels)
-                except dicomraw.Unparsed:
+                except (NotDicomError, DicomReadError, OSError):
+                    raise
+                except Exception:  # Unparsed, or a damaged meta: pydicom decides, as it always did
                     fast = None
                 if fast is not None:
                     return fast
@@ -197,7 +199,9 @@ def read_header_bytes(buf: bytes) -> SourceFile:
     if kind == "part10":
         try:
             fast = _read_raw(None, None, buf, len(buf), False)
-        except dicomraw.Unparsed:
+        except (NotDicomError, DicomReadError):
+            raise
+        except Exception:  # Unparsed, or a damaged meta: pydicom decides
             fast = None
         if fast is not None:
             return fast
@@ -226,8 +230,8 @@ def _read_raw(path: Path | None, fh, buf: bytes, size: int, load_pixels: bool) -
     if declared is None or start >= size:
         return None
     declared = UID(str(declared))
-    if declared == DeflatedExplicitVRLittleEndian:
-        return None  # rare; pydicom inflates it
+    if not declared.is_transfer_syntax or declared == DeflatedExplicitVRLittleEndian:
+        return None  # unknown (pydicom guesses) or deflated (pydicom inflates it)
     little = declared.is_little_endian
     while True:
         if start + 6 > len(buf) and len(buf) < size:

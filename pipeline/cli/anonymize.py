@@ -195,6 +195,9 @@ def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[s
     # Enough chunks that every process stays busy to the end (about 4 per process).
     per_chunk = max(1, min(CHUNK_FILES, -(-len(files) // (4 * jobs)))) if jobs > 1 else CHUNK_FILES
     pieces = chunks(files, max_files=per_chunk)
+    if jobs > 1:  # the costliest first, so no process is left with a big chunk at the end
+        sizes = dict(files)
+        pieces.sort(key=lambda rels: len(rels) + sum(sizes[r] for r in rels) / 1e6, reverse=True)
     args = (profile, options, secret, organization, overrides, verify)
     out_s = None if out is None else str(out)
     results: list[dict[str, Any]] = []

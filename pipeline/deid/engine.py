@@ -176,9 +176,17 @@ class Deidentifier:
         source = dicomio.read(src)
         ds = source.dataset
         originals = _originals(ds)
-        self.guard.check(ds)  # raises RefusedFileError by policy
+        try:
+            self.guard.check(ds)  # raises RefusedFileError by policy
+            wants_cleaning = self.guard.wants_cleaning(ds)
+        except TeleradError:
+            raise
+        except Exception as exc:  # a damaged BurnedInAnnotation, Modality, SOP Class...
+            raise DicomReadError(
+                f"the attributes the burned-in policy reads cannot be read ({type(exc).__name__})"
+            ) from None
         cleaned_pixels = False
-        if self.guard.wants_cleaning(ds):
+        if wants_cleaning:
             source = dicomio.read(src, load_pixels=True)
             ds = source.dataset
             cleaned_pixels = self.guard.clean_pixels(source)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import get_entry, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
@@ -193,10 +193,14 @@ class Unlisted:
     """Elements the table does not list: UIDs remapped, free text removed unless kept, rest kept."""
 
     def describe(self) -> str:
-        return ("unlisted elements: remap instance UIDs, remove free-text VRs not on the keep list, "
-                "apply the date policy to DA/DT, remove unknown UN elements, walk sequences, keep the rest")
+        return ("unlisted elements: remove retired and unknown attributes, remap instance UIDs, remove "
+                "free-text VRs not on the keep list, apply the date policy to DA/DT, walk sequences, keep the rest")
 
     def plan(self, policy, tag: int, vr: str | None) -> Plan | None:
+        if tag >> 16 == 0 or _retired_or_unknown(tag):
+            # Command elements, retired and unknown public attributes: nothing a reader
+            # needs, and where a damaged tag lands (text read as numbers) if anywhere.
+            return _counted("remove", tag, "removed")
         if vr is None:
             return NEED_VR
         if vr == "SQ":
@@ -217,6 +221,13 @@ class Unlisted:
                 return _counted("remove", tag, "removed")
             return Plan("keep")
         return Plan("check", check_label=keyword_or_tag(tag))
+
+
+def _retired_or_unknown(tag: int) -> bool:
+    try:
+        return bool(get_entry(tag)[3])  # "Retired", or ""
+    except KeyError:
+        return True
 
 
 def _remap(ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: bool = False) -> None:

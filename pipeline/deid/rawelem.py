@@ -21,6 +21,7 @@ from pydicom.valuerep import AMBIGUOUS_VR
 
 from pipeline import dicomraw
 from pipeline.deid import values
+from pipeline.exceptions import DeidentificationError
 
 # VRs whose conversion may change the VR (UN to the dictionary's or to SQ, US or
 # SS resolved by the dataset): always converted first. SQ stays SQ, so a raw
@@ -35,6 +36,7 @@ _PRINTABLE = re.compile(rb"^[\x20-\x7e]*\x00*$")
 _DS = re.compile(rb"^ *[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)? *$")
 _IS = re.compile(rb"^ *[+-]?\d+ *$")
 _UI = re.compile(rb"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_IDENTIFIER_TEXT = re.compile(rb"[0-9A-Za-z.^ _\-=]{8,}")
 
 
 def vr_of(ds: Dataset, tag) -> str:
@@ -55,10 +57,28 @@ def vr_of(ds: Dataset, tag) -> str:
     return vr
 
 
+def text_in_binary(vr: str, raw: bytes | None) -> bool:
+    """True when a short numeric or binary value reads as an identifier's text.
+
+    A damaged tag can make a name or UID read as numbers of another attribute
+    (``1.2.826...`` as Simple Frame List, UL); its bytes then pass every check of
+    a number. Real numbers of up to 64 bytes are almost never all digits,
+    letters, dots and name separators (zero bytes are everywhere in them).
+    """
+    if raw is None or not 8 <= len(raw) <= 64 or (vr not in _SIZE and vr not in _BYTES):
+        return False
+    return bool(_IDENTIFIER_TEXT.fullmatch(raw.rstrip(b" \x00")))
+
+
 def check_kept(ds: Dataset, tag, vr: str, label: str, elem=None) -> None:
     """``values.check_kept_value`` for an element that stays; raw bytes are vetted cheaply."""
     if elem is None:
         elem = ds.get_item(tag)
+    if type(elem) is RawDataElement and text_in_binary(vr, elem.value):
+        raise DeidentificationError(
+            f"{label} ({vr}) holds bytes that read as text, not {vr} values (a damaged tag or VR "
+            "that may hide an identifier); refusing to keep it"
+        )
     if type(elem) is RawDataElement and _raw_ok(vr, elem.value):
         return
     values.check_kept_value(label, vr, ds[tag].value)

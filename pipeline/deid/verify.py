@@ -2,10 +2,11 @@
 
 It does not trust the engine. It re-reads each written file and reports any
 private element outside the safe list, a person name or patient ID that is not
-a pseudonym, a date the date policy forbids, BurnedInAnnotation = YES, an
-instance UID that was not replaced, a file meta or preamble that was copied,
-and (given the mapping's originals) any original identifier anywhere in the
-header bytes or the path. It fails closed: a file it cannot read is a finding.
+a pseudonym, a short numeric value whose bytes read as text (a damaged tag), a
+date the date policy forbids, BurnedInAnnotation = YES, an instance UID that
+was not replaced, a file meta or preamble that was copied, and (given the
+mapping's originals) any original identifier anywhere in the header bytes or
+the path. It fails closed: a file it cannot read is a finding.
 Findings name the file, the tag and the check, never the offending value.
 """
 
@@ -177,6 +178,9 @@ class Verifier:
                     add("private", f"{_tag(t)} private element outside the safe list")
                     continue
             vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, t)
+            if type(elem) is RawDataElement and rawelem.text_in_binary(vr, elem.value):
+                add("text in numbers", f"{_tag(t)} {keyword_or_tag(t)} ({vr}) holds bytes that read as text")
+                continue
             if vr not in _INSPECTED_VRS:
                 continue  # no name or date can hide in it: left unconverted
             if vr == "SQ":

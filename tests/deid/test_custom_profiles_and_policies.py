@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import struct
 from pathlib import Path
 
 import pydicom
@@ -138,3 +139,25 @@ def test_random_identifiers_never_reach_written_bytes(tmp_path_factory, name, pi
     found = find_markers(data + r.relpath.encode(), [name, pid, private, nested, comment[:16]])
     assert found == [], (keyword, data[max(0, data.lower().find(found[0].lower().encode()) - 60):][:100])
     assert pydicom.dcmread(tmp / "out" / r.relpath).PixelData == ds.PixelData
+
+
+def test_retired_and_unknown_attributes_are_removed_even_when_they_look_numeric(tmp_path, pseudonyms):
+    """A damaged tag can turn a text value into a numeric element of a retired or unknown attribute
+    (here AccessionNumber's tag bit-flipped to (0008,0001) Length to End, UL, in an implicit VR file):
+    the engine removes those attributes rather than keeping their bytes as numbers."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    p = _write(tmp_path)
+    ds = pydicom.dcmread(p)
+    ds.add_new(0x00080001, "UL", list(struct.unpack("<3I", b"AQZMZ321456 ")))  # text read as three ULs
+    ds.add_new(0x0008FFF0, "UL", list(struct.unpack("<I", b"ZQMA")))  # no such public attribute
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(p, enforce_file_format=True)
+    assert b"AQZMZ321456" in p.read_bytes()
+    deid = Deidentifier(load_profile("basic"), pseudonyms)
+    r = deid.deidentify_file(p, tmp_path / "out")
+    written = (tmp_path / "out" / r.relpath).read_bytes()
+    assert b"AQZM" not in written and b"ZQMA" not in written
+    out = pydicom.dcmread(tmp_path / "out" / r.relpath)
+    assert 0x00080001 not in out and 0x0008FFF0 not in out
+    assert r.actions["LengthToEnd"] == {"removed": 1}
