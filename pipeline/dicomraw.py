@@ -309,7 +309,7 @@ def _encode_into(out: list, ds: Dataset, implicit: bool, little: bool, parent_en
                 out.append(lay.sequence_end)
             continue
         if encodings is None:
-            encodings = ds.get("SpecificCharacterSet", parent_encoding)
+            encodings = value_of(ds, "SpecificCharacterSet", parent_encoding)
         if type(elem) is RawDataElement:
             elem = ds[tag]  # another syntax: converted, then encoded below
         if elem.VR == "SQ" and not elem.is_empty:

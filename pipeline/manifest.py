@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable
 
@@ -119,10 +120,21 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
 
 
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    """The schema's validator, built once: ``jsonschema.validate`` checks the schema itself every call."""
+    schema = load_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=jsonschema.FormatChecker())
+
+
 def validate_manifest(manifest: dict[str, Any]) -> None:
     """Raise PermanentError naming the first schema violation."""
     try:
-        jsonschema.validate(manifest, load_schema(), format_checker=jsonschema.FormatChecker())
+        error = jsonschema.exceptions.best_match(_validator().iter_errors(manifest))
+        if error is not None:
+            raise error
     except jsonschema.ValidationError as exc:
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise PermanentError(f"manifest does not match its schema at {where}: {exc.message}") from None

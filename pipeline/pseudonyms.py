@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from functools import lru_cache
 
 from pipeline.exceptions import ConfigError
 
@@ -20,6 +21,7 @@ MAX_DATE_SHIFT_DAYS = 3650
 _CACHE_LIMIT = 200_000
 
 
+@lru_cache(maxsize=65536)  # the same study, series and patient come back for every image
 def _b32(digest: bytes, n: int) -> str:
     return base64.b32encode(digest).decode("ascii").rstrip("=")[:n]
 

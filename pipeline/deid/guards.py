@@ -97,8 +97,9 @@ class BurnedInGuard:
     # --- judging ---------------------------------------------------------------------
     def suspect(self, ds: Dataset) -> str | None:
         """Why this file may show text in its pixels, or None."""
-        if not any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009)) and "PixelData" not in ds:
-            has_pixels = "Rows" in ds and "Columns" in ds
+        present = ds._dict  # looked up by tag: Dataset's `in` parses keywords and tags each time
+        if not any(t in present for t in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
+            has_pixels = 0x00280010 in present and 0x00280011 in present  # Rows, Columns
         else:
             has_pixels = True
         flag = str(value_of(ds, "BurnedInAnnotation", "") or "").strip().upper()

@@ -17,6 +17,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.hooks import hooks
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.valuerep import AMBIGUOUS_VR
 
 from pipeline import dicomraw
@@ -137,8 +138,38 @@ def text_value(ds: Dataset, tag, vr: str):
 
 
 def set_value(ds: Dataset, tag, vr: str, value) -> None:
-    """Give ``tag`` a new value without converting the old one first."""
-    ds[tag] = DataElement(tag, vr, value)
+    """Give ``tag`` a new value without converting the old one first.
+
+    Plain ASCII text (pseudonyms, new UIDs, shifted dates, cleaned words) is
+    stored encoded, as a raw element in the dataset's own syntax: ASCII reads the
+    same in every character set, and the writer then copies its bytes.
+    """
+    data = _ascii_bytes(vr, value)
+    implicit, little = ds._read_implicit, ds._read_little
+    if data is None or implicit is None or little is None:
+        ds[tag] = DataElement(tag, vr, value)
+        return
+    key = tag if isinstance(tag, BaseTag) else BaseTag(tag)
+    ds._dict[key] = RawDataElement(key, None if implicit else vr, len(data), data, 0, implicit, little)
+
+
+def _ascii_bytes(vr: str, value) -> bytes | None:
+    if vr not in _MULTI_STRING and vr not in _SINGLE_STRING:
+        return None
+    if value is None:
+        text = ""
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value) and vr in _MULTI_STRING:
+        text = "\\".join(value)
+    else:
+        return None
+    if not text.isascii() or (vr in ("DS", "IS") and text):
+        return None  # other text needs the character set; numbers pydicom's formatting
+    data = text.encode("ascii")
+    if len(data) % 2:
+        data += b"\x00" if vr == "UI" else b" "
+    return data if len(data) <= 0xFFFF or vr in ("UC", "UR", "UT") else None
 
 
 def uid_value(ds: Dataset, tag):
@@ -186,7 +217,10 @@ def walk_sequence(ctx, ds: Dataset, tag) -> None:
                 ctx.walk(ctx, item)
             if any(len(item._dict) != len(old) or any(a is not b for a, b in zip(item._dict.values(), old))
                    for item, old in zip(items, before)):
-                ds[tag] = DataElement(tag, "SQ", Sequence(items), is_undefined_length=True)
+                # Straight into the dict: pydicom's __setitem__ would also look up the pixel
+                # representation for the items, which nothing downstream needs (the items
+                # already know their character set).
+                ds._dict[tag] = DataElement(tag, "SQ", Sequence(items), is_undefined_length=True)
             return
     for item in ds[tag].value:
         ctx.walk(ctx, item)

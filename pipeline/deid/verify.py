@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 
@@ -32,6 +33,9 @@ DUMMY_DATES = {"19000101", "19000101000000"}
 _CODE_OPTIONS = {standard.code_for(o)["code_value"]: o for o in standard.OPTION_COLUMNS}
 _INSPECTED_VRS = frozenset({"SQ", "PN", "DA", "DT"})
 _PIXEL_TAGS = frozenset(dicomio.PIXEL_TAGS)
+_FORBIDDEN_META = {tag_for_keyword(kw): kw for kw in (
+    "SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle",
+    "PrivateInformation", "PrivateInformationCreatorUID")}
 MIN_ORIGINAL_LEN = 3  # shorter originals ("1", "A") would match by chance anywhere
 
 
@@ -132,9 +136,9 @@ class Verifier:
 
         if header[:128] != b"\x00" * 128:
             add("preamble", "the 128-byte preamble is not zeroed")
-        for kw in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
-                   "ReceivingApplicationEntityTitle", "PrivateInformation", "PrivateInformationCreatorUID"):
-            if kw in ds.file_meta:
+        for t in ds.file_meta._dict:
+            kw = _FORBIDDEN_META.get(int(t))
+            if kw is not None:
                 add("file meta", f"{kw} was not removed")
         if str(value_of(ds, "PatientIdentityRemoved", "")).upper() != "YES":
             add("marking", "PatientIdentityRemoved is not YES")

@@ -48,3 +48,37 @@ def test_tasks_take_only_a_batch_id():
         sig = task.si("3f2a0c1e-0000-4000-8000-000000000000")
         assert sig.args == ("3f2a0c1e-0000-4000-8000-000000000000",)
         assert list(task.run.__code__.co_varnames[: task.run.__code__.co_argcount]) in (["self", "batch_id"], ["batch_id"])
+
+
+def _names(app) -> set[str]:
+    return ({c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+            | {g.name for g in app.registered_groups})
+
+
+def test_the_command_table_names_every_command_of_every_module():
+    """`telerad CMD` imports only CMD's module, found in COMMANDS: the table must match what each
+    module registers, or a command would be missing from the command line."""
+    import typer
+
+    from pipeline.cli import main
+
+    registered: dict[str, str] = {}
+    for name in main.command_modules():
+        app = typer.Typer()
+        module = __import__(f"pipeline.cli.{name}", fromlist=["register"])
+        module.register(app)
+        registered.update({command: name for command in _names(app)})
+    assert registered == main.COMMANDS
+    for command in main.COMMANDS:
+        assert command in _names(main.build_app(command))
+
+
+def test_a_command_runs_with_only_its_module_imported():
+    code = ("import sys; sys.argv = ['telerad', 'anonymize', '--help']\n"
+            "from pipeline.cli import main\n"
+            "try:\n    main.main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('pipeline.cli.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Usage" in out.stdout and "anonymize" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "['pipeline.cli.anonymize', 'pipeline.cli.main']"
