@@ -464,7 +464,7 @@ def anonymize(
 def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, option: list[str] | None,
                org: str | None, set_: list[str] | None, verify: bool, to_zip: bool,
                quarantine: Path | None, dry_run: bool, summary_only: bool, as_json: bool) -> int:
-    from pipeline.cli.batches import parse_assignments
+    from pipeline.cli.common import parse_assignments
     from pipeline.settings import load_settings
 
     src = src.absolute()

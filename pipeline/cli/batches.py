@@ -18,22 +18,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.exceptions import SubmissionError
+from pipeline.cli.common import parse_assignments
 from pipeline.settings import Settings, load_settings
 from pipeline.state import BatchRecord, StateStore
 
 console = Console()
-
-
-def parse_assignments(values: list[str] | None) -> dict[str, str]:
-    """``--set Keyword=value`` pairs into a dict, with a clear error for a bad one."""
-    out: dict[str, str] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SubmissionError(f"--set expects Keyword=value, got '{item}'")
-        out[key.strip()] = value
-    return out
 
 
 def submit(

@@ -47,6 +47,13 @@ def build_app(command: str | None = None) -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+
+    @app.callback()
+    def _group() -> None:
+        """De-identify DICOM studies on site and send them to remote readers."""
+        # A callback keeps `telerad CMD ...` a group even with one module's one command
+        # registered (Typer would otherwise run that command without its name).
+
     names = [COMMANDS[command]] if command in COMMANDS else command_modules()
     for name in names:
         register = getattr(importlib.import_module(f"{cli_pkg.__name__}.{name}"), "register", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,12 +74,17 @@ def test_the_command_table_names_every_command_of_every_module():
         assert command in _names(main.build_app(command))
 
 
-def test_a_command_runs_with_only_its_module_imported():
-    code = ("import sys; sys.argv = ['telerad', 'anonymize', '--help']\n"
+def test_a_command_runs_with_only_its_module_imported(tmp_path):
+    """The command runs (by its name, with its arguments) with no other command module imported."""
+    (tmp_path / "src").mkdir()
+    code = (f"import sys; sys.argv = ['telerad', 'anonymize', {str(tmp_path / 'src')!r}, "
+            f"{str(tmp_path / 'out')!r}, '--jobs', '1']\n"
             "from pipeline.cli import main\n"
             "try:\n    main.main()\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in sys.modules if m.startswith('pipeline.cli.')))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "TELERAD_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env=env)
     assert out.returncode == 0, out.stderr
-    assert "Usage" in out.stdout and "anonymize" in out.stdout
-    assert out.stdout.strip().splitlines()[-1] == "['pipeline.cli.anonymize', 'pipeline.cli.main']"
+    assert "0 files" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "['pipeline.cli.anonymize', 'pipeline.cli.common', 'pipeline.cli.main']"
