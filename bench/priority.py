@@ -33,7 +33,7 @@ from typing import Any
 
 from bench import corpus as corpus_mod
 from bench.common import REPO, stderr, table, write_result
-from bench.site import BUCKET, site
+from bench.site import site, submit_each
 
 
 STEPS = ("deidentify", "write_manifest", "upload", "store_mapping", "finalize")
@@ -113,15 +113,9 @@ def submit_and_watch(site: Any, s3: Any, studies: list[Path], priorities: list[s
                 if "upload" not in record.stage_times:
                     continue
                 uploading.add(batch_id)
-            try:
-                s3.head_object(Bucket=BUCKET, Key=site.manifest_key(batch_id))
-            except s3.exceptions.ClientError:
-                record = states.get(batch_id)
-                if record.state == "failed":
-                    raise RuntimeError(f"batch {batch_id} failed: {record.error}") from None
-                continue
-            seen[batch_id] = time.time()
-            pending.remove(batch_id)
+            if site.manifest_stored(s3, states, batch_id):
+                seen[batch_id] = time.time()
+                pending.remove(batch_id)
         time.sleep(poll)
     if len(batches) != len(studies):
         raise RuntimeError(f"submitted {len(batches)} of {len(studies)}:\n{''.join(errors)[-3000:]}")
@@ -129,26 +123,17 @@ def submit_and_watch(site: Any, s3: Any, studies: list[Path], priorities: list[s
 
 
 def _submit_main(warm_study: str, items: list[str]) -> int:
-    import json
-
     from pipeline import batch
     from pipeline.deid import load_profile
     from pipeline.settings import load_settings
     from workers.app import app
-    from workers.dispatch import start_batch
 
     settings = load_settings()
     load_profile(settings.profile, options=list(settings.options))
     with tempfile.TemporaryDirectory(prefix="telerad-bench-warm-") as scratch:
         batch.create_batch(settings.model_copy(update={"home": Path(scratch)}), Path(warm_study), priority="ROUTINE")
     app.send_task("telerad.bench-warm-up", args=["-"], queue="telerad-bench-warm-up", priority=0)
-    for item in items:
-        prio, _, path = item.partition("=")
-        t = time.time()
-        batch_id = batch.create_batch(settings, Path(path), priority=prio)
-        start_batch(settings, batch_id)
-        print(json.dumps({"batch_id": batch_id, "study": path, "priority": prio, "submitted": t,
-                          "enqueued": time.time()}), flush=True)
+    submit_each(settings, items)
     return 0
 
 

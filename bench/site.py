@@ -71,6 +71,17 @@ class Site:
     def manifest_key(self, batch_id: str) -> str:
         return f"{self.prefix}/{batch_id}/manifest.json"
 
+    def manifest_stored(self, s3: Any, states: Any, batch_id: str) -> bool:
+        """True once the batch's manifest is in the bucket; RuntimeError when the batch failed."""
+        try:
+            s3.head_object(Bucket=BUCKET, Key=self.manifest_key(batch_id))
+        except s3.exceptions.ClientError:
+            record = states.get(batch_id)
+            if record.state == "failed":
+                raise RuntimeError(f"batch {batch_id} failed: {record.error}") from None
+            return False
+        return True
+
     def wait_manifests(self, batches: list[dict[str, Any]], timeout: float, poll: float = 0.05) -> dict[str, float]:
         """Poll the bucket until every batch's manifest is there; returns batch_id -> epoch seen."""
         from pipeline.state import StateStore
@@ -84,15 +95,9 @@ class Site:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(pending)} of {len(batches)} manifests not in the bucket after {timeout}s")
             for batch_id in list(pending):
-                try:
-                    s3.head_object(Bucket=BUCKET, Key=self.manifest_key(batch_id))
-                except s3.exceptions.ClientError:
-                    record = states.get(batch_id)
-                    if record.state == "failed":
-                        raise RuntimeError(f"batch {batch_id} failed: {record.error}") from None
-                    continue
-                seen[batch_id] = time.time()
-                pending.remove(batch_id)
+                if self.manifest_stored(s3, states, batch_id):
+                    seen[batch_id] = time.time()
+                    pending.remove(batch_id)
             if pending:
                 time.sleep(poll)
         return seen
@@ -149,9 +154,7 @@ def site(work: Path, *, prefix: str = "bench", organization: str = "BENCH", **ex
 
 # --- the submitter process -------------------------------------------------------------------
 def _submit_main(items: list[str]) -> int:
-    from pipeline import batch
     from pipeline.settings import load_settings
-    from workers.dispatch import start_batch
 
     settings = load_settings()
     # Pay the one-time costs (engine imports, broker connection) before the first clock reading.
@@ -161,6 +164,15 @@ def _submit_main(items: list[str]) -> int:
     load_profile(settings.profile, options=list(settings.options))
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=3)
+    submit_each(settings, items)
+    return 0
+
+
+def submit_each(settings: Any, items: list[str]) -> None:
+    """Submit ``PRIORITY=PATH`` items in order, printing one JSON line per batch with its clock readings."""
+    from pipeline import batch
+    from workers.dispatch import start_batch
+
     for item in items:
         prio, _, path = item.partition("=")
         t = time.time()
@@ -168,7 +180,6 @@ def _submit_main(items: list[str]) -> int:
         start_batch(settings, batch_id)
         print(json.dumps({"batch_id": batch_id, "study": path, "priority": prio, "submitted": t,
                           "enqueued": time.time()}), flush=True)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

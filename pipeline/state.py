@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -126,16 +126,9 @@ class StateStore:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    @contextmanager
-    def lock(self, batch_id: str) -> Iterator[None]:
+    def lock(self, batch_id: str) -> AbstractContextManager[None]:
         """An exclusive lock on one batch, held across processes on this machine."""
-        lock_path = self.root / f".{batch_id}.lock"
-        with open(lock_path, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return _flocked(self.root / f".{batch_id}.lock", fcntl.LOCK_EX)
 
     # --- which priorities are running on this machine ---------------------------------
     # A step of a STAT or URGENT batch holds a shared flock on ``.running-PRIORITY`` while
@@ -146,18 +139,11 @@ class StateStore:
     def _running_path(self, priority: str) -> Path:
         return self.root / f".running-{priority}"
 
-    @contextmanager
-    def running(self, priority: str) -> Iterator[None]:
+    def running(self, priority: str) -> AbstractContextManager[None]:
         """Announce, for the block, that a step of ``priority`` runs on this machine."""
         if priority not in _PRIORITY_ORDER[:-1]:  # nothing ranks below the lowest
-            yield
-            return
-        with open(self._running_path(priority), "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+            return nullcontext()
+        return _flocked(self._running_path(priority), fcntl.LOCK_SH)
 
     def outranked(self, priority: str) -> bool:
         """True when a step of a higher priority than ``priority`` is running on this machine."""
@@ -230,3 +216,14 @@ class StateStore:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         tmp.write_text(json.dumps(record.to_dict(), indent=1, sort_keys=True))
         os.replace(tmp, path)
+
+
+@contextmanager
+def _flocked(path: Path, mode: int) -> Iterator[None]:
+    """Hold ``flock(mode)`` on ``path`` for the block; the kernel drops it if the process dies."""
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
