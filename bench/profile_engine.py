@@ -72,12 +72,14 @@ def pydicom_loop(files: list[Path], out: Path) -> None:
         ds.save_as(out / f"{i:06d}.dcm")
 
 
-def streaming_floor(files: list[Path], out: Path) -> None:
-    """Header parsed and written by pydicom, pixel element copied as bytes: no de-identification."""
+def _floor(files: list[Path], out: Path, *, convert: bool) -> None:
+    """Header read with ``stop_before_pixels`` and written by ``dcmwrite``, pixel bytes copied as they are."""
     for i, f in enumerate(files):
         with open(f, "rb") as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
             stop = fh.tell()
+        if convert:
+            _convert_all(ds)
         header = io.BytesIO()
         pydicom.dcmwrite(header, ds, enforce_file_format=True)
         with open(out / f"{i:06d}.dcm", "wb") as dst, open(f, "rb") as src:
@@ -88,25 +90,20 @@ def streaming_floor(files: list[Path], out: Path) -> None:
 
 def _convert_all(ds) -> None:
     for tag in list(ds.keys()):
-        elem = ds[tag]  # what the engine's walk does to every element (RawDataElement -> value)
+        elem = ds[tag]  # turn every RawDataElement into a value, as a converting walk would
         if elem.VR == "SQ":
             for item in elem.value:
                 _convert_all(item)
 
 
+def streaming_floor(files: list[Path], out: Path) -> None:
+    """pydicom's own reader and writer with no de-identification: the floor of a pydicom-based engine."""
+    _floor(files, out, convert=False)
+
+
 def converted_floor(files: list[Path], out: Path) -> None:
-    """The streaming floor, plus converting every element once, as the engine's walk does."""
-    for i, f in enumerate(files):
-        with open(f, "rb") as fh:
-            ds = pydicom.dcmread(fh, stop_before_pixels=True)
-            stop = fh.tell()
-        _convert_all(ds)
-        header = io.BytesIO()
-        pydicom.dcmwrite(header, ds, enforce_file_format=True)
-        with open(out / f"{i:06d}.dcm", "wb") as dst, open(f, "rb") as src:
-            dst.write(header.getbuffer())
-            src.seek(stop)
-            shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
+    """The streaming floor, plus converting every element once: what re-encoding everything costs."""
+    _floor(files, out, convert=True)
 
 
 def engine_loop(files: list[Path], out: Path) -> None:
