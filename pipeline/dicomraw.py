@@ -80,7 +80,7 @@ def parse_elements(buf: bytes, pos: int, end: int, *, implicit: bool, little: bo
     is added to offsets so ``value_tell`` counts from the start of the file.
     """
     lay = _LAYOUTS[little]
-    unpack_tag, unpack_tl = lay.tag.unpack_from, lay.tag_len.unpack_from
+    unpack_tag = lay.tag.unpack_from
     u16, u32 = lay.u16.unpack_from, lay.u32.unpack_from
     out: dict = {}
     while pos < end:

@@ -53,15 +53,6 @@ class Context:
         return self.pseudonyms.date_shift_days(self.patient_key)
 
 
-def element_vr(ds: Dataset, tag: int) -> str:
-    """The element's VR, falling back to the dictionary; a raw element stays raw when it can."""
-    return rawelem.vr_of(ds, tag)
-
-
-def _is_empty(value) -> bool:
-    return value is None or value == "" or value == b"" or (hasattr(value, "__len__") and len(value) == 0)
-
-
 # --- plans -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
@@ -241,7 +232,7 @@ def _shift_dates(ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, 
 # --- actions -------------------------------------------------------------------------
 def remap(ctx: Context, ds: Dataset, tag: int) -> None:
     old = rawelem.uid_value(ds, tag)
-    if _is_empty(old):
+    if rawelem.is_empty_value(old):
         return
     new = values.remap_uid_value(old, ctx.pseudonyms)
     if new != old:
@@ -249,8 +240,8 @@ def remap(ctx: Context, ds: Dataset, tag: int) -> None:
         ctx.count(tag, "remapped")
 
 
-def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule, vr: str | None = None) -> None:
-    """Carry out one letter of a resolved rule on ``ds[tag]`` (``vr`` when the caller knows it).
+def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule, vr: str) -> None:
+    """Carry out one letter of a resolved rule on ``ds[tag]``, an element of VR ``vr``.
 
     A value that is replaced whatever it holds (Z, D, R) is never converted first.
     """
@@ -259,8 +250,6 @@ def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule, vr: str | None =
         del ds[tag]
         ctx.count(tag, "removed")
         return
-    if vr is None:
-        vr = element_vr(ds, tag)
     if a == "K":
         if vr == "SQ":
             rawelem.walk_sequence(ctx, ds, tag)
@@ -295,7 +284,7 @@ def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule, vr: str | None =
         ctx.count(tag, "replaced")
     elif a == "H":
         elem = ds[tag]
-        if not _is_empty(elem.value):
+        if not rawelem.is_empty_value(elem.value):
             elem.value = ctx.pseudonyms.text(keyword_for_tag(tag) or str(tag), str(elem.value))
             ctx.count(tag, "hashed")
     elif a == "S":

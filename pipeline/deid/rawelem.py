@@ -116,7 +116,11 @@ def is_empty(ds: Dataset, tag, vr: str) -> bool:
         if vr in _BYTES or vr in _SIZE or vr == "UN":
             return not elem.value
         return not elem.value.strip(b" \x00")
-    value = ds[tag].value
+    return is_empty_value(ds[tag].value)
+
+
+def is_empty_value(value) -> bool:
+    """True for a converted value that holds nothing (None, "", b"", an empty list or sequence)."""
     return value is None or value == "" or value == b"" or (hasattr(value, "__len__") and len(value) == 0)
 
 

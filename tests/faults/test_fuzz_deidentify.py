@@ -17,7 +17,6 @@ import os
 import signal
 import uuid
 import tracemalloc
-from pathlib import Path
 
 import pydicom
 import pytest
