@@ -46,7 +46,9 @@ from pipeline.manifest import (
     manifest_bytes,
 )
 from pipeline.settings import Priority, Settings
-from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow, utcnow_ms
+from pipeline.state import BatchRecord, BatchState, FileError, utcnow, utcnow_ms
+from pipeline.lease import StepLease, begin_step, staged_elsewhere
+from pipeline.statestore import BatchStateStore, open_state_store
 from pipeline.storage.base import CONTENT_TYPE_DICOM, CONTENT_TYPE_JSON
 
 log = logging.getLogger("telerad.batch")
@@ -108,7 +110,7 @@ def create_batch(
         note=note,
         origin=origin,
     )
-    StateStore(settings.state_dir).create(record)
+    open_state_store(settings).create(record)
     _audit(settings, "batch.submitted", record.batch_id, priority=prio.value, origin=origin)
     log.info("batch %s submitted (%s)", record.batch_id, prio.value)
     return record.batch_id
@@ -122,7 +124,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
             return
         from pipeline.deid import Deidentifier
 
-        states = StateStore(settings.state_dir)
+        states = open_state_store(settings)
         work = states.batch_dir(batch_id)
         staging = settings.staging_root / batch_id
         _reset_dir(staging)
@@ -199,7 +201,7 @@ def write_manifest(settings: Settings, batch_id: str) -> None:
     with _step(settings, batch_id, "write_manifest", BatchState.DEIDENTIFYING) as record:
         if record is None:
             return
-        work = StateStore(settings.state_dir).batch_dir(batch_id)
+        work = open_state_store(settings).batch_dir(batch_id)
         entries = _load_entries(work)
         report = json.loads((work / "deid-report.json").read_text())
         manifest = build_manifest(
@@ -228,7 +230,7 @@ def upload(settings: Settings, batch_id: str) -> None:
         from pipeline.storage.keys import listing
 
         store = shared_store(settings.effective_store_url, settings)
-        work = StateStore(settings.state_dir).batch_dir(batch_id)
+        work = open_state_store(settings).batch_dir(batch_id)
         staging = settings.staging_root / batch_id
         entries = _load_entries(work)
         prefix = _key(settings, batch_id, "")
@@ -242,7 +244,7 @@ def upload(settings: Settings, batch_id: str) -> None:
                 "sha256": sha256,
             }
 
-        states = StateStore(settings.state_dir)
+        states = open_state_store(settings)
         progress = _Progress(states, record, "upload", len(entries))
 
         def put(entry: FileEntry) -> None:
@@ -290,7 +292,7 @@ def finalize(settings: Settings, batch_id: str) -> None:
         if record is None:
             return
         shutil.rmtree(settings.staging_root / batch_id, ignore_errors=True)
-        shutil.rmtree(StateStore(settings.state_dir).batch_dir(batch_id), ignore_errors=True)
+        shutil.rmtree(open_state_store(settings).batch_dir(batch_id), ignore_errors=True)
         record.error = ""
         _audit(settings, "batch.done", batch_id, images=record.counts.get("images", 0))
         if record.origin == "inbox":
@@ -312,7 +314,7 @@ def run_all(settings: Settings, batch_id: str) -> None:
 
 def mark_failed(settings: Settings, batch_id: str, reason: str) -> None:
     """Record a final failure; an inbox original goes to quarantine with the reason."""
-    states = StateStore(settings.state_dir)
+    states = open_state_store(settings)
     with states.update(batch_id) as record:
         if record.state == BatchState.DONE.value:
             return
@@ -344,7 +346,7 @@ def missing_objects(settings: Settings, batch_id: str) -> list[str] | None:
 
 def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
     """Make a failed batch runnable again; finished steps stay finished."""
-    with StateStore(settings.state_dir).update(batch_id) as record:
+    with open_state_store(settings).update(batch_id) as record:
         if record.state != BatchState.FAILED.value:
             raise SubmissionError(
                 f"batch {batch_id} is {record.state}; only a failed batch can be retried"
@@ -378,7 +380,7 @@ def yield_to_higher_priority(enabled: bool = True, *, max_pause: float = 5.0) ->
     _yield.update(enabled=enabled, max_pause=max_pause)
 
 
-def _leave_uplink_to_higher_priority(states: StateStore, priority: str) -> None:
+def _leave_uplink_to_higher_priority(states: BatchStateStore, priority: str) -> None:
     if not _yield["enabled"]:
         return
     deadline = time.monotonic() + _yield["max_pause"]
@@ -395,8 +397,8 @@ class _step:
 
     def __init__(self, settings: Settings, batch_id: str, name: str, state: BatchState) -> None:
         self.settings, self.batch_id, self.name, self.state = settings, batch_id, name, state
-        self.states = StateStore(settings.state_dir)
-        self._lock = self.states.lock(batch_id)
+        self.states = open_state_store(settings)
+        self._lock = StepLease(self.states, settings, batch_id)  # flock here, a lease across hosts
         self._running: Any = None
 
     def __enter__(self) -> BatchRecord | None:
@@ -404,11 +406,15 @@ class _step:
         record = self.states.get(self.batch_id)
         if self.name in record.steps_done or record.state == BatchState.FAILED.value:
             return None
+        if staged_elsewhere(self.states, record, self.name, self.settings):
+            log.info("batch %s: %s skipped here, its staging is on %s", self.batch_id, self.name, record.host)
+            return None
         self._running = self.states.running(record.priority)
         self._running.__enter__()
         record.state = self.state.value
         record.stage_times.setdefault(self.name, {})["started"] = utcnow_ms()
-        self.states._write(record)
+        begin_step(record, self.name, self.settings)
+        self.states.save(record)
         self.record = record
         return record
 
@@ -417,6 +423,7 @@ class _step:
             record = getattr(self, "record", None)
             if record is None:
                 return False
+            record.running_step = ""
             if exc is None:
                 record.steps_done.append(self.name)
                 record.stage_times[self.name]["finished"] = utcnow_ms()
@@ -429,14 +436,14 @@ class _step:
                 )
                 record.state = BatchState.FAILED.value
                 record.error = f"{self.name}: {failure}"
-                self.states._write(record)
+                self.states.save(record)
                 raise failure from None
             elif isinstance(exc, PermanentError):
                 record.state = BatchState.FAILED.value
                 record.error = f"{self.name}: {exc}"
             else:
                 record.error = f"{self.name}: {type(exc).__name__} (will retry)"
-            self.states._write(record)
+            self.states.save(record)
             return False
         finally:
             if self._running is not None:
@@ -451,7 +458,7 @@ class _Progress:
     step holds the batch lock, so only this process writes the record meanwhile.
     """
 
-    def __init__(self, states: StateStore, record: BatchRecord, step: str, total: int) -> None:
+    def __init__(self, states: BatchStateStore, record: BatchRecord, step: str, total: int) -> None:
         self.states, self.record, self.step, self.total = states, record, step, total
         self.done = 0
         self._last = 0.0
@@ -464,7 +471,7 @@ class _Progress:
             if now - self._last >= 1.0 or self.done == self.total:
                 self._last = now
                 self.record.progress = {"step": self.step, "done": self.done, "total": self.total}
-                self.states._write(self.record)
+                self.states.save(self.record)
 
 
 def _deidentify_one(

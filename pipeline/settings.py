@@ -108,6 +108,22 @@ class Settings(BaseSettings):
     public_key_file: str = Field("", description="Organisation public key a reader checks manifests with.")
     pseudonym_secret_file: str = Field("", description="HMAC secret file; empty = generated.")
     mapping_key_file: str = Field("", description="Mapping key-encryption key file; empty = generated.")
+    # --- beyond one machine (issue 18): shared state, step leases, intake store ----------
+    state_url: str = Field(
+        "", description="Shared batch state: postgresql://... or redis://...; empty = JSON files under TELERAD_HOME."
+    )
+    host_id: str = Field(
+        "", description="This host's name in the shared state, in `telerad status` and in its queue; empty = hostname."
+    )
+    lease_seconds: float = Field(
+        15.0, ge=2, le=600, description="A running step's lease; a holder silent this long is taken to be dead."
+    )
+    lease_sweep_seconds: float = Field(
+        5.0, gt=0, le=300, description="How often each worker renews its host heartbeat and looks for orphaned batches."
+    )
+    intake_url: str = Field(
+        "", description="On-site store of encrypted originals in flight (s3://... or file://...); empty = read the source in place."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -146,6 +162,19 @@ class Settings(BaseSettings):
     def _mapping_store_is_not_in_the_bucket(self) -> "Settings":
         check_mapping_apart(self.effective_store_url, self.effective_mapping_url)
         return self
+
+    @model_validator(mode="after")
+    def _intake_store_is_not_in_the_bucket(self) -> "Settings":
+        if self.intake_url:
+            check_intake_apart(self.effective_store_url, self.intake_url)
+        return self
+
+    @property
+    def effective_host_id(self) -> str:
+        """This host's name: ``host_id``, or the machine's host name."""
+        import socket
+
+        return self.host_id or socket.gethostname()
 
     # --- derived locations -------------------------------------------------------
     @property
@@ -214,6 +243,23 @@ def check_mapping_apart(store_url: str, mapping_url: str) -> None:
             "mapping must never be stored in or around the upload location. "
             "Set TELERAD_MAPPING_URL to a different bucket, container or folder."
         )
+
+
+def check_intake_apart(store_url: str, intake_url: str) -> None:
+    """Refuse an intake store at, inside, or around the upload location (like the mapping store)."""
+    if urlparse(intake_url).scheme not in ("s3", "file"):
+        raise ConfigError(
+            "intake_url must be s3://bucket/prefix (an on-site S3-compatible store) or "
+            "file:///path on a mount every host shares; set TELERAD_INTAKE_URL accordingly"
+        )
+    try:
+        check_mapping_apart(store_url, intake_url)
+    except ConfigError:
+        raise ConfigError(
+            "intake_url must be a separate place from store_url: the encrypted originals must "
+            "never be stored in or around the upload location. Set TELERAD_INTAKE_URL to an "
+            "on-site bucket or a shared folder apart from TELERAD_STORE_URL."
+        ) from None
 
 
 def load_settings(**overrides: Any) -> Settings:

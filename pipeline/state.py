@@ -91,6 +91,12 @@ class BatchRecord:
     missing: list[str] = field(default_factory=list)
     progress: dict[str, Any] = field(default_factory=dict)  # {"step", "done", "total"} of the running step
     updated_at: str = ""
+    # --- several hosts (issue 18) ---
+    host: str = ""  # the host whose staging holds the batch's de-identified files (set by deidentify)
+    hosts: dict[str, str] = field(default_factory=dict)  # step -> host that holds or held it
+    running_step: str = ""  # set while a step holds its lease; left set by a holder that died
+    takeovers: int = 0  # times the batch was taken over from a dead host
+    intake: str = ""  # "" or the intake store URL holding its encrypted originals
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BatchRecord":
@@ -109,11 +115,19 @@ class BatchRecord:
 
 
 class StateStore:
-    """Reads and updates batch records in one folder."""
+    """Reads and updates batch records in one folder (the default, one-machine store).
+
+    The other stores (``pipeline.statestore``: PostgreSQL, Redis) keep this
+    interface; ``open_state_store(settings)`` picks one.
+    """
+
+    shared = False  # records live on this machine only: steps lock with flock, no leases
+    url = ""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self.url = root.resolve().as_uri()
 
     def _path(self, batch_id: str) -> Path:
         if not batch_id or any(c not in "0123456789abcdef-" for c in batch_id):
@@ -209,6 +223,10 @@ class StateStore:
             except (json.JSONDecodeError, TypeError):
                 continue
         return sorted(records, key=lambda r: r.submitted_at, reverse=True)
+
+    def save(self, record: BatchRecord) -> None:
+        """Write the record as it is (atomically); callers that read first hold ``lock``."""
+        self._write(record)
 
     def _write(self, record: BatchRecord) -> None:
         record.updated_at = utcnow()

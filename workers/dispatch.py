@@ -5,13 +5,13 @@ from __future__ import annotations
 from celery import chain
 
 from pipeline.settings import Priority, Settings
-from pipeline.state import StateStore
+from pipeline.statestore import open_state_store
 
 
 def start_batch(settings: Settings, batch_id: str) -> None:
     """Enqueue the batch's workflow; every task carries the batch's priority."""
     from workers.tasks import WORKFLOW
 
-    record = StateStore(settings.state_dir).get(batch_id)
+    record = open_state_store(settings).get(batch_id)
     priority = Priority(record.priority).celery_priority
     chain(*(t.si(batch_id).set(priority=priority) for t in WORKFLOW)).apply_async()

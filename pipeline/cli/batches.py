@@ -20,7 +20,8 @@ from rich.table import Table
 
 from pipeline.cli.common import parse_assignments
 from pipeline.settings import Settings, load_settings
-from pipeline.state import BatchRecord, StateStore
+from pipeline.state import BatchRecord
+from pipeline.statestore import open_state_store
 
 console = Console()
 
@@ -78,7 +79,7 @@ def status(
 ) -> None:
     """Show batches: state, counts, time in each stage, errors."""
     settings = load_settings()
-    states = StateStore(settings.state_dir)
+    states = open_state_store(settings)
     if batch_id:
         record = states.get(batch_id)
         if as_json:
@@ -191,7 +192,7 @@ def demo(
             batch_id = batch.create_batch(settings, study.root, priority="STAT")
             start_batch(settings, batch_id)
             console.print(f"submitted batch {batch_id}; a worker (pid {proc.pid}) is processing it")
-            record = StateStore(settings.state_dir).wait_final(batch_id, timeout)
+            record = open_state_store(settings).wait_final(batch_id, timeout)
         finally:
             proc.terminate()
             proc.wait(30)

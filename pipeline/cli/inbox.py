@@ -84,9 +84,9 @@ class BatchProgress:
     def __init__(self, settings: Settings) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from pipeline.state import StateStore
+        from pipeline.statestore import open_state_store
 
-        self.states = StateStore(settings.state_dir)
+        self.states = open_state_store(settings)
         self.bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=True,

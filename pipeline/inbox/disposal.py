@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.inbox.claim import CLAIM_FILE, SPOOL, EntryLock, InboxLayout
-from pipeline.state import BatchRecord, StateStore, utcnow
+from pipeline.state import BatchRecord, utcnow
+from pipeline.statestore import open_state_store
 
 log = logging.getLogger("telerad.inbox")
 
@@ -169,7 +170,7 @@ def quarantine_original(settings: Any, record: BatchRecord, reason: str) -> Path
         lock.release()
     record.source = str(dest)
     try:  # so `telerad retry` finds the study where it now is
-        with StateStore(settings.state_dir).update(record.batch_id) as stored:
+        with open_state_store(settings).update(record.batch_id) as stored:
             stored.source = str(dest)
     except Exception as exc:  # the move stands; the record only loses the new path
         log.warning("batch %s: record not updated (%s)", record.batch_id, type(exc).__name__)

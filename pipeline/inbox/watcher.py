@@ -302,15 +302,23 @@ class Watcher:
         if self.state_dir is None or not claim.data.get("recovered"):
             return None
         source = str(claim.payload.absolute())
-        for record in StateStore(Path(self.state_dir)).all():
+        for record in self._states().all():
             if record.source == source:
                 return record.batch_id
         return None
 
+    def _states(self) -> Any:
+        """The batch-state store: the shared one when TELERAD_STATE_URL is set."""
+        if getattr(self.settings, "state_url", ""):
+            from pipeline.statestore import open_state_store
+
+            return open_state_store(self.settings)
+        return StateStore(Path(self.state_dir))  # type: ignore[arg-type]
+
     def _check_finished(self) -> None:
         if self.state_dir is None or not self._tracking:
             return
-        states = StateStore(Path(self.state_dir))
+        states = self._states()
         for batch_id, submitted in list(self._tracking.items()):
             try:
                 record = states.get(batch_id)
@@ -343,7 +351,7 @@ class Watcher:
         if self.state_dir is None:
             return
         try:
-            record = StateStore(Path(self.state_dir)).get(claim.batch_id)  # type: ignore[arg-type]
+            record = self._states().get(claim.batch_id)  # type: ignore[arg-type]
         except PermanentError:
             return
         if record.state == BatchState.DONE.value:

@@ -1,0 +1,163 @@
+"""Step leases: one host runs a batch's step at a time, and a dead host's step is taken over.
+
+On one machine a step holds the batch's ``flock`` (the kernel frees it when the
+process dies). Across hosts a step holds a **lease** in the shared state instead:
+a record of its owner with an expiry, renewed by a heartbeat thread every third
+of ``lease_seconds`` while the step runs. A worker that loses power stops
+renewing, and its lease lapses after ``lease_seconds``; a step on a live worker,
+however long, keeps renewing and is never run twice.
+
+Each worker also keeps a **host heartbeat** and, every ``lease_sweep_seconds``,
+looks for orphaned batches (``orphans``): a step whose holder died (its record
+still names a running step, but no lease is live), or a batch waiting between
+steps on a host that no longer beats. ``take_over`` puts such a batch back to
+``queued`` from its first step (staging lived on the dead host; the originals
+are in the intake store); the worker then enqueues it again (``workers/hosts.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any, Iterator
+
+from pipeline.settings import Settings
+from pipeline.state import BatchRecord, BatchState
+from pipeline.statestore.base import BatchStateStore
+
+log = logging.getLogger("telerad.lease")
+
+STAGED_STEPS = ("write_manifest", "upload", "store_mapping", "finalize")
+"""Steps that need the batch's staging folder, so run on the host that de-identified it."""
+
+
+def owner_token(settings: Settings) -> str:
+    """A lease owner: host, process and a random part (``host-b/4711/9f3c...``); no PHI."""
+    return f"{settings.effective_host_id}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+
+
+class StepLease:
+    """Hold a batch for one step: its flock on one machine, a renewed lease across hosts.
+
+    Entering blocks while another live holder runs a step of the batch (as the
+    flock does), so a redelivered task waits, then finds the step done.
+    """
+
+    def __init__(self, states: BatchStateStore, settings: Settings, batch_id: str) -> None:
+        self.states, self.settings, self.batch_id = states, settings, batch_id
+        self.lost = threading.Event()  # the lease lapsed under us (no contact for a whole TTL)
+        self.owner = ""
+        self._local: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "StepLease":
+        if not self.states.shared:
+            self._local = self.states.lock(self.batch_id)
+            self._local.__enter__()
+            return self
+        self.owner = owner_token(self.settings)
+        ttl = self.settings.lease_seconds
+        while not self.states.acquire_lease(self.batch_id, self.owner, ttl):  # type: ignore[attr-defined]
+            time.sleep(0.2)
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.batch_id[:8]}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        ttl = self.settings.lease_seconds
+        last_ok = time.monotonic()
+        while not self._stop.wait(ttl / 3):
+            try:
+                if self.states.renew_lease(self.batch_id, self.owner, ttl):  # type: ignore[attr-defined]
+                    last_ok = time.monotonic()
+                    continue
+                self.lost.set()
+                log.warning("batch %s: lease lost to another host; this step's work is redone there",
+                            self.batch_id)
+                return
+            except Exception as exc:  # the shared state is unreachable: keep trying until the TTL passes
+                log.warning("batch %s: lease not renewed (%s)", self.batch_id, type(exc).__name__)
+                if time.monotonic() - last_ok > ttl:
+                    self.lost.set()
+                    return
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._local is not None:
+            self._local.__exit__(*exc)
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self.states.release_lease(self.batch_id, self.owner)  # type: ignore[attr-defined]
+        except Exception as exc:  # it lapses by itself after lease_seconds
+            log.warning("batch %s: lease not released (%s)", self.batch_id, type(exc).__name__)
+
+
+def begin_step(record: BatchRecord, step: str, settings: Settings) -> None:
+    """Note in the record that ``step`` runs on this host (``telerad status`` shows it)."""
+    host = settings.effective_host_id
+    record.running_step = step
+    record.hosts[step] = host
+    if step == "deidentify":
+        record.host = host  # this host's staging will hold the batch from now on
+
+
+def staged_elsewhere(states: BatchStateStore, record: BatchRecord, step: str, settings: Settings) -> bool:
+    """True when ``step`` needs staging that another host holds (a stale or misrouted task)."""
+    return (
+        states.shared
+        and step in STAGED_STEPS
+        and bool(record.host)
+        and record.host != settings.effective_host_id
+    )
+
+
+# --- finding and taking over orphaned batches --------------------------------------------
+def _orphaned(states: BatchStateStore, record: BatchRecord, live: set[str]) -> str:
+    """Why the batch is orphaned ("" when it is not)."""
+    if record.final or (not record.host and not record.running_step):
+        return ""  # finished, or waiting in the shared queue for any worker
+    if states.lease_holder(record.batch_id):  # type: ignore[attr-defined]
+        return ""
+    if record.running_step:
+        return f"the lease of its {record.running_step} step on {record.hosts.get(record.running_step, '?')} lapsed"
+    if record.host not in live:
+        return f"its host {record.host} stopped beating while the batch waited between steps"
+    return ""
+
+
+def orphans(states: BatchStateStore, live: set[str]) -> Iterator[tuple[BatchRecord, str]]:
+    """Unfinished batches whose step holder or staging host is dead, with the reason."""
+    for record in states.all():
+        if record.final:
+            continue
+        why = _orphaned(states, record, live)
+        if why:
+            yield record, why
+
+
+def take_over(states: BatchStateStore, batch_id: str, live: set[str]) -> str:
+    """Put an orphaned batch back to ``queued`` from its first step; returns the reason, or "".
+
+    Under the batch's cross-host lock and after checking again, so of several
+    sweeping workers exactly one takes the batch over.
+    """
+    with states.lock(batch_id):
+        record = states.get(batch_id)
+        why = _orphaned(states, record, live)
+        if not why:
+            return ""
+        record.state = BatchState.QUEUED.value
+        record.steps_done = []
+        record.running_step = ""
+        record.host = ""
+        record.progress = {}
+        record.error = ""
+        record.takeovers += 1
+        states.save(record)
+    return why

@@ -1,0 +1,149 @@
+"""The batch-state protocol every store keeps, and what the shared stores have in common.
+
+A shared store (PostgreSQL, Redis) holds the records every host reads; two more
+things live there that one machine never needed:
+
+* a **lease** per batch: the step that runs holds it, a heartbeat renews it, and
+  when the holder dies it expires by itself, so another host may take the step over;
+* a **host heartbeat**: which hosts have a live worker, so a batch waiting on a
+  dead host's own queue is noticed.
+
+Expiry is measured by the shared service's own clock (PostgreSQL ``now()``, Redis
+key TTLs), never by comparing the hosts' clocks.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Iterator, Protocol, runtime_checkable
+
+from pipeline.exceptions import SubmissionError
+from pipeline.state import BatchRecord, StateStore
+
+
+@runtime_checkable
+class BatchStateStore(Protocol):
+    """What the pipeline asks of a batch-state store (``pipeline.state.StateStore`` is one)."""
+
+    shared: bool
+    url: str
+
+    def create(self, record: BatchRecord) -> None: ...
+    def get(self, batch_id: str) -> BatchRecord: ...
+    def exists(self, batch_id: str) -> bool: ...
+    def save(self, record: BatchRecord) -> None: ...
+    def update(self, batch_id: str) -> AbstractContextManager[BatchRecord]: ...
+    def lock(self, batch_id: str) -> AbstractContextManager[None]: ...
+    def all(self) -> list[BatchRecord]: ...
+    def wait_final(self, batch_id: str, timeout: float, poll: float = 0.2) -> BatchRecord: ...
+    def batch_dir(self, batch_id: str) -> Path: ...
+    def running(self, priority: str) -> AbstractContextManager[None]: ...
+    def outranked(self, priority: str) -> bool: ...
+
+
+class SharedStateStore:
+    """Common part of the stores several hosts share; subclasses store the records.
+
+    The batch's private work folder and the uplink courtesy between priorities stay
+    on this machine (``work_root``, a one-machine ``StateStore``): staging is per host.
+    """
+
+    shared = True
+    url = ""
+
+    def __init__(self, work_root: Path) -> None:
+        self.local = StateStore(work_root)
+
+    # --- to implement -------------------------------------------------------------
+    def create(self, record: BatchRecord) -> None:
+        raise NotImplementedError
+
+    def _load(self, batch_id: str) -> BatchRecord | None:
+        raise NotImplementedError
+
+    def _store(self, record: BatchRecord) -> None:
+        raise NotImplementedError
+
+    def lock(self, batch_id: str) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def all(self) -> list[BatchRecord]:
+        raise NotImplementedError
+
+    def acquire_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
+        """Take the batch's lease if it is free or expired (or already ``owner``'s)."""
+        raise NotImplementedError
+
+    def renew_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
+        """Extend ``owner``'s lease; False when it is no longer ``owner``'s."""
+        raise NotImplementedError
+
+    def release_lease(self, batch_id: str, owner: str) -> None:
+        raise NotImplementedError
+
+    def lease_holder(self, batch_id: str) -> str | None:
+        """The owner of the live lease, or None when there is none (free or expired)."""
+        raise NotImplementedError
+
+    def beat_host(self, host: str, ttl: float) -> None:
+        """Say that ``host`` has a live worker for the next ``ttl`` seconds."""
+        raise NotImplementedError
+
+    def live_hosts(self) -> set[str]:
+        raise NotImplementedError
+
+    # --- shared behaviour -------------------------------------------------------
+    @staticmethod
+    def check_id(batch_id: str) -> str:
+        if not batch_id or any(c not in "0123456789abcdef-" for c in batch_id):
+            raise SubmissionError(f"'{batch_id}' is not a batch ID (a UUID like 3f2a...-...)")
+        return batch_id
+
+    def get(self, batch_id: str) -> BatchRecord:
+        record = self._load(self.check_id(batch_id))
+        if record is None:
+            raise SubmissionError(
+                f"no batch {batch_id} in the shared state {self.url}; `telerad status` lists the known ones"
+            )
+        return record
+
+    def exists(self, batch_id: str) -> bool:
+        return self._load(self.check_id(batch_id)) is not None
+
+    def save(self, record: BatchRecord) -> None:
+        from pipeline.state import utcnow
+
+        record.updated_at = utcnow()
+        self._store(record)
+
+    @contextmanager
+    def update(self, batch_id: str) -> Iterator[BatchRecord]:
+        """Read-modify-write one record under its cross-host lock."""
+        with self.lock(batch_id):
+            record = self.get(batch_id)
+            yield record
+            self.save(record)
+
+    def wait_final(self, batch_id: str, timeout: float, poll: float = 0.2) -> BatchRecord:
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.get(batch_id)
+            if record.final:
+                return record
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"batch {batch_id} is still {record.state} after {timeout:.0f}s; "
+                    f"see `telerad status {batch_id}`"
+                )
+            time.sleep(poll)
+
+    def batch_dir(self, batch_id: str) -> Path:
+        return self.local.batch_dir(self.check_id(batch_id))
+
+    def running(self, priority: str) -> AbstractContextManager[None]:
+        return self.local.running(priority)
+
+    def outranked(self, priority: str) -> bool:
+        return self.local.outranked(priority)

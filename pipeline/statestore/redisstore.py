@@ -1,0 +1,144 @@
+"""Batch state in Redis (``TELERAD_STATE_URL=redis://host:6379/1``), for a site whose only
+shared service is Redis.
+
+Records are JSON strings (``telerad:batch:ID``) indexed by submission time in a
+sorted set. The cross-host lock is redis-py's ``Lock`` (a random owner token, an
+expiry so a dead holder cannot wedge the batch); a step's lease is a key holding
+its owner with a millisecond TTL, renewed only by its owner (compare-and-expire
+in Lua, so a lease taken over is never extended by the host that lost it).
+Redis keeps these in memory: run it with append-only persistence, or prefer
+PostgreSQL where a lost record would matter.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.exceptions import SubmissionError, TransientError
+from pipeline.state import BatchRecord
+from pipeline.statestore.base import SharedStateStore
+
+PREFIX = "telerad:"
+LOCK_SECONDS = 30  # a read-modify-write takes milliseconds; a dead holder's lock expires after this
+
+_ACQUIRE = """
+local v = redis.call('GET', KEYS[1])
+if (not v) or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _epoch(ts: str) -> float:
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+class RedisStateStore(SharedStateStore):
+    """Records, locks, leases and host heartbeats in one Redis database."""
+
+    lock_seconds: float = LOCK_SECONDS
+
+    def __init__(self, url: str, work_root: Path) -> None:
+        import redis
+
+        super().__init__(work_root)
+        self.url = url
+        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10,
+                                           socket_connect_timeout=5, health_check_interval=30)
+        self._acquire = self.client.register_script(_ACQUIRE)
+        self._renew = self.client.register_script(_RENEW)
+        self._release = self.client.register_script(_RELEASE)
+
+    def _call(self, fn, *args, **kwargs):
+        import redis
+
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise TransientError(
+                f"the shared batch state (Redis) did not answer: {type(exc).__name__}; "
+                "check TELERAD_STATE_URL and that Redis is running"
+            ) from None
+
+    def create(self, record: BatchRecord) -> None:
+        self.check_id(record.batch_id)
+        from pipeline.state import utcnow
+
+        record.updated_at = utcnow()
+        created = self._call(self.client.set, PREFIX + "batch:" + record.batch_id,
+                             json.dumps(record.to_dict(), sort_keys=True), nx=True)
+        if not created:
+            raise SubmissionError(f"batch {record.batch_id} exists already")
+        self._call(self.client.zadd, PREFIX + "batches", {record.batch_id: _epoch(record.submitted_at)})
+
+    def _load(self, batch_id: str) -> BatchRecord | None:
+        raw = self._call(self.client.get, PREFIX + "batch:" + batch_id)
+        return None if raw is None else BatchRecord.from_dict(json.loads(raw))
+
+    def _store(self, record: BatchRecord) -> None:
+        self._call(self.client.set, PREFIX + "batch:" + record.batch_id,
+                   json.dumps(record.to_dict(), sort_keys=True))
+
+    def lock(self, batch_id: str) -> AbstractContextManager[None]:
+        return self._locked(self.check_id(batch_id))
+
+    @contextmanager
+    def _locked(self, batch_id: str) -> Iterator[None]:
+        lock = self.client.lock(PREFIX + "lock:" + batch_id, timeout=self.lock_seconds, sleep=0.02,
+                                thread_local=False)
+        self._call(lock.acquire, blocking=True)
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except Exception:  # expired meanwhile (a very slow holder): nothing left to release
+                pass
+
+    def all(self) -> list[BatchRecord]:
+        ids = self._call(self.client.zrevrange, PREFIX + "batches", 0, -1)
+        if not ids:
+            return []
+        raws = self._call(self.client.mget, [PREFIX + "batch:" + i for i in ids])
+        return [BatchRecord.from_dict(json.loads(r)) for r in raws if r]
+
+    # --- leases and heartbeats ----------------------------------------------------------
+    def acquire_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
+        return bool(self._call(self._acquire, keys=[PREFIX + "lease:" + batch_id], args=[owner, int(ttl * 1000)]))
+
+    def renew_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
+        return bool(self._call(self._renew, keys=[PREFIX + "lease:" + batch_id], args=[owner, int(ttl * 1000)]))
+
+    def release_lease(self, batch_id: str, owner: str) -> None:
+        self._call(self._release, keys=[PREFIX + "lease:" + batch_id], args=[owner])
+
+    def lease_holder(self, batch_id: str) -> str | None:
+        return self._call(self.client.get, PREFIX + "lease:" + batch_id)
+
+    def beat_host(self, host: str, ttl: float) -> None:
+        self._call(self.client.set, PREFIX + "host:" + host, "1", px=int(ttl * 1000))
+
+    def live_hosts(self) -> set[str]:
+        keys = self._call(lambda: list(self.client.scan_iter(PREFIX + "host:*", count=500)))
+        return {k[len(PREFIX + "host:"):] for k in keys}
