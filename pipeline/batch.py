@@ -47,6 +47,7 @@ from pipeline.manifest import (
 )
 from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState, FileError, utcnow, utcnow_ms
+from pipeline.intake import drop_from_intake, originals_for, put_in_intake
 from pipeline.lease import StepLease, begin_step, staged_elsewhere
 from pipeline.statestore import BatchStateStore, open_state_store
 from pipeline.storage.base import CONTENT_TYPE_DICOM, CONTENT_TYPE_JSON
@@ -98,8 +99,10 @@ def create_batch(
     _load_profile(chosen_profile, chosen_options)
 
     settings.ensure_dirs()
+    batch_id = str(uuid.uuid4())
+    intake = put_in_intake(settings, batch_id, source)  # "" without TELERAD_INTAKE_URL
     record = BatchRecord(
-        batch_id=str(uuid.uuid4()),
+        batch_id=batch_id,
         priority=prio.value,
         organization=org,
         source=str(source),
@@ -109,6 +112,7 @@ def create_batch(
         overrides=dict(overrides or {}),
         note=note,
         origin=origin,
+        intake=intake,
     )
     open_state_store(settings).create(record)
     _audit(settings, "batch.submitted", record.batch_id, priority=prio.value, origin=origin)
@@ -128,7 +132,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         work = states.batch_dir(batch_id)
         staging = settings.staging_root / batch_id
         _reset_dir(staging)
-        source_root = _unpacked_source(Path(record.source), work)
+        source_root = _unpacked_source(originals_for(settings, record, work), work)
         deid = Deidentifier(
             _load_profile(record.profile, record.options),
             _pseudonyms(settings, record.organization),
@@ -293,6 +297,7 @@ def finalize(settings: Settings, batch_id: str) -> None:
             return
         shutil.rmtree(settings.staging_root / batch_id, ignore_errors=True)
         shutil.rmtree(open_state_store(settings).batch_dir(batch_id), ignore_errors=True)
+        drop_from_intake(settings, record)
         record.error = ""
         _audit(settings, "batch.done", batch_id, images=record.counts.get("images", 0))
         if record.origin == "inbox":
@@ -351,7 +356,7 @@ def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
             raise SubmissionError(
                 f"batch {batch_id} is {record.state}; only a failed batch can be retried"
             )
-        if not Path(record.source).exists() and "deidentify" not in record.steps_done:
+        if not record.intake and not Path(record.source).exists() and "deidentify" not in record.steps_done:
             raise SubmissionError(
                 f"batch {batch_id} cannot be retried: its source is no longer on disk"
             )

@@ -76,6 +76,9 @@ def make_app(settings: Settings | None = None) -> Celery:
         broker_heartbeat=0,
     )
     app.telerad_settings = settings  # type: ignore[attr-defined]
+    from workers.hosts import install  # several hosts: per-host queues, heartbeats, take-over
+
+    install(app, settings)
     return app
 
 
