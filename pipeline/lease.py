@@ -12,7 +12,9 @@ looks for orphaned batches (``orphans``): a step whose holder died (its record
 still names a running step, but no lease is live), or a batch waiting between
 steps on a host that no longer beats. ``take_over`` puts such a batch back to
 ``queued`` from its first step (staging lived on the dead host; the originals
-are in the intake store); the worker then enqueues it again (``workers/hosts.py``).
+are in the intake store, deleted only by the last step), or, when everything but
+``finalize`` was done, to that step on any host; the worker then enqueues it
+again (``workers/hosts.py``).
 """
 
 from __future__ import annotations
@@ -153,7 +155,9 @@ def take_over(states: BatchStateStore, batch_id: str, live: set[str]) -> str:
         if not why:
             return ""
         record.state = BatchState.QUEUED.value
-        record.steps_done = []
+        if "store_mapping" not in record.steps_done:
+            record.steps_done = []  # staging was on the dead host: de-identify again from the intake copy
+        # else: the batch is in the store and its mapping stored; only finalize is left, on any host
         record.running_step = ""
         record.host = ""
         record.progress = {}

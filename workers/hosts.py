@@ -89,17 +89,22 @@ class HostDuties(bootsteps.StartStopStep):
 
     def start(self, worker: Any) -> None:
         settings: Settings = worker.app.telerad_settings
+        # The first round runs here, in the main thread: every module the sweep needs is imported
+        # before the thread exists. A pool child forked while that thread held an import lock
+        # (psycopg's, say) would otherwise wait for it forever.
+        try:
+            sweep_once(settings)
+        except Exception as exc:
+            log.warning("host heartbeat/sweep failed at start (%s); trying again", type(exc).__name__)
         self._thread = threading.Thread(target=self._loop, args=(settings,), name="telerad-host", daemon=True)
         self._thread.start()
 
     def _loop(self, settings: Settings) -> None:
-        while True:
+        while not self._stop.wait(settings.lease_sweep_seconds):
             try:
                 sweep_once(settings)
             except Exception as exc:  # the shared state is down: try again next round
                 log.warning("host heartbeat/sweep failed (%s); trying again", type(exc).__name__)
-            if self._stop.wait(settings.lease_sweep_seconds):
-                return
 
     def stop(self, worker: Any) -> None:
         self._stop.set()

@@ -134,7 +134,11 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
     if r.counts:
         console.print("counts    " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())))
     for step, times in r.stage_times.items():
-        console.print(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}")
+        where = f" on {r.hosts[step]}" if step in r.hosts else ""  # several hosts: who holds or held it
+        console.print(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}{where}",
+                      highlight=False)
+    if r.takeovers:
+        console.print(f"taken over {r.takeovers} time(s) from a host that stopped (see `telerad audit show`)")
     for label, items in (("skipped", r.skipped), ("refused", r.refused), ("error in", r.errors)):
         for e in items:
             console.print(f"{label} file {e.index}: {e.relpath}: {e.reason}", markup=False, soft_wrap=True)

@@ -26,6 +26,16 @@ _lock = threading.Lock()
 _stores: dict[tuple[int, str, str], BatchStateStore] = {}
 
 
+def _forget_after_fork() -> None:
+    """A forked child (Celery's prefork pool) starts afresh: the parent's lock may have been held
+    by another of its threads at the fork (the host heartbeat), and its connections are the parent's."""
+    global _lock, _stores
+    _lock, _stores = threading.Lock(), {}
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def state_store_for(url: str, work_root: Path) -> BatchStateStore:
     """A new store for ``url`` ("" = JSON files in ``work_root``)."""
     if not url:

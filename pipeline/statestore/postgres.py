@@ -18,6 +18,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import psycopg
+
 from pipeline.exceptions import SubmissionError, TransientError
 from pipeline.state import BatchRecord
 from pipeline.statestore.base import SharedStateStore
@@ -60,8 +62,6 @@ class PostgresStateStore(SharedStateStore):
 
     # --- connections: one per thread and process --------------------------------------
     def _conn(self) -> Any:
-        import psycopg
-
         conn = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) != os.getpid():
             _inherited.append(conn)  # the parent's socket: closing it here would end the parent's session
@@ -73,8 +73,6 @@ class PostgresStateStore(SharedStateStore):
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        import psycopg
-
         try:
             yield
         except psycopg.OperationalError as exc:

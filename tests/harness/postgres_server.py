@@ -61,6 +61,9 @@ class PostgresServer:
              "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.dir,
         )
+        if self.host != "127.0.0.1":  # a test network of its own: trust the server's own subnet only
+            with open(data / "pg_hba.conf", "a") as hba:
+                hba.write("host all telerad samenet trust\n")
         self.log = open(self.dir / "postgres.log", "ab")
         self.proc = subprocess.Popen(
             [*self.prefix, *self._as_user(), str(bindir / "postgres"), "-D", str(data),
@@ -74,6 +77,22 @@ class PostgresServer:
     def wait_ready(self, timeout: float = 30.0) -> None:
         import psycopg
 
+        if self.prefix:  # the server is in another network namespace: ask from inside it
+            import sys
+
+            probe = (
+                "import psycopg, sys, time\n"
+                f"deadline = time.monotonic() + {timeout}\n"
+                "while time.monotonic() < deadline:\n"
+                "    try:\n"
+                f"        psycopg.connect({self.url!r}, connect_timeout=1).close(); sys.exit(0)\n"
+                "    except psycopg.OperationalError:\n"
+                "        time.sleep(0.1)\n"
+                "sys.exit(1)\n"
+            )
+            if subprocess.run([*self.prefix, sys.executable, "-c", probe]).returncode != 0:
+                raise TimeoutError(f"postgres did not accept connections within {timeout}s")
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,90 @@
+"""Submit on host A with workers only on B and C; power off B mid-batch: C finishes it, once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.testing import find_markers, make_study
+from tests.hosts.site import Site
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+
+def _record(site: Site, batch_id: str) -> dict:
+    return next(r for r in site.hosts["a"].probe("records") if r["batch_id"] == batch_id)
+
+
+def _wait(site: Site, batch_ids: list[str], timeout: float) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = {r["batch_id"]: r for r in site.hosts["a"].probe("records")}
+        if all(records[b]["state"] in ("done", "failed") for b in batch_ids):
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError({b: (records[b]["state"], records[b]["hosts"]) for b in batch_ids})
+        time.sleep(0.5)
+
+
+def _objects_of(keys: list[str], batch_id: str) -> list[str]:
+    return [k for k in keys if k.startswith(f"{batch_id}/")]
+
+
+def test_a_study_submitted_on_a_is_done_by_workers_on_b_and_c(site: Site, tmp_path: Path) -> None:
+    """With no worker on A, a batch A submits is de-identified and uploaded by B or C, and A's status names the host."""
+    b, c, a = site.hosts["b"], site.hosts["c"], site.hosts["a"]
+    b.start_worker()
+    c.start_worker()
+    study = make_study(tmp_path / "study", series=2, images=2)
+    batch_id = a.submit(study.root, "STAT")
+    record = _wait(site, [batch_id], 90)[batch_id]
+    assert record["state"] == "done", record["error"]
+    assert record["hosts"]["deidentify"] in ("b", "c")
+    assert set(record["hosts"].values()) == {record["hosts"]["deidentify"]}  # staged steps stayed with staging
+    keys = _objects_of(a.probe("objects"), batch_id)
+    assert len(keys) == len(study.files) + 3 and sum(k.endswith("manifest.json") for k in keys) == 1
+    assert a.probe("intake") == [], "the encrypted originals must be gone once the batch is done"
+    shown = a.run("status", batch_id)
+    assert shown.returncode == 0 and f"on {record['hosts']['deidentify']}" in shown.stdout
+    assert not find_markers((shown.stdout + shown.stderr).encode(), study.markers())
+
+
+def test_power_off_of_b_mid_batch_is_taken_over_within_60s(site: Site, tmp_path: Path) -> None:
+    """SIGKILL of every process of B mid-batch: another host finishes it within 60 s, no duplicate objects, one manifest."""
+    a, b, c = site.hosts["a"], site.hosts["b"], site.hosts["c"]
+    if not any(p.poll() is None for p in b.procs):
+        b.start_worker()
+    if not any(p.poll() is None for p in c.procs):
+        c.start_worker()
+    studies = [make_study(tmp_path / f"big{i}", series=4, images=60, rows=64, cols=64) for i in range(2)]
+    ids = [a.submit(s.root, "ROUTINE") for s in studies]
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        for r in a.probe("records"):
+            if r["batch_id"] in ids and r["state"] not in ("done", "failed") and r["running_step"] \
+                    and r["hosts"].get(r["running_step"]) == "b":
+                victim = r
+                break
+        else:
+            time.sleep(0.2)
+    assert victim is not None, "host b never ran a step of the two batches"
+    killed_at = time.monotonic()
+    killed = b.power_off()
+    assert killed, "no process of b was found to kill"
+    records = _wait(site, ids, 60)
+    taken = records[victim["batch_id"]]
+    took = time.monotonic() - killed_at
+    assert taken["state"] == "done", taken["error"]
+    assert took < 60, f"took {took:.0f}s"
+    assert taken["takeovers"] >= 1 and taken["hosts"]["finalize"] == "c"
+    other = next(records[i] for i in ids if i != victim["batch_id"])
+    assert other["state"] == "done" and other["takeovers"] == 0, "a batch on a live host must never be taken over"
+    keys = a.probe("objects")
+    for batch_id, study in zip(ids, studies):
+        mine = _objects_of(keys, batch_id)
+        assert len(mine) == len(set(mine)) == len(study.files) + 3
+        assert sum(k.endswith("manifest.json") for k in mine) == 1
+    assert a.probe("intake") == []
