@@ -141,7 +141,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         try:
             for f in walked.files:
                 try:
-                    res = deid.deidentify_file(source_root / f.rel, scratch)
+                    res = deid.deidentify_file(source_root / f.rel, scratch, out_path=scratch / f"{f.index}.dcm")
                 except Exception as exc:  # classified: skipped, refused, or failed (fails the batch below)
                     outcome, reason = study.classify(exc)
                     outcomes.append(study.FileOutcome(f.index, f.rel, outcome, reason))
@@ -149,7 +149,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
                     results[f.index] = res
                     item = study.FileOutcome(f.index, f.rel, study.Outcome.WRITTEN, relpath=res.relpath,
                                              size=res.size, sha256=res.sha256)
-                    placement.place(item, scratch / res.relpath)
+                    placement.place(item, scratch / f"{f.index}.dcm")
                     outcomes.append(item)
                 progress.advance()
         finally:
