@@ -28,10 +28,14 @@ def broker_settings(settings: Settings) -> dict:
             d.mkdir(parents=True, exist_ok=True)
         return {
             "broker_url": "filesystem://",
+            # kombu's filesystem transport with atomic put and claim, so several workers
+            # (and the submitters beside them) can share it: workers/embedded.py.
+            "broker_transport": "workers.embedded:Transport",
             "broker_transport_options": {
                 "data_folder_in": str(queue_dir),
                 "data_folder_out": str(queue_dir),
                 "processed_folder": str(processed),
+                "claimed_folder": str(settings.broker_dir / "claimed"),
                 "control_folder": str(control),
                 "store_processed": False,
                 "polling_interval": 0.1,
