@@ -144,7 +144,7 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
     if stale is not None:
         console.print(f"[yellow]waiting[/yellow]   queued {stale // 60} min {stale % 60} s with no worker taking it: "
                       "check that a worker runs on the same TELERAD_BROKER_URL and state, then "
-                      f"`telerad retry {r.batch_id}`", highlight=False)
+                      f"`telerad retry {r.batch_id}`", highlight=False, soft_wrap=True)
     if r.progress and not r.final:
         p = r.progress
         console.print(f"progress  {p['step']} {p['done']}/{p['total']} files")
