@@ -91,6 +91,7 @@ class BatchRecord:
     missing: list[str] = field(default_factory=list)
     progress: dict[str, Any] = field(default_factory=dict)  # {"step", "done", "total"} of the running step
     updated_at: str = ""
+    queued_at: str = ""  # when the broker last accepted the batch's steps
     # --- several hosts (issue 18) ---
     host: str = ""  # the host whose staging holds the batch's de-identified files (set by deidentify)
     hosts: dict[str, str] = field(default_factory=dict)  # step -> host that holds or held it
