@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         "", description="This host's name in the shared state, in `telerad status` and in its queue; empty = hostname."
     )
     lease_seconds: float = Field(
-        15.0, ge=2, le=600, description="A running step's lease; a holder silent this long is taken to be dead."
+        15.0, ge=1, le=600, description="A running step's lease; a holder silent this long is taken to be dead."
     )
     lease_sweep_seconds: float = Field(
         5.0, gt=0, le=300, description="How often each worker renews its host heartbeat and looks for orphaned batches."
