@@ -1,4 +1,4 @@
-"""One site of three hosts (network namespaces) with Redis, PostgreSQL and moto shared."""
+"""One site of three hosts (shared by the tests of this folder: starting it costs ~15 s) (network namespaces) with Redis, PostgreSQL and moto shared."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from tests.hosts.site import Site
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """Hosts a, b, c and the shared services; torn down by PID and namespace, on failure too."""
     if os.geteuid() != 0 or shutil.which("ip") is None:

@@ -33,6 +33,20 @@ def main(what: str) -> None:
         for name in sys.argv[2:]:
             s3.create_bucket(Bucket=name)
         out = sorted(b["Name"] for b in s3.list_buckets()["Buckets"])
+    elif what == "submit":  # (COUNT PRIORITY STUDY)...: many submissions from one process, as a gateway would
+        import time
+        from pathlib import Path
+
+        from pipeline import batch
+        from workers.dispatch import start_batch
+
+        out = []
+        args = sys.argv[2:]
+        for count, priority, study in zip(args[::3], args[1::3], args[2::3]):
+            for _ in range(int(count)):
+                batch_id = batch.create_batch(settings, Path(study), priority=priority)
+                start_batch(settings, batch_id)
+                out.append([batch_id, time.time()])  # when the broker had taken it
     else:
         raise SystemExit(f"unknown probe {what}")
     json.dump(out, sys.stdout)

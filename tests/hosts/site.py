@@ -87,6 +87,22 @@ class Host:
             raise RuntimeError(f"probe {what} on {self.name} failed:\n{out.stderr[-2000:]}")
         return json.loads(out.stdout)
 
+    def ensure_worker(self) -> None:
+        """A running worker on this host (started when none is)."""
+        if not any(p.poll() is None for p in self.procs):
+            self.start_worker()
+
+    def submit_many(self, *groups: tuple[int, str, Path]) -> subprocess.Popen:
+        """Start submitting (count, priority, study) groups in order from one process on this host.
+
+        Its output is JSON: ``[[batch_id, time the broker took it], ...]``.
+        """
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "tests.hosts.probe", "submit",
+             *(str(x) for g in groups for x in g)],
+            env=self.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
     def submit(self, study: Path, priority: str = "ROUTINE") -> str:
         out = self.run("submit", str(study), "--priority", priority)
         assert out.returncode == 0, out.stderr[-2000:]
