@@ -116,3 +116,16 @@ def test_completeness_benchmark_runs(tmp_path):
     assert data["files"] > 0 and 0 <= data["gate_share"] < 1
     assert {r["name"] for r in data["rows"]} == {"anonymize per-file work, gate off",
                                                  "anonymize per-file work, gate on (as shipped)"}
+
+
+def test_hosts_benchmark_runs_on_a_tiny_corpus(tmp_path):
+    """bench.hosts runs 1 and 2 worker hosts (namespaces) on two tiny batches and writes its figures."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (CI runs as root)")
+    data = bench(tmp_path, "hosts", "--batches", "2", "--images", "2", "--big-images", "4", "--hosts", "1,2",
+                 timeout=400)
+    assert [t["worker_hosts"] for t in data["throughput"]] == [1, 2]
+    assert all(t["batches_per_minute"] > 0 for t in data["throughput"])
+    assert [s["worker_hosts"] for s in data["stat"]] == [1, 2] and all(s["seconds"] > 0 for s in data["stat"])
