@@ -163,5 +163,5 @@ def take_over(states: BatchStateStore, batch_id: str, live: set[str]) -> str:
         record.progress = {}
         record.error = ""
         record.takeovers += 1
-        states.save(record)
+        states._save_locked(record)  # type: ignore[attr-defined]  # under the lock taken above
     return why

@@ -113,6 +113,15 @@ class SharedStateStore:
         return self._load(self.check_id(batch_id)) is not None
 
     def save(self, record: BatchRecord) -> None:
+        """Write the record under the batch's lock, so it never lands inside another's ``update``.
+
+        (A step's record write must not be undone by, say, the dispatcher's read-modify-write
+        that read the record before the step started and writes it back after.)
+        """
+        with self.lock(self.check_id(record.batch_id)):
+            self._save_locked(record)
+
+    def _save_locked(self, record: BatchRecord) -> None:
         from pipeline.state import utcnow
 
         record.updated_at = utcnow()
@@ -124,7 +133,7 @@ class SharedStateStore:
         with self.lock(batch_id):
             record = self.get(batch_id)
             yield record
-            self.save(record)
+            self._save_locked(record)
 
     def wait_final(self, batch_id: str, timeout: float, poll: float = 0.2) -> BatchRecord:
         deadline = time.monotonic() + timeout

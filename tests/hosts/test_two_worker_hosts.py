@@ -35,8 +35,9 @@ def _objects_of(keys: list[str], batch_id: str) -> list[str]:
 def test_a_study_submitted_on_a_is_done_by_workers_on_b_and_c(site: Site, tmp_path: Path) -> None:
     """With no worker on A, a batch A submits is de-identified and uploaded by B or C, and A's status names the host."""
     b, c, a = site.hosts["b"], site.hosts["c"], site.hosts["a"]
-    b.start_worker()
-    c.start_worker()
+    a.stop()  # no worker on A (another test may have started one)
+    b.ensure_worker()
+    c.ensure_worker()
     study = make_study(tmp_path / "study", series=2, images=2)
     batch_id = a.submit(study.root, "STAT")
     record = _wait(site, [batch_id], 90)[batch_id]
@@ -54,10 +55,9 @@ def test_a_study_submitted_on_a_is_done_by_workers_on_b_and_c(site: Site, tmp_pa
 def test_power_off_of_b_mid_batch_is_taken_over_within_60s(site: Site, tmp_path: Path) -> None:
     """SIGKILL of every process of B mid-batch: another host finishes it within 60 s, no duplicate objects, one manifest."""
     a, b, c = site.hosts["a"], site.hosts["b"], site.hosts["c"]
-    if not any(p.poll() is None for p in b.procs):
-        b.start_worker()
-    if not any(p.poll() is None for p in c.procs):
-        c.start_worker()
+    a.stop()  # B and C only: the batch B held must go to C
+    b.ensure_worker()
+    c.ensure_worker()
     studies = [make_study(tmp_path / f"big{i}", series=4, images=60, rows=64, cols=64) for i in range(2)]
     ids = [a.submit(s.root, "ROUTINE") for s in studies]
     victim = None
