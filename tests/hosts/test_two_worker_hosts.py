@@ -88,3 +88,28 @@ def test_power_off_of_b_mid_batch_is_taken_over_within_60s(site: Site, tmp_path:
         assert len(mine) == len(set(mine)) == len(study.files) + 3
         assert sum(k.endswith("manifest.json") for k in mine) == 1
     assert a.probe("intake") == []
+
+
+def test_the_same_with_the_batch_state_in_redis(site: Site, tmp_path: Path) -> None:
+    """With TELERAD_STATE_URL=redis:// (Redis the only shared service for state), A's batch is done by B or C."""
+    from tests.hosts.site import REDIS_PORT, SVC
+
+    a, b, c = site.hosts["a"], site.hosts["b"], site.hosts["c"]
+    postgres_url = site.state_url
+    for host in (a, b, c):
+        host.stop()
+    site.state_url = f"redis://{SVC}:{REDIS_PORT}/1"
+    try:
+        b.start_worker()
+        c.start_worker()
+        study = make_study(tmp_path / "study", series=1, images=3)
+        batch_id = a.submit(study.root, "URGENT")
+        record = _wait(site, [batch_id], 90)[batch_id]
+        assert record["state"] == "done", record["error"]
+        assert record["hosts"]["deidentify"] in ("b", "c") and record["intake"]
+        keys = _objects_of(a.probe("objects"), batch_id)
+        assert len(keys) == len(study.files) + 3
+    finally:
+        for host in (b, c):
+            host.stop()
+        site.state_url = postgres_url
