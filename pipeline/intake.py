@@ -20,7 +20,6 @@ swapped, reordered or cut off unnoticed. The objects are deleted when the batch 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.exceptions import KeyError_, PermanentError, StoragePermanentError
 from pipeline.settings import Settings
+from pipeline.storage.keys import sha256_file
 
 FORMAT = "telerad-intake/1"
 CHUNK = 4 * 2**20
@@ -145,7 +145,7 @@ class IntakeStore:
             tmp.flush()
             self.store.put_file(
                 f"{batch_id}/{name}", Path(tmp.name), content_type=CONTENT_TYPE,
-                metadata={"batch_id": batch_id, "sha256": _sha256(Path(tmp.name))},
+                metadata={"batch_id": batch_id, "sha256": sha256_file(Path(tmp.name))},
             )
 
     # --- reading ----------------------------------------------------------------------
@@ -214,14 +214,6 @@ def _files_inside(root: Path) -> Iterator[tuple[str, Path]]:
             continue
         if path.is_file():
             yield path.relative_to(root).as_posix(), path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- what the batch steps call ----------------------------------------------------------

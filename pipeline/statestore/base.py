@@ -14,7 +14,6 @@ key TTLs), never by comparing the hosts' clocks.
 
 from __future__ import annotations
 
-import time
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Iterator, Protocol, runtime_checkable
@@ -135,18 +134,7 @@ class SharedStateStore:
             yield record
             self._save_locked(record)
 
-    def wait_final(self, batch_id: str, timeout: float, poll: float = 0.2) -> BatchRecord:
-        deadline = time.monotonic() + timeout
-        while True:
-            record = self.get(batch_id)
-            if record.final:
-                return record
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"batch {batch_id} is still {record.state} after {timeout:.0f}s; "
-                    f"see `telerad status {batch_id}`"
-                )
-            time.sleep(poll)
+    wait_final = StateStore.wait_final  # it only reads through get()
 
     def batch_dir(self, batch_id: str) -> Path:
         return self.local.batch_dir(self.check_id(batch_id))

@@ -32,22 +32,29 @@ def _objects_of(keys: list[str], batch_id: str) -> list[str]:
     return [k for k in keys if k.startswith(f"{batch_id}/")]
 
 
-def test_a_study_submitted_on_a_is_done_by_workers_on_b_and_c(site: Site, tmp_path: Path) -> None:
-    """With no worker on A, a batch A submits is de-identified and uploaded by B or C, and A's status names the host."""
-    b, c, a = site.hosts["b"], site.hosts["c"], site.hosts["a"]
+def _done_by_b_or_c(site: Site, study_root: Path, priority: str) -> tuple[str, dict]:
+    """Workers on B and C only; A submits; the batch is done there, once, with its intake emptied."""
+    a, b, c = site.hosts["a"], site.hosts["b"], site.hosts["c"]
     a.stop()  # no worker on A (another test may have started one)
     b.ensure_worker()
     c.ensure_worker()
-    study = make_study(tmp_path / "study", series=2, images=2)
-    batch_id = a.submit(study.root, "STAT")
+    batch_id = a.submit(study_root, priority)
     record = _wait(site, [batch_id], 90)[batch_id]
     assert record["state"] == "done", record["error"]
-    assert record["hosts"]["deidentify"] in ("b", "c")
+    assert record["hosts"]["deidentify"] in ("b", "c") and record["intake"]
     assert set(record["hosts"].values()) == {record["hosts"]["deidentify"]}  # staged steps stayed with staging
     keys = _objects_of(a.probe("objects"), batch_id)
-    assert len(keys) == len(study.files) + 3 and sum(k.endswith("manifest.json") for k in keys) == 1
-    assert a.probe("intake") == [], "the encrypted originals must be gone once the batch is done"
-    shown = a.run("status", batch_id)
+    files = sum(1 for p in study_root.rglob("*") if p.is_file())
+    assert len(keys) == files + 3 and sum(k.endswith("manifest.json") for k in keys) == 1
+    assert not [k for k in a.probe("intake") if k.startswith(batch_id)], "encrypted originals must go when done"
+    return batch_id, record
+
+
+def test_a_study_submitted_on_a_is_done_by_workers_on_b_and_c(site: Site, tmp_path: Path) -> None:
+    """With no worker on A, a batch A submits is de-identified and uploaded by B or C, and A's status names the host."""
+    study = make_study(tmp_path / "study", series=2, images=2)
+    batch_id, record = _done_by_b_or_c(site, study.root, "STAT")
+    shown = site.hosts["a"].run("status", batch_id)
     assert shown.returncode == 0 and f"on {record['hosts']['deidentify']}" in shown.stdout
     assert not find_markers((shown.stdout + shown.stderr).encode(), study.markers())
 
@@ -94,22 +101,13 @@ def test_the_same_with_the_batch_state_in_redis(site: Site, tmp_path: Path) -> N
     """With TELERAD_STATE_URL=redis:// (Redis the only shared service for state), A's batch is done by B or C."""
     from tests.hosts.site import REDIS_PORT, SVC
 
-    a, b, c = site.hosts["a"], site.hosts["b"], site.hosts["c"]
     postgres_url = site.state_url
-    for host in (a, b, c):
-        host.stop()
+    for host in site.hosts.values():
+        host.stop()  # workers read the state URL at start
     site.state_url = f"redis://{SVC}:{REDIS_PORT}/1"
     try:
-        b.start_worker()
-        c.start_worker()
-        study = make_study(tmp_path / "study", series=1, images=3)
-        batch_id = a.submit(study.root, "URGENT")
-        record = _wait(site, [batch_id], 90)[batch_id]
-        assert record["state"] == "done", record["error"]
-        assert record["hosts"]["deidentify"] in ("b", "c") and record["intake"]
-        keys = _objects_of(a.probe("objects"), batch_id)
-        assert len(keys) == len(study.files) + 3
+        _done_by_b_or_c(site, make_study(tmp_path / "study", series=1, images=3).root, "URGENT")
     finally:
-        for host in (b, c):
+        for host in site.hosts.values():
             host.stop()
         site.state_url = postgres_url
