@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pipeline.checksums import sha256_file
 from pipeline.exceptions import (
     PermanentError,
     SubmissionError,
@@ -240,7 +241,7 @@ def upload(settings: Settings, batch_id: str) -> None:
         if record is None:
             return
         from pipeline.storage import shared_store
-        from pipeline.storage.keys import listing
+        from pipeline.storage.transfer import listing
 
         store = shared_store(settings.effective_store_url, settings)
         work = StateStore(settings.state_dir).batch_dir(batch_id)
@@ -281,7 +282,7 @@ def upload(settings: Settings, batch_id: str) -> None:
                 _key(settings, batch_id, name),
                 path,
                 content_type=CONTENT_TYPE_JSON if name.endswith(".json") else "text/plain",
-                metadata=meta(_sha256_file(path)),
+                metadata=meta(sha256_file(path)),
                 known=known,
             )
         # The manifest went last: from now on the batch is complete in the store.
@@ -567,8 +568,9 @@ def _load_entries(work: Path) -> list[FileEntry]:
 
 
 def _key(settings: Settings, batch_id: str, name: str) -> str:
-    prefix = settings.key_prefix.strip("/")
-    return f"{prefix}/{batch_id}/{name}" if prefix else f"{batch_id}/{name}"
+    from pipeline.storage.keys import batch_key
+
+    return batch_key(settings.key_prefix, batch_id, name)
 
 
 def _mapping(record: BatchRecord, produced: list[tuple[str, Any]], entries: list[FileEntry]) -> dict[str, Any]:
@@ -626,16 +628,6 @@ def _manifest_deid_section(report: dict[str, Any], report_key: str) -> dict[str,
         "pseudonym_key_id": report["pseudonym_key_id"],
         "report_key": report_key,
     }
-
-
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_profile(name: str, options: list[str]) -> Any:

@@ -28,7 +28,7 @@ from pipeline.exceptions import IntegrityError, ObjectNotFound, StorageError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, iter_files
 from pipeline.reader.layout import batch_key, parse_manifest, read_manifest_bytes, signature_key
 from pipeline.signing import SignatureError, verify_bytes
-from pipeline.storage.keys import sha256_file
+from pipeline.checksums import sha256_file
 
 log = logging.getLogger(__name__)
 

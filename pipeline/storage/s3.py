@@ -45,16 +45,8 @@ from pipeline.exceptions import (
 )
 from pipeline.settings import Settings, default_settings
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import (
-    PutPlan,
-    check_key,
-    download_via_temp,
-    join,
-    prepare_put,
-    source_sha256,
-    staged_size,
-    with_sha256,
-)
+from pipeline.storage.keys import check_key, join
+from pipeline.storage.transfer import PutPlan, download_via_temp, prepare_put, source_sha256, staged_size, with_sha256
 
 MAX_PRESIGN = timedelta(days=7)  # SigV4 limit
 
