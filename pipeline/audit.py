@@ -194,7 +194,7 @@ class AuditLog:
             log.warning("audit entry %r: redacted fields %s", action, ", ".join(entry["redacted"]))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         except OSError as exc:
             raise AuditError(
                 f"cannot open the audit log {self.path} ({exc.strerror}); check its folder's permissions"

@@ -45,6 +45,7 @@ from pipeline.manifest import (
     build_manifest,
     manifest_bytes,
 )
+from pipeline.permissions import remove_unpacked_originals
 from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow, utcnow_ms
 from pipeline.storage.base import CONTENT_TYPE_DICOM, CONTENT_TYPE_JSON
@@ -318,6 +319,7 @@ def mark_failed(settings: Settings, batch_id: str, reason: str) -> None:
             return
         record.state = BatchState.FAILED.value
         record.error = reason
+    remove_unpacked_originals(settings.state_dir, batch_id)
     _audit(settings, "batch.failed", batch_id, outcome="failed")
     log.warning("batch %s failed (see `telerad status %s`)", batch_id, batch_id)
     if record.origin == "inbox":
@@ -418,6 +420,8 @@ class _step:
             if record is None:
                 return False
             if exc is None:
+                if self.name == "deidentify":  # staging holds all later steps need
+                    remove_unpacked_originals(self.settings.state_dir, self.batch_id)
                 record.steps_done.append(self.name)
                 record.stage_times[self.name]["finished"] = utcnow_ms()
                 if self.name == "finalize":

@@ -70,6 +70,9 @@ def __getattr__(name: str) -> typer.Typer:
 
 def main() -> None:
     """Run the CLI; Telerad's own errors become one clear line and exit code 2."""
+    from pipeline.permissions import make_process_private
+
+    make_process_private()  # before anything is created: files 0600, folders 0700
     app = build_app(sys.argv[1] if len(sys.argv) > 1 else None)
     try:
         app()
