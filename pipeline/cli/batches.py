@@ -37,8 +37,10 @@ def submit(
 ) -> None:
     """Submit a study; prints the batch ID."""
     from pipeline import batch
+    from pipeline.locations import check_urls
 
     settings = load_settings()
+    check_urls(settings, broker=not no_queue)  # before anything is recorded
     options = None if option is None else list(settings.options) + list(option)
     batch_id = batch.create_batch(
         settings,

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from pipeline.exceptions import ConfigError
+from pipeline.locations import check_urls
 from pipeline.settings import Settings, load_settings
 
 console = Console(highlight=False, soft_wrap=True)
@@ -171,6 +172,7 @@ def watch(
 ) -> None:
     """Watch INBOX; submit each complete study once (stat/, urgent/, routine/ set the priority)."""
     settings = load_settings()
+    check_urls(settings)  # a bad store, mapping or broker URL stops us here, not in a worker
     path = _inbox_path(inbox, settings)
     watcher, bars = _watcher(path, settings, quiet_seconds, polling, show_names)
     stop = threading.Event()
@@ -214,6 +216,7 @@ def up(
 ) -> None:
     """Start a watcher and a worker pool together on the current settings; Ctrl-C stops both."""
     settings = load_settings()
+    check_urls(settings)  # a bad store, mapping or broker URL stops us here, not in a worker
     path = _inbox_path(inbox, settings)
     watcher, bars = _watcher(path, settings, quiet_seconds, polling, show_names)
     stop = threading.Event()

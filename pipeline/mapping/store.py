@@ -98,7 +98,7 @@ class MappingStore:
         before ``copy_from`` moves it to the mapping store; it must never be the
         upload location.
         """
-        from pipeline.settings import check_mapping_apart
+        from pipeline.locations import check_mapping_apart
         from pipeline.storage import open_store
 
         url = url or settings.effective_mapping_url
