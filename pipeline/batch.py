@@ -282,7 +282,7 @@ def store_mapping(settings: Settings, batch_id: str) -> None:
         if record is None:
             return
         pending = _mapping_store(settings, pending=True)
-        _mapping_store(settings).copy_from(pending, batch_id)
+        _mapping_store(settings).move_from(pending, batch_id)  # the pending copy is deleted
 
 
 def finalize(settings: Settings, batch_id: str) -> None:
@@ -664,11 +664,10 @@ def _pseudonyms(settings: Settings, organization: str) -> Any:
 
 
 def _mapping_store(settings: Settings, *, pending: bool = False) -> Any:
-    from pipeline.mapping import MappingStore
+    from pipeline.mapping import MappingStore, pending_mapping_store
 
     if pending:
-        url = (settings.state_dir / "pending-mappings").resolve().as_uri()
-        return MappingStore.from_settings(settings, url=url)
+        return pending_mapping_store(settings)
     return MappingStore.from_settings(settings)
 
 
