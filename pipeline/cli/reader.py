@@ -132,7 +132,7 @@ def fetch_cmd(
             )
         key = load_public_key(Path(key_file))
         if share:
-            source = open_share(share)
+            source = open_share(share, key)
             if batch_id and batch_id != source.batch_id:
                 raise ConfigError(f"{share} shares batch {source.batch_id}, not {batch_id}")
             batch_id, prefix, scheme = source.batch_id, source.prefix, "share"
@@ -169,11 +169,15 @@ def share_cmd(
 ) -> None:
     """Write a share file of expiring links (presigned S3 / Azure SAS) to a batch, for a reader with no credentials."""
     from pipeline.reader import create_share, parse_duration
+    from pipeline.signing import load_private_key
 
     try:
         settings, store, prefix = _context()
         out = out or Path(f"{batch_id}.share.json")
-        share = create_share(store, batch_id, parse_duration(expires), out, prefix=prefix)
+        share = create_share(
+            store, batch_id, parse_duration(expires), out, prefix=prefix,
+            signing_key=load_private_key(settings),
+        )
     except TeleradError as exc:
         raise _fail(exc) from None
     _audit(
