@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli.common import parse_assignments
+from pipeline.cli.common import parse_assignments, shown
 from pipeline.settings import Settings, load_settings
 from pipeline.state import BatchRecord, StateStore
 
@@ -97,12 +97,11 @@ def status(
     table = Table("priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error")
     table.add_column("batch", no_wrap=True)
     for r in records:
+        error = shown((r.error[:60] + "…") if len(r.error) > 60 else r.error, markup=True)
         table.add_row(
-            r.priority, r.state, str(r.counts.get("studies", "")),
-            str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), r.submitted_at,
-            stage_durations(r),
-            (r.error[:60] + "…") if len(r.error) > 60 else r.error,
-            r.batch_id,
+            shown(r.priority, markup=True), shown(r.state, markup=True), str(r.counts.get("studies", "")),
+            str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), shown(r.submitted_at, markup=True),
+            stage_durations(r), error, shown(r.batch_id, markup=True),
         )
     console.print(table)
 
@@ -124,23 +123,26 @@ def stage_durations(r: BatchRecord) -> str:
 
 
 def _print_one(settings: Settings, r: BatchRecord) -> None:
-    console.print(f"[bold]batch[/bold]     {r.batch_id}")
-    console.print(f"state     {r.state}")
-    console.print(f"priority  {r.priority}   organization {r.organization}")
-    console.print(f"profile   {r.profile}  options {', '.join(r.options) or '-'}")
-    console.print(f"submitted {r.submitted_at}")
+    def m(value: object) -> str:
+        return shown(value, markup=True)
+
+    console.print(f"[bold]batch[/bold]     {m(r.batch_id)}")
+    console.print(f"state     {m(r.state)}")
+    console.print(f"priority  {m(r.priority)}   organization {m(r.organization)}")
+    console.print(f"profile   {m(r.profile)}  options {m(', '.join(r.options) or '-')}")
+    console.print(f"submitted {m(r.submitted_at)}")
     if r.progress and not r.final:
         p = r.progress
-        console.print(f"progress  {p['step']} {p['done']}/{p['total']} files")
+        console.print(f"progress  {m(p['step'])} {p['done']}/{p['total']} files")
     if r.counts:
         console.print("counts    " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())))
     for step, times in r.stage_times.items():
-        console.print(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}")
+        console.print(m(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}"))
     for label, items in (("skipped", r.skipped), ("refused", r.refused), ("error in", r.errors)):
         for e in items:
-            console.print(f"{label} file {e.index}: {e.relpath}: {e.reason}", markup=False, soft_wrap=True)
+            console.print(f"{label} file {e.index}: {shown(e.relpath)}: {shown(e.reason)}", markup=False, soft_wrap=True)
     if r.error:
-        console.print(f"[red]error[/red]     {r.error}", highlight=False)
+        console.print(f"[red]error[/red]     {m(r.error)}", highlight=False)
     if not r.final or r.state == "failed":
         from pipeline.batch import missing_objects
         from pipeline.exceptions import TeleradError
@@ -148,12 +150,12 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
         try:
             missing = missing_objects(settings, r.batch_id)
         except TeleradError as exc:
-            console.print(f"missing   cannot compare with the store now: {exc}", highlight=False)
+            console.print(f"missing   cannot compare with the store now: {m(exc)}", highlight=False)
             missing = None
         if missing:
             console.print(f"missing   {len(missing)} object(s) not in the store yet (no manifest: readers do not see this batch)")
             for key in missing[:20]:
-                console.print(f"  {key}", highlight=False, soft_wrap=True)
+                console.print(f"  {m(key)}", highlight=False, soft_wrap=True)
             if len(missing) > 20:
                 console.print(f"  … and {len(missing) - 20} more")
 
@@ -198,7 +200,7 @@ def demo(
             proc.terminate()
             proc.wait(30)
     if record.state != "done":
-        console.print(f"[red]batch {record.state}[/red]: {record.error} (worker log: {log_path})")
+        console.print(f"[red]batch {record.state}[/red]: {shown(record.error, markup=True)} (worker log: {log_path})")
         raise typer.Exit(1)
     store = open_store(settings.effective_store_url, settings)
     console.print(f"\n[bold]bucket[/bold] {store.url}")

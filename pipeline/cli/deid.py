@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from pipeline.cli.common import shown
+
 profile_app = typer.Typer(help="Show or compare de-identification profiles.", no_args_is_help=True)
 
 
@@ -48,7 +50,7 @@ def verify(
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
         for f in report.findings:
-            typer.echo(str(f))
+            typer.echo(shown(f))
         typer.echo(f"{report.files} files checked, {len(report.findings)} findings"
                    + ("" if report.ok else " - NOT safe to send"))
     if not report.ok:

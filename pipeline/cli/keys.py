@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from pipeline.cli.common import shown
 from pipeline.exceptions import TeleradError
 
 keys_app = typer.Typer(
@@ -17,7 +18,7 @@ keys_app = typer.Typer(
 
 
 def _fail(exc: TeleradError) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
     return typer.Exit(2)
 
 
@@ -123,7 +124,7 @@ def rotate(
     if retired:
         typer.echo("retired key versions: " + ", ".join(f"v{v}" for v in retired))
     for batch_id, why in sorted(report.failed.items()):
-        typer.secho(f"not re-wrapped: {batch_id}: {why}", fg=typer.colors.RED, err=True)
+        typer.secho(f"not re-wrapped: {shown(batch_id)}: {shown(why)}", fg=typer.colors.RED, err=True)
     if report.failed:
         typer.secho(
             f"{len(report.failed)} mapping(s) could not be re-wrapped; fix their keys and run "

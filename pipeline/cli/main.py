@@ -77,7 +77,9 @@ def main() -> None:
     try:
         app()
     except TeleradError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        from pipeline.cli.common import shown
+
+        typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
         sys.exit(2)
 
 

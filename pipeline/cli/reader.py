@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli.common import shown
 from pipeline.exceptions import ConfigError, TeleradError
 
 reader_app = typer.Typer(
@@ -24,7 +25,7 @@ console = Console()
 
 
 def _fail(exc: TeleradError) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
     return typer.Exit(2)
 
 
@@ -93,9 +94,10 @@ def list_cmd(
         table.add_column(name, overflow="fold")
     for b in batches:
         style = "bold red" if b.priority == "STAT" else None
-        table.add_row(
-            b.batch_id, b.priority, _age(b.submitted_at), b.organization, str(b.studies),
-            str(b.images), _size(b.size), ",".join(b.modalities), style=style,
+        table.add_row(  # manifest values (organization, modalities) come from the sender
+            shown(b.batch_id, markup=True), shown(b.priority, markup=True), _age(b.submitted_at),
+            shown(b.organization, markup=True), str(b.studies), str(b.images), _size(b.size),
+            shown(",".join(b.modalities), markup=True), style=style,
         )
     console.print(table)
 
