@@ -44,6 +44,7 @@ def test_submit_creates_only_private_files(tmp_path: Path, umask: int) -> None:
     assert Path(failed.source).is_file()  # the submitted original stays where it was
 
 
+@pytest.mark.real
 def test_a_worker_started_under_umask_000_keeps_files_private(tmp_path: Path) -> None:
     """A real worker (embedded broker) started with umask 000 writes broker, state, staging and bucket files 0600/0700."""
     home = tmp_path / "home"
