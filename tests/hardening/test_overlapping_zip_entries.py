@@ -36,29 +36,27 @@ def test_directory_entries_pointing_at_one_stream_are_refused(tmp_path: Path) ->
         inspect(z)
 
 
+def _stored_zip_with_a_longer_first_entry(z: Path, entries: int, claimed: int) -> Path:
+    """Stored entries of 100 bytes; the directory then claims ``claimed`` compressed bytes for the first."""
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(entries):
+            zf.writestr(f"s/{i + 1}.dcm", bytes([97 + i]) * 100)
+    raw = bytearray(z.read_bytes())
+    struct.pack_into("<L", raw, raw.index(b"PK\x01\x02") + 20, claimed)
+    z.write_bytes(bytes(raw))
+    return z
+
+
 def test_an_entry_reaching_into_the_next_is_refused(tmp_path: Path) -> None:
     """An entry whose stated compressed size runs into the following entry is refused."""
-    z = tmp_path / "long.zip"
-    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("s/1.dcm", b"a" * 100)
-        zf.writestr("s/2.dcm", b"b" * 100)
-    raw = bytearray(z.read_bytes())
-    cd = raw.index(b"PK\x01\x02")
-    struct.pack_into("<L", raw, cd + 20, 150)  # compressed size of entry 1: now overlaps entry 2
-    z.write_bytes(bytes(raw))
+    z = _stored_zip_with_a_longer_first_entry(tmp_path / "long.zip", entries=2, claimed=150)
     with pytest.raises(UnsafeArchiveError, match="entries 1 and 2 share compressed data"):
         inspect(z)
 
 
 def test_an_entry_overlapping_the_central_directory_is_refused(tmp_path: Path) -> None:
     """The last entry may not claim bytes of the central directory."""
-    z = tmp_path / "cd.zip"
-    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("s/1.dcm", b"a" * 100)
-    raw = bytearray(z.read_bytes())
-    cd = raw.index(b"PK\x01\x02")
-    struct.pack_into("<L", raw, cd + 20, 120)
-    z.write_bytes(bytes(raw))
+    z = _stored_zip_with_a_longer_first_entry(tmp_path / "cd.zip", entries=1, claimed=120)
     with pytest.raises(UnsafeArchiveError, match="central directory"):
         inspect(z)
 

@@ -85,13 +85,18 @@ def test_only_http_links_unless_the_share_is_of_a_local_store(shared) -> None:
         open_share(share_file, key.public_key())
 
 
+def _redirect(share_file: Path, key: Ed25519PrivateKey, suffix: str, url: str):
+    """Point the first link whose key ends with ``suffix`` at ``url`` (signed again); the opened share and that key."""
+    share = json.loads(share_file.read_text())
+    victim = next(k for k in share["objects"] if k.endswith(suffix))
+    _resign(share_file, key, objects={**share["objects"], victim: url})
+    return open_share(share_file, key.public_key()), victim
+
+
 def test_a_link_to_dev_zero_stops_at_the_manifest_size(shared, tmp_path: Path) -> None:
     """An object (even signed, by a compromised site) pointing at /dev/zero is read only to its listed size."""
     share_file, key, pub = shared
-    share = json.loads(share_file.read_text())
-    victim = next(k for k in share["objects"] if k.endswith(".dcm"))
-    _resign(share_file, key, objects={**share["objects"], victim: "file:///dev/zero"})
-    source = open_share(share_file, key.public_key())
+    source, victim = _redirect(share_file, key, ".dcm", "file:///dev/zero")
     with pytest.raises(FetchError) as err:
         fetch_batch(source, source.batch_id, tmp_path / "d", key.public_key(), progress=False)
     size = len(pub.files[victim])
@@ -102,10 +107,7 @@ def test_a_link_to_dev_zero_stops_at_the_manifest_size(shared, tmp_path: Path) -
 def test_a_manifest_link_to_dev_zero_is_bounded(shared, tmp_path: Path) -> None:
     """The manifest itself at /dev/zero gives a clear integrity error, not a MemoryError."""
     share_file, key, pub = shared
-    share = json.loads(share_file.read_text())
-    manifest = next(k for k in share["objects"] if k.endswith("manifest.json"))
-    _resign(share_file, key, objects={**share["objects"], manifest: "file:///dev/zero"})
-    source = open_share(share_file, key.public_key())
+    source, _ = _redirect(share_file, key, "manifest.json", "file:///dev/zero")
     with pytest.raises(IntegrityError, match="manifest.json is larger than the"):
         fetch_batch(source, source.batch_id, tmp_path / "d", key.public_key(), progress=False)
 
@@ -141,10 +143,7 @@ def endless_server() -> Iterator[str]:
 def test_an_http_link_that_never_ends_stops_at_the_manifest_size(shared, tmp_path: Path, endless_server: str) -> None:
     """A real HTTP server streaming forever: the download stops just past the listed size and is removed."""
     share_file, key, pub = shared
-    share = json.loads(share_file.read_text())
-    victim = next(k for k in share["objects"] if k.endswith(".dcm"))
-    _resign(share_file, key, objects={**share["objects"], victim: endless_server})
-    source = open_share(share_file, key.public_key())
+    source, _ = _redirect(share_file, key, ".dcm", endless_server)
     with pytest.raises(FetchError, match="serves more than the [0-9]+ bytes the manifest lists"):
         fetch_batch(source, source.batch_id, tmp_path / "d", key.public_key(), progress=False)
     assert sum(p.stat().st_size for p in (tmp_path / "d").rglob("*") if p.is_file()) <= 2 * 4096
