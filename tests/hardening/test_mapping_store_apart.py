@@ -84,3 +84,26 @@ def test_submit_with_the_mapping_beside_the_bucket_writes_nothing(tmp_path: Path
     assert proc.returncode == 2
     assert "TELERAD_MAPPING_URL must be a separate place" in proc.stderr
     assert list(bucket.rglob("*")) == []
+
+
+def test_a_folder_seen_under_another_path_is_refused(tmp_path: Path) -> None:
+    """A bind mount of the bucket (same folder, other path, as on a case-insensitive mount) is seen through by identity."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    bucket, alias = tmp_path / "bucket", tmp_path / "alias"
+    bucket.mkdir()
+    alias.mkdir()
+    check = (
+        "from pipeline.locations import check_mapping_apart as c\n"
+        f"c({bucket.as_uri()!r}, {(alias / 'mapping').as_uri()!r})\n"
+    )
+    script = f"mount --bind {bucket} {alias} && exec {sys.executable} -c \"$CHECK\""
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], env={**os.environ, "CHECK": check},
+                          capture_output=True, text=True, timeout=60)
+    if "mount" in proc.stderr and proc.returncode != 0 and "ConfigError" not in proc.stderr:
+        pytest.skip(f"no mount namespaces here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 1 and "TELERAD_MAPPING_URL must be a separate place" in proc.stderr
