@@ -168,7 +168,7 @@ def retry(batch_id: str = typer.Argument(..., help="A failed batch.")) -> None:
     settings = load_settings()
     batch.reset_for_retry(settings, batch_id)
     start_batch(settings, batch_id)
-    typer.echo(f"{batch_id} queued again")
+    typer.echo(f"{shown(batch_id)} queued again")
 
 
 def demo(

@@ -81,10 +81,10 @@ def show(
         typer.echo(json.dumps({"profile": prof.describe(), "attributes": rows}, indent=2))
         return
     d = prof.describe()
-    typer.echo(f"profile {d['profile']}; options: {', '.join(d['options']) or 'none'}; {d['standard']}")
+    typer.echo(shown(f"profile {d['profile']}; options: {', '.join(d['options']) or 'none'}; {d['standard']}"))
     for r in rows:
         extra = f" = {r['value']!r}" if "value" in r else ""
-        typer.echo(f"{r['tag']:<14} {r['attribute']:<48} {r['action']}{extra}  [{r['code']}, {r['source']}]")
+        typer.echo(shown(f"{r['tag']:<14} {r['attribute']:<48} {r['action']}{extra}  [{r['code']}, {r['source']}]"))
 
 
 @profile_app.command("diff")
@@ -105,7 +105,7 @@ def diff(
         db = (rb["action"], rb.get("value")) if rb else ("(not listed)", None)
         if da != db:
             n += 1
-            typer.echo(f"{key[0]:<14} {key[1]:<48} {a}: {da[0]}  {b}: {db[0]}")
+            typer.echo(shown(f"{key[0]:<14} {key[1]:<48} {a}: {da[0]}  {b}: {db[0]}"))
     typer.echo(f"{n} attributes differ")
 
 

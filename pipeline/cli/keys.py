@@ -36,7 +36,7 @@ def status() -> None:
     except TeleradError as exc:
         raise _fail(exc) from None
     keyring = store.keyring
-    typer.echo(f"mapping store: {store.store.url}")
+    typer.echo(f"mapping store: {shown(store.store.url)}")
     typer.echo(f"current key:   {keyring.current.ref.provider} {keyring.current.ref}")
     typer.echo("keyring:")
     for ref in keyring.refs:

@@ -158,10 +158,10 @@ def fetch_cmd(
         file_count=result.downloaded, skipped_count=result.kept, byte_count=result.bytes_downloaded,
         manifest_sha256=hashlib.sha256((result.folder / "manifest.json").read_bytes()).hexdigest(),
     )
-    typer.echo(
+    typer.echo(shown(
         f"batch {batch_id} verified in {result.folder}: {result.downloaded} downloaded, "
         f"{result.kept} already present"
-    )
+    ))
 
 
 def share_cmd(
@@ -186,7 +186,7 @@ def share_cmd(
         settings, "batch.shared", batch_id, store_scheme=store.url.split(":", 1)[0],
         object_count=len(share["objects"]), share_expires_at=share["expires_at"],
     )
-    typer.echo(f"wrote {out}: {len(share['objects'])} links, valid until {share['expires_at']}")
+    typer.echo(shown(f"wrote {out}: {len(share['objects'])} links, valid until {share['expires_at']}"))
     typer.echo("anyone holding this file can read the batch until then: send it privately")
 
 
