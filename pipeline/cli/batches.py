@@ -65,7 +65,14 @@ def worker(
     concurrency: int = typer.Option(os.cpu_count() or 1, "--concurrency", "-c", help="Worker processes."),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
 ) -> None:
-    """Run a Celery worker on the configured broker (embedded by default)."""
+    """Run a Celery worker on the configured broker (embedded by default).
+
+    SIGTERM stops it within TELERAD_WORKER_SHUTDOWN_SECONDS: the running step
+    finishes or is put back on the queue. Ctrl-C twice stops it at once.
+    """
+    # Celery's SIGTERM is a warm shutdown that waits for the pool without a bound; as a cold
+    # shutdown it goes through the bounded soft shutdown first (workers/app.py) and requeues.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     from workers.app import app as celery_app
 
     celery_app.worker_main(
@@ -96,10 +103,14 @@ def status(
         return
     table = Table("priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error")
     table.add_column("batch", no_wrap=True)
+    from pipeline.batch import stale_queued_seconds
+
     for r in records:
+        stale = stale_queued_seconds(settings, r)
+        state = r.state if stale is None else f"{r.state} (stale {stale // 60} min)"
         error = shown((r.error[:60] + "…") if len(r.error) > 60 else r.error, markup=True)
         table.add_row(
-            shown(r.priority, markup=True), shown(r.state, markup=True), str(r.counts.get("studies", "")),
+            shown(r.priority, markup=True), shown(state, markup=True), str(r.counts.get("studies", "")),
             str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), shown(r.submitted_at, markup=True),
             stage_durations(r), error, shown(r.batch_id, markup=True),
         )
@@ -131,6 +142,13 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
     console.print(f"priority  {m(r.priority)}   organization {m(r.organization)}")
     console.print(f"profile   {m(r.profile)}  options {m(', '.join(r.options) or '-')}")
     console.print(f"submitted {m(r.submitted_at)}")
+    from pipeline.batch import stale_queued_seconds
+
+    stale = stale_queued_seconds(settings, r)
+    if stale is not None:
+        console.print(f"[yellow]waiting[/yellow]   queued {stale // 60} min {stale % 60} s with no worker taking it: "
+                      "check that a worker runs on the same TELERAD_BROKER_URL and state, then "
+                      f"`telerad retry {m(r.batch_id)}`", highlight=False, soft_wrap=True)
     if r.progress and not r.final:
         p = r.progress
         console.print(f"progress  {m(p['step'])} {p['done']}/{p['total']} files")
@@ -160,8 +178,8 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
                 console.print(f"  … and {len(missing) - 20} more")
 
 
-def retry(batch_id: str = typer.Argument(..., help="A failed batch.")) -> None:
-    """Put a failed batch back on the queue; finished steps are not redone."""
+def retry(batch_id: str = typer.Argument(..., help="A failed batch, or one stuck in the queue.")) -> None:
+    """Put a failed (or stale queued) batch back on the queue; finished steps are not redone."""
     from pipeline import batch
     from workers.dispatch import start_batch
 
