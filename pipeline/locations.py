@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 STORE_SCHEMES = ("file", "s3", "az")
-BROKER_SCHEMES = ("redis", "rediss")
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$", re.IGNORECASE)
 _AZ_CONTAINER = re.compile(r"^(\$root|[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9])$", re.IGNORECASE)
 STORE_FORMS = "file:///absolute/path, s3://bucket/prefix or az://container/prefix"
@@ -53,8 +53,8 @@ def _hide_password(url: str) -> str:
 
 def canonical_location(url: str, setting: str) -> Location:
     """The place behind a store URL; ConfigError naming ``setting`` when the URL is malformed."""
-    if "\x00" in url or any(c.isspace() for c in url):
-        raise ConfigError(f"{setting}: {url!r} holds spaces or control characters; use {STORE_FORMS}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ConfigError(f"{setting}: {url!r} holds control characters; use {STORE_FORMS}")
     parts = urlsplit(url)
     if parts.scheme not in STORE_SCHEMES:
         raise ConfigError(f"{setting}: {url!r} is not a store URL Telerad can use; use {STORE_FORMS}")
@@ -126,19 +126,31 @@ def check_broker_url(url: str, *, connect_timeout: float = 3.0) -> None:
         raise ConfigError(f"TELERAD_BROKER_URL: {shown!r} has no valid port; {form}") from None
     if parts.scheme not in BROKER_SCHEMES:
         raise ConfigError(f"TELERAD_BROKER_URL: {shown!r} is not a Redis URL; {form}")
+    if parts.scheme == "redis+socket":  # redis+socket:///run/redis/redis.sock
+        _connect(socket.AF_UNIX, parts.path, parts.path, connect_timeout)
+        return
     if not parts.hostname:
         raise ConfigError(f"TELERAD_BROKER_URL: {shown!r} names no host; {form}")
     db = parts.path.strip("/")
     if db and not db.isdigit():
         raise ConfigError(f"TELERAD_BROKER_URL: {shown!r} has database {db!r}, not a number; {form}")
     address = (parts.hostname, port or 6379)
+    _connect(None, address, f"{address[0]}:{address[1]}", connect_timeout)
+
+
+def _connect(family: int | None, address: object, shown: str, timeout: float) -> None:
+    """Open and close one connection to the broker, or say in one line why not."""
     try:
-        socket.create_connection(address, timeout=connect_timeout).close()
+        if family is None:
+            socket.create_connection(address, timeout=timeout).close()  # type: ignore[arg-type]
+        else:
+            with socket.socket(family) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
         raise ConfigError(
-            f"TELERAD_BROKER_URL: cannot reach Redis at {address[0]}:{address[1]} ({why}); "
-            "start it or fix the URL"
+            f"TELERAD_BROKER_URL: cannot reach Redis at {shown} ({why}); start it or fix the URL"
         ) from None
 
 

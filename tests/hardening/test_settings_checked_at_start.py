@@ -77,3 +77,29 @@ def test_password_is_not_printed(tmp_path: Path) -> None:
 def test_the_default_local_settings_pass(telerad_home: Path) -> None:
     """With nothing configured (embedded broker, local bucket and mapping store) the check passes."""
     check_urls(load_settings())
+
+
+def test_a_redis_unix_socket_is_checked_too(tmp_path: Path) -> None:
+    """redis+socket:// passes when a real redis-server listens on the socket, and fails naming it when not."""
+    import subprocess
+
+    sock = tmp_path / "redis.sock"
+    with pytest.raises(ConfigError, match=f"cannot reach Redis at {sock}"):
+        check_broker_url(f"redis+socket://{sock}")
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        import time
+
+        deadline = time.monotonic() + 30  # a loaded machine may take a while to start redis-server
+        while True:
+            try:
+                check_broker_url(f"redis+socket://{sock}")
+                break
+            except ConfigError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
