@@ -24,7 +24,7 @@ import os
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import requests
@@ -41,6 +41,9 @@ from pipeline.exceptions import (
 from pipeline.manifest import iter_files
 from pipeline.reader.layout import manifest_key, parse_manifest, read_manifest_bytes, signature_key
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 SHARE_FORMAT = "telerad-share/1"
 #: The largest manifest or signature a share may serve (a manifest of 100,000 files is ~40 MB).
 MAX_SMALL_OBJECT = 64 * 1024 * 1024
@@ -56,7 +59,7 @@ def _signed_part(share: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def sign_share(share: dict[str, Any], signing_key: Any) -> dict[str, Any]:
+def sign_share(share: dict[str, Any], signing_key: "Ed25519PrivateKey") -> dict[str, Any]:
     """Add the site's Ed25519 signature over everything else in the share."""
     from pipeline.signing import fingerprint
 
@@ -69,7 +72,7 @@ def sign_share(share: dict[str, Any], signing_key: Any) -> dict[str, Any]:
     return signed
 
 
-def verify_share(share: dict[str, Any], public_key: Any, path: Path | str = "share file") -> None:
+def verify_share(share: dict[str, Any], public_key: "Ed25519PublicKey", path: Path | str = "share file") -> None:
     """Raise ShareSignatureError unless ``public_key`` signed this exact share."""
     from cryptography.exceptions import InvalidSignature
 
@@ -92,7 +95,7 @@ def _iso(t: datetime) -> str:
 
 
 def create_share(
-    store: Any, batch_id: str, expires: timedelta, out: Path, *, signing_key: Any, prefix: str = "",
+    store: Any, batch_id: str, expires: timedelta, out: Path, *, signing_key: "Ed25519PrivateKey", prefix: str = "",
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Write the share file for one complete batch, signed with ``signing_key``, and return it."""
@@ -239,7 +242,7 @@ class SharedBatch:
             tmp.unlink(missing_ok=True)
 
 
-def open_share(path: Path, public_key: Any, *, now: datetime | None = None) -> SharedBatch:
+def open_share(path: Path, public_key: "Ed25519PublicKey", *, now: datetime | None = None) -> SharedBatch:
     """Read a share file; refuse it unless the site's key signed it, or when it has expired."""
     path = Path(path)
     try:
