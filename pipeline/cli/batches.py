@@ -224,7 +224,7 @@ def demo(
     store = open_store(settings.effective_store_url, settings)
     objects = sorted(store.list(f"{batch_id}/"), key=lambda i: i.key)
     images = [o for o in objects if o.key.endswith(".dcm")]
-    console.print(f"\n[bold]bucket[/bold] {store.url}  ({len(images)} de-identified images, "
+    console.print(f"\n[bold]bucket[/bold] {shown(store.url, markup=True)}  ({len(images)} de-identified images, "
                   f"{sum(o.size for o in images) / 1e6:.1f} MB)")
     for info in objects:
         if not info.key.endswith(".dcm"):
@@ -240,7 +240,7 @@ def demo(
         ("audit log", f"{settings.audit_log_path}  (every act, hash-chained, no PHI)"),
         ("the study", f"{study.root}  (the original, untouched)"),
     ):
-        console.print(f"  {label:<14} {where}", highlight=False, soft_wrap=True)
+        console.print(f"  {label:<14} {shown(where, markup=True)}", highlight=False, soft_wrap=True)
     console.print("\n[bold]Try next[/bold]")
     for cmd, why in (
         (f"telerad status {batch_id}", "counts, stage times, what was skipped and why"),
