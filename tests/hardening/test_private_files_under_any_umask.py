@@ -60,8 +60,7 @@ def test_a_worker_started_under_umask_000_keeps_files_private(tmp_path: Path) ->
         sub = run_telerad(["submit", str(src)], env, umask=0)
         assert sub.returncode == 0, sub.stderr
         batch_id = sub.stdout.strip().splitlines()[-1]
-        os.environ["TELERAD_HOME"] = str(home)
-        record = StateStore(load_settings().state_dir).wait_final(batch_id, 90)
+        record = StateStore(load_settings(home=home).state_dir).wait_final(batch_id, 90)
         assert record.state == "done", record.error
     finally:
         worker.stop()
