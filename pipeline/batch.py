@@ -44,6 +44,7 @@ from pipeline.manifest import (
     build_manifest,
     manifest_bytes,
 )
+from pipeline.permissions import remove_unpacked_originals
 from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow, utcnow_ms
 from pipeline.storage.base import CONTENT_TYPE_DICOM, CONTENT_TYPE_JSON
@@ -297,7 +298,7 @@ def store_mapping(settings: Settings, batch_id: str) -> None:
         if record is None:
             return
         pending = _mapping_store(settings, pending=True)
-        _mapping_store(settings).copy_from(pending, batch_id)
+        _mapping_store(settings).move_from(pending, batch_id)  # the pending copy is deleted
 
 
 def finalize(settings: Settings, batch_id: str) -> None:
@@ -339,6 +340,7 @@ def mark_failed(settings: Settings, batch_id: str, reason: str, *, dispose: bool
             return
         record.state = BatchState.FAILED.value
         record.error = reason
+    remove_unpacked_originals(settings.state_dir, batch_id)
     _audit(settings, "batch.failed", batch_id, outcome="failed")
     log.warning("batch %s failed (see `telerad status %s`)", batch_id, batch_id)
     if record.origin == "inbox" and dispose:
@@ -458,6 +460,8 @@ class _step:
             if record is None:
                 return False
             if exc is None:
+                if self.name == "deidentify":  # staging holds all later steps need
+                    remove_unpacked_originals(self.settings.state_dir, self.batch_id)
                 record.steps_done.append(self.name)
                 record.stage_times[self.name]["finished"] = utcnow_ms()
                 if self.name == "finalize":
@@ -643,11 +647,10 @@ def _pseudonyms(settings: Settings, organization: str) -> Any:
 
 
 def _mapping_store(settings: Settings, *, pending: bool = False) -> Any:
-    from pipeline.mapping import MappingStore
+    from pipeline.mapping import MappingStore, pending_mapping_store
 
     if pending:
-        url = (settings.state_dir / "pending-mappings").resolve().as_uri()
-        return MappingStore.from_settings(settings, url=url)
+        return pending_mapping_store(settings)
     return MappingStore.from_settings(settings)
 
 

@@ -119,6 +119,9 @@ class S3Store:
             read_timeout=60,
             # Path-style works with every S3-compatible endpoint (MinIO, Ceph, moto).
             s3={"addressing_style": "path"} if endpoint else {},
+            # Presigned share links with SigV4: botocore's default still presigns SigV2
+            # query strings in some regions, which AWS has deprecated.
+            signature_version="s3v4",
             request_checksum_calculation="when_supported",
             response_checksum_validation="when_supported",
         )
