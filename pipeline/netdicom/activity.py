@@ -89,3 +89,34 @@ def record_delivery(settings: Settings, result: dict[str, Any], keep: int = 20) 
     data = read_json(path) or {"deliveries": []}
     data["deliveries"] = ([{**result, "at": utcnow()}] + data["deliveries"])[:keep]
     _write_json(path, data)
+
+
+def summary_lines(settings: Settings) -> list[str]:
+    """A few lines for `telerad status`: the listener's counters and the last deliveries (no PHI)."""
+    lines = []
+    listener = read_json(listener_path(settings))
+    if listener:
+        c = listener.get("counts", {})
+        where = listener.get("listening") or "stopped"
+        lines.append(
+            f"DICOM listener  {where}  since {listener.get('started_at', '?')}: "
+            f"{c.get('associations_accepted', 0)} associations ({c.get('associations_rejected', 0)} rejected, "
+            f"{c.get('associations_aborted', 0)} aborted), {c.get('instances_received', 0)} instances received "
+            f"({c.get('instances_refused', 0)} refused, {c.get('out_of_resources', 0)} out of resources, "
+            f"{c.get('instances_already_sent', 0)} already sent), {c.get('echoes', 0)} echoes"
+        )
+        lines.append(
+            f"  studies: {listener.get('open_studies', 0)} open, {c.get('studies_submitted', 0)} submitted, "
+            f"{listener.get('studies_awaiting_upload', 0)} awaiting upload; last activity "
+            f"{listener.get('last_activity_at', '-')}"
+        )
+        for ae, per in sorted(listener.get("by_calling_ae", {}).items()):
+            lines.append(f"  from {ae}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(per.items())))
+    deliveries = (read_json(deliveries_path(settings)) or {}).get("deliveries", [])
+    for d in deliveries[:5]:
+        lines.append(
+            f"delivery  {d.get('at', '')}  batch {d.get('batch_id', '')} -> {d.get('called_ae', '')}: "
+            f"{d.get('sent', 0)}/{d.get('instances', 0)} sent, {d.get('failed', 0)} failed, "
+            f"{d.get('attempts', 0)} attempt(s)"
+        )
+    return lines

@@ -315,7 +315,7 @@ class StudyCollector:
                     if self._quiet_since(folder, now):  # nothing slipped in meanwhile
                         self._take(folder, now)
         closed = self.submit_pending()
-        self.activity.set(open_studies=self.open_count(), waiting_submission=len(list((self.spool / "closed").iterdir())))
+        self.activity.set(open_studies=self.open_count(), studies_awaiting_upload=len(list((self.spool / "closed").iterdir())))
         return closed
 
     def _quiet_since(self, folder: Path, now: float) -> bool:
