@@ -71,6 +71,11 @@ class Listener:
         if getattr(self, "log", None):
             self.log.close()
 
+    def telerad(self, *args: str) -> subprocess.CompletedProcess:
+        """Another `telerad` command in the listener's environment (e.g. ``status``)."""
+        return subprocess.run([sys.executable, "-m", "pipeline.cli.main", *args], env=self.env, cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
