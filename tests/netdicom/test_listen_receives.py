@@ -17,37 +17,9 @@ from pipeline.storage import open_store
 from pipeline.testing import make_study
 from tests.harness.orthanc import orthanc_server
 from tests.harness.worker import telerad_env
-from tests.netdicom.helpers import Listener, dcmtk, storescu, wait_for
+from tests.netdicom.helpers import batches, dcmtk, queued, storescu, wait_for
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
-
-
-@pytest.fixture
-def start_listener(tmp_path, telerad_home):
-    """Start `telerad listen` processes under this test's TELERAD_HOME; all stopped at teardown."""
-    started: list[Listener] = []
-
-    def start(*args: str, port: int | None = None, **env: str) -> Listener:
-        base = {"TELERAD_LISTEN_STABLE_SECONDS": "1.5", "TELERAD_LISTEN_MIN_FREE_BYTES": "0"}
-        listener = Listener(telerad_env(telerad_home, **{**base, **env}), tmp_path / f"listen-{len(started)}.log",
-                            *args, port=port).start()
-        started.append(listener)
-        return listener
-
-    yield start
-    for listener in started:
-        listener.stop()
-
-
-def batches(home: Path) -> list:
-    return [r for r in StateStore(home / "state").all() if r.origin == "listen"]
-
-
-def queued(home: Path) -> list:
-    """Batches the listener has recorded and queued (its audit entry comes after the queueing)."""
-    done = {e["batch_id"] for e in AuditLog(home / "audit" / "audit.jsonl").entries()
-            if e["action"] == "listen.study_submitted"} if (home / "audit" / "audit.jsonl").exists() else set()
-    return [r for r in batches(home) if r.batch_id in done]
 
 
 def source_files(record) -> list[Path]:
