@@ -48,6 +48,14 @@ def test_storescu_study_becomes_one_batch_and_unknown_ae_is_rejected(start_liste
     sent = storescu(listener.port, study.root, calling="MODALITY")
     assert sent.returncode == 0, sent.stderr
     assert sent.stderr.count("Received Store Response (Success)") == 6
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    ds = pydicom.dcmread(study.files[0])
+    del ds.StudyInstanceUID  # storescu sends it; the listener cannot group it into a study
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.10.1234.99.1"
+    ds.save_as(broken / "x.dcm")
+    bad = storescu(listener.port, broken, calling="MODALITY", extra=("-nh",))
+    assert "Received Store Response (Error: CannotUnderstand)" in bad.stderr, bad.stderr  # 0xC210
     refused = storescu(listener.port, stranger.root, calling="INTRUDER")
     assert refused.returncode != 0 and "Association Rejected" in refused.stderr
 
@@ -65,7 +73,7 @@ def test_storescu_study_becomes_one_batch_and_unknown_ae_is_rejected(start_liste
     assert ("listen.association", "ok", "MODALITY") in actions
     assert ("listen.study_submitted", "ok", None) in actions
     status = listener.telerad("status")
-    assert "6 instances received" in status.stdout and "2 rejected" in status.stdout, status.stdout
+    assert "6 instances received (1 refused" in status.stdout and "2 rejected" in status.stdout, status.stdout
     text = every_written_text(telerad_home, [listener.log_path])
     markers = study.markers() + stranger.markers() + ["DOE_JANE", "ROE_RICHARD"]
     assert [m for m in markers if m in text] == [], "no identifier in logs, audit, status or records"
