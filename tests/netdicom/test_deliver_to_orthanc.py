@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pydicom
@@ -121,12 +119,18 @@ def test_a_pacs_not_up_yet_gets_the_batch_on_a_later_attempt(site, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli.main", "reader", "fetch", batch_id, "--dest", str(tmp_path / "d"),
          "--no-progress", "--send", f"LATEPACS@127.0.0.1:{port}"],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**env, "TELERAD_SEND_RETRY_PAUSE": "1", "TELERAD_SEND_ATTEMPTS": "5"}, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    time.sleep(1.0)
+    lines: list[str] = []
+    for line in proc.stdout:  # the PACS starts only once the first attempt has failed
+        lines.append(line)
+        if "(attempt 1 of 5)" in line:
+            break
+    assert any("(attempt 1 of 5)" in line for line in lines), "".join(lines)
     with orthanc_server(tmp_path / "late-orthanc", aet="LATEPACS", dicom_port=port) as late:
         out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, out
+        assert proc.returncode == 0, "".join(lines) + out
         assert late.counts()["instances"] == 4
     sent = json.loads((tmp_path / "d" / ".telerad" / batch_id / "delivered.json").read_text())
     assert sent["ok"] and sent["attempts"] >= 2 and sent["sent"] == 4

@@ -84,7 +84,8 @@ def test_orthanc_and_a_stat_ae_send_studies_and_stat_is_processed_first(
 ):
     """Orthanc sends three ROUTINE studies, CT_STAT one study last; one batch each; a worker runs STAT first."""
     env = {"TELERAD_BROKER_URL": redis_url, "TELERAD_LISTEN_PRIORITY_BY_AE": "CT_STAT=STAT",
-           "TELERAD_LISTEN_ALLOW": "PACS,CT_STAT"}
+           "TELERAD_LISTEN_ALLOW": "PACS,CT_STAT",
+           "TELERAD_LISTEN_STABLE_SECONDS": "3"}  # a loaded machine may pause a sender for over a second
     listener = start_listener(**env)
     routine = [make_study(tmp_path / f"routine{i}", series=1, images=3) for i in range(3)]
     stat = make_study(tmp_path / "stat", series=2, images=2)
@@ -146,11 +147,12 @@ def test_a_killed_listener_loses_nothing_it_acknowledged(start_listener, tmp_pat
         kept = pydicom.dcmread(folder / instance_name(sent.SOPInstanceUID))
         assert kept.PixelData == sent.PixelData and kept.SOPInstanceUID == sent.SOPInstanceUID
 
-    again = start_listener("--stable-seconds", "2", port=listener.port)
+    # Stable time longer than the restart takes, so the study is still open when the re-send begins.
+    again = start_listener("--stable-seconds", "10", port=listener.port)
     assert list(spool.glob("tmp/*")) == [], "an unacknowledged partial write is dropped at start"
     resent = storescu(again.port, study.root, calling="CT1")
     assert resent.returncode == 0, resent.stderr
-    [record] = wait_for(lambda: queued(telerad_home), 30, "the study's batch")
+    [record] = wait_for(lambda: queued(telerad_home), 40, "the study's batch")
     names = [p.name for p in source_files(record)]
     assert sorted(names) == sorted(instance_name(u) for u in study.sop_uids), "complete, each instance once"
 
