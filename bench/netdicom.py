@@ -30,31 +30,9 @@ import psutil
 
 from bench import corpus as corpus_mod
 from bench.common import REPO, mb, python_env, stderr, table, write_result
+from tests.harness.ports import free_port, wait_for_port
 
 GOAL_RATIO = 0.5
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}) before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on {port}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -105,11 +83,11 @@ class PeakRSS:
 def run_storescp(corpus: Path, work: Path) -> dict[str, Any]:
     out = work / "storescp-out"
     out.mkdir()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["storescp", "+xa", "-aet", "STORESCP", "-od", str(out), str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port, proc)
+        wait_for_port(port, 30, proc)
         seconds = _send(port, "STORESCP", corpus)
     finally:
         _stop(proc)
@@ -121,13 +99,13 @@ def run_storescp(corpus: Path, work: Path) -> dict[str, Any]:
 def run_listen(corpus: Path, work: Path, stable: float) -> dict[str, Any]:
     home = work / "telerad-home"
     shutil.rmtree(home, ignore_errors=True)
-    port = _free_port()
+    port = free_port()
     env = python_env(TELERAD_HOME=str(home), TELERAD_LISTEN_MIN_FREE_BYTES="0")
     log = open(work / "listen.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "listen", "--port", str(port),
                              "--stable-seconds", str(stable)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_port(port, proc)
+        wait_for_port(port, 30, proc)
         rss = PeakRSS(proc.pid)
         seconds = _send(port, "TELERAD", corpus)
         last_ack = time.perf_counter()

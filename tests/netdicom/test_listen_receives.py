@@ -16,6 +16,7 @@ from pipeline.state import StateStore
 from pipeline.storage import open_store
 from pipeline.testing import make_study
 from tests.harness.orthanc import orthanc_server
+from tests.harness.tmpfs import small_tmpfs
 from tests.harness.worker import telerad_env
 from tests.netdicom.helpers import batches, dcmtk, queued, storescu, wait_for
 
@@ -159,15 +160,8 @@ def test_a_killed_listener_loses_nothing_it_acknowledged(start_listener, tmp_pat
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    mount = tmp_path / "spool-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, f"mounting a tmpfs needs root (CI runs as root): {done.stderr}"
-    try:
+    with small_tmpfs(tmp_path / "spool-disk", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_spool_answers_out_of_resources(start_listener, tmp_path, telerad_home, tiny_disk):
