@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.netdicom [--size-mb 200] [--repeat 2] [--stable-seconds 2]
 
 One study (``bench.corpus``, every kind of the default mix) is sent by dcmtk's
-``storescu`` over one association on loopback, first to ``storescp`` (which
-writes each instance without fsync) and then to ``telerad listen`` (which
+``storescu`` over one association on loopback, first to ``storescp`` (``+B``:
+writing each instance as received, like telerad, but without fsync; ``-pdu 131072``,
+its largest PDU, as telerad takes the sender's) and then to ``telerad listen`` (which
 fsyncs each instance and its folder entry before it acknowledges it, groups
 the study and submits it when stable). Both accept every transfer syntax.
 Reported: instances/s and MB/s received, the ratio (issue 16's goal: telerad
@@ -84,7 +85,7 @@ def run_storescp(corpus: Path, work: Path) -> dict[str, Any]:
     out = work / "storescp-out"
     out.mkdir()
     port = free_port()
-    proc = subprocess.Popen(["storescp", "+xa", "-aet", "STORESCP", "-od", str(out), str(port)],
+    proc = subprocess.Popen(["storescp", "+xa", "+B", "-pdu", "131072", "-aet", "STORESCP", "-od", str(out), str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, 30, proc)
