@@ -1,4 +1,4 @@
-"""Delivery into a reading site's PACS (a real Orthanc): `reader fetch --send` and `reader watch --send`."""
+"""Delivery into a reading site's PACS (a real Orthanc, and `telerad listen` as a PACS whose disk fills)."""
 
 from __future__ import annotations
 
@@ -151,3 +151,35 @@ def test_reader_watch_delivers_stat_first(site, orthanc, tmp_path):
     again = telerad(env, "reader", "watch", "--dest", str(tmp_path / "reading"), "--once",
                     "--send", f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}")
     assert again.returncode == 0 and "delivered" not in again.stdout, "a delivered batch is not sent again"
+
+
+def test_instances_the_pacs_refuses_are_named_and_a_rerun_sends_them(site, tmp_path):
+    """A receiver whose disk fills answers 0xA700 for some: exit 1 naming them; space freed, a re-run stores them."""
+    from tests.harness.tmpfs import small_tmpfs
+    from tests.netdicom.helpers import Listener
+
+    settings, env = site
+    batch_id, _study = publish(settings, tmp_path / "s", series=1, images=12, rows=128, cols=128)  # ~34 KB each
+    env = {**env, "TELERAD_SEND_ATTEMPTS": "2", "TELERAD_SEND_RETRY_PAUSE": "0.2"}
+    args = ("reader", "fetch", batch_id, "--dest", str(tmp_path / "d"), "--no-progress")
+    with small_tmpfs(tmp_path / "pacs-disk", "256k") as disk:
+        pacs = Listener(telerad_env(tmp_path / "pacs-home", TELERAD_LISTEN_SPOOL_DIR=str(disk),
+                                    TELERAD_LISTEN_MIN_FREE_BYTES="0", TELERAD_LISTEN_STABLE_SECONDS="600",
+                                    TELERAD_LISTEN_AE_TITLE="SMALLPACS"), tmp_path / "pacs.log").start()
+        try:
+            first = telerad(env, *args, "--send", f"SMALLPACS@127.0.0.1:{pacs.port}")
+            assert first.returncode == 1, first.stderr + first.stdout
+            refused = [line for line in first.stderr.splitlines() if "not stored:" in line]
+            assert refused and all("status 0xA700" in line for line in refused), first.stderr
+            assert f"instance(s) not stored by SMALLPACS@127.0.0.1:{pacs.port}" in first.stderr
+            report = json.loads((tmp_path / "d" / ".telerad" / batch_id / "delivered.json").read_text())
+            assert not report["ok"] and report["attempts"] == 2 and report["failed"] == len(refused)
+
+            subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+            second = telerad(env, *args, "--send", f"SMALLPACS@127.0.0.1:{pacs.port}")
+            assert second.returncode == 0, second.stderr + second.stdout
+            assert "0 downloaded, 12 already present" in second.stdout
+            assert "12 of 12 instances stored" in second.stdout
+            assert len(list(disk.glob("open/*/instances/*.dcm"))) == 12
+        finally:
+            pacs.stop()
