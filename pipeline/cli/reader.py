@@ -179,7 +179,7 @@ def _deliver(settings: Any, result: Any, destination: Any) -> None:
     from pipeline.netdicom.send import deliver_fetched
 
     try:
-        sent = deliver_fetched(settings, result, destination)
+        sent = deliver_fetched(settings, result, destination, notify=lambda line: typer.echo(line, err=True))
     except TeleradError as exc:
         raise _fail(exc) from None
     typer.echo(f"batch {result.batch_id} sent to {destination}: {sent.sent} of {sent.instances} instances "
@@ -204,6 +204,7 @@ def watch_cmd(
     once: bool = typer.Option(False, "--once", help="One round, then exit (for cron)."),
 ) -> None:
     """Fetch every new complete batch, STAT first, and deliver it to a PACS with --send."""
+    import logging
     import signal
     import threading
 
@@ -231,6 +232,7 @@ def watch_cmd(
         colour = {"fetched": "blue", "delivered": "green", "failed": "red"}[e.kind]
         console.print(f"[{colour}]{e.kind:9}[/{colour}] batch {e.batch_id}  {e.priority:<8} {e.detail}", highlight=False)
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")  # retries, failures
     kw = dict(prefix=prefix, destination=destination, since=window, notify=show)
     if once:
         events = watch_round(settings, store, dest, key, **kw)
