@@ -125,12 +125,12 @@ def test_orthanc_and_a_stat_ae_send_studies_and_stat_is_processed_first(
 def test_a_killed_listener_loses_nothing_it_acknowledged(start_listener, tmp_path, telerad_home):
     """SIGKILL mid-association: every acknowledged instance is whole on disk; the re-sent study is one complete batch."""
     listener = start_listener("--stable-seconds", "2")
-    study = make_study(tmp_path / "big", series=2, images=100)
+    study = make_study(tmp_path / "big", series=2, images=60)
     spool = telerad_home / "listen"
     proc = subprocess.Popen(["storescu", "-v", "-aet", "CT1", "-aec", "TELERAD", "+sd", "+r", "127.0.0.1",
                              str(listener.port), str(study.root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    wait_for(lambda: len(list(spool.glob("open/*/instances/*"))) >= 30, 60, "30 instances stored")
+    wait_for(lambda: len(list(spool.glob("open/*/instances/*"))) >= 20, 60, "20 instances stored")
     listener.stop(sig=9)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0, "the sender saw the association end"
@@ -142,7 +142,7 @@ def test_a_killed_listener_loses_nothing_it_acknowledged(start_listener, tmp_pat
         elif "Received Store Response (Success)" in line and current:
             acknowledged.append(Path(current))
     # The kill may fall between an instance's rename and its answer: stored, never acknowledged.
-    assert 25 <= len(acknowledged) < len(study.files), len(acknowledged)
+    assert 15 <= len(acknowledged) < len(study.files), len(acknowledged)
     [folder] = spool.glob(f"open/{study_key(study.study_uids[0])}/instances")
     for path in acknowledged:
         sent = pydicom.dcmread(path)
