@@ -185,7 +185,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         skipped, refused = record.skipped, record.refused
         if not produced:
             raise BatchFailed(
-                f"no DICOM images to send in the study ({walked.seen} files looked at, "
+                f"no DICOM images found to send in the study ({walked.seen} files looked at, "
                 f"{tally['skipped']} skipped, {tally['refused']} refused)"
             )
         _check_one_patient_per_batch(settings, produced)
@@ -403,6 +403,7 @@ def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
                 f"batch {batch_id} cannot be retried: its source is no longer on disk"
             )
         record.state = BatchState.QUEUED.value
+        record.queued_at = utcnow()  # the caller enqueues it now: the stale clock starts again
         record.error = ""
         record.errors = []
     return record
@@ -537,7 +538,7 @@ def _unpacked_source(source: Path, work: Path) -> Path:
 
 def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, Any]]) -> None:
     patients = {res.original.patient_id for _rel, res in produced}
-    if len(patients) > 1 and not getattr(settings, "allow_mixed_patients", False):
+    if len(patients) > 1 and not settings.allow_mixed_patients:
         raise BatchFailed(
             f"the study mixes {len(patients)} different patients; split it, or set "
             "TELERAD_ALLOW_MIXED_PATIENTS=true if this is intended"

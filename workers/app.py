@@ -78,7 +78,6 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         task_ignore_result=True,
-        result_backend=settings.result_backend or None,
         task_serializer="json",
         accept_content=["json"],
         worker_send_task_events=False,
