@@ -7,7 +7,7 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +15,10 @@ from rich.table import Table
 
 from pipeline.exceptions import ConfigError, TeleradError
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.netdicom.send import Destination
+    from pipeline.reader.fetch import FetchResult
 
 reader_app = typer.Typer(
     name="reader",
@@ -175,7 +179,7 @@ def fetch_cmd(
         _deliver(settings, result, destination)
 
 
-def _deliver(settings: Any, result: Any, destination: Any) -> None:
+def _deliver(settings: Settings, result: FetchResult, destination: Destination) -> None:
     """Send a verified batch to the PACS; exit 1 naming what it did not store."""
     from pipeline.netdicom.send import deliver_fetched
 

@@ -22,6 +22,7 @@ from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, build_context
 
 from pipeline.exceptions import ConfigError, TransientError
+from pipeline.reader.fetch import FetchResult
 from pipeline.settings import Settings
 
 log = logging.getLogger("telerad.send")
@@ -158,7 +159,7 @@ def _one_attempt(settings: Settings, destination: Destination, pairs: list[tuple
 DELIVERED_FILE = "delivered.json"
 
 
-def deliver_fetched(settings: Settings, fetched, destination: Destination,
+def deliver_fetched(settings: Settings, fetched: FetchResult, destination: Destination,
                     notify: Callable[[str], None] | None = None) -> DeliveryResult:
     """Send a verified fetch (``reader.fetch_batch``'s result) to a PACS; record and audit the outcome.
 
