@@ -115,6 +115,10 @@ def status(
             stage_durations(r), error, shown(r.batch_id, markup=True),
         )
     console.print(table)
+    from pipeline.netdicom.activity import summary_lines
+
+    for line in summary_lines(settings):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 STEP_LABELS = {"deidentify": "deid", "write_manifest": "manifest", "upload": "upload",
