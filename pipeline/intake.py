@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.exceptions import KeyError_, PermanentError, StoragePermanentError
 from pipeline.settings import Settings
-from pipeline.storage.keys import sha256_file
+from pipeline.checksums import sha256_file
 
 FORMAT = "telerad-intake/1"
 CHUNK = 4 * 2**20
@@ -105,7 +105,7 @@ class IntakeStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> "IntakeStore":
         from pipeline.mapping import Keyring
-        from pipeline.settings import check_intake_apart
+        from pipeline.locations import check_intake_apart
         from pipeline.storage import shared_store
 
         check_intake_apart(settings.effective_store_url, settings.intake_url)

@@ -80,7 +80,8 @@ class BatchRecord:
     options: list[str] = field(default_factory=list)
     overrides: dict[str, str] = field(default_factory=dict)
     note: str = ""
-    origin: str = "submit"  # "submit" or "inbox"
+    origin: str = "submit"  # "submit", "inbox" or "listen"
+    follow_up_of: list[str] = field(default_factory=list)  # earlier batches of the same study (listener)
     steps_done: list[str] = field(default_factory=list)
     stage_times: dict[str, dict[str, str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -91,7 +92,7 @@ class BatchRecord:
     missing: list[str] = field(default_factory=list)
     progress: dict[str, Any] = field(default_factory=dict)  # {"step", "done", "total"} of the running step
     updated_at: str = ""
-    queued_at: str = ""  # when the broker last accepted the batch's steps
+    queued_at: str = ""  # when a retry last put it on the queue (submitted_at before that)
     # --- several hosts (issue 18) ---
     host: str = ""  # the host whose staging holds the batch's de-identified files (set by deidentify)
     hosts: dict[str, str] = field(default_factory=dict)  # step -> host that holds or held it

@@ -73,13 +73,13 @@ def test_intake_in_or_around_the_upload_location_is_refused(tmp_path: Path, wher
     """TELERAD_INTAKE_URL at, inside or around TELERAD_STORE_URL is refused at start-up."""
     store = "s3://bucket/site"
     intake = {"same": "s3://bucket/site", "inside": "s3://bucket/site/intake", "around": "s3://bucket"}[where]
-    with pytest.raises(ConfigError, match="intake_url must be a separate place from store_url"):
+    with pytest.raises(ConfigError, match="TELERAD_INTAKE_URL must be a separate place from TELERAD_STORE_URL"):
         load_settings(home=tmp_path, store_url=store, intake_url=intake)
 
 
 def test_an_unsupported_intake_scheme_is_refused(tmp_path: Path) -> None:
     """An az:// intake is refused with the two accepted forms named."""
-    with pytest.raises(ConfigError, match="s3://bucket/prefix.*file:///path"):
+    with pytest.raises(ConfigError, match="TELERAD_INTAKE_URL must be s3://bucket/prefix.*file:///path"):
         load_settings(home=tmp_path, intake_url="az://container/x")
 
 
@@ -100,6 +100,9 @@ def test_batch_reads_originals_from_s3_intake_and_deletes_them_when_done(tmp_pat
         import shutil
 
         shutil.rmtree(study.root)  # the submitting host's copy is gone: the intake copy must do
+        batch.deidentify(settings, batch_id)
+        work = open_state_store(settings).batch_dir(batch_id)
+        assert not (work / "intake").exists(), "decrypted originals must not outlive de-identification"
         batch.run_all(settings, batch_id)
         record = open_state_store(settings).get(batch_id)
         assert record.state == "done" and record.counts["images"] == len(study.files)
