@@ -57,7 +57,7 @@ from pipeline.netdicom.activity import Activity
 from pipeline.netdicom.priority import PriorityRules, highest
 from pipeline.settings import Settings
 from pipeline.state import BatchRecord, utcnow
-from pipeline.storage.keys import sha256_file
+from pipeline.checksums import sha256_file
 
 log = logging.getLogger("telerad.listen")
 
@@ -232,6 +232,9 @@ class StudyCollector:
     def _parse(self, data: bytes | Path):
         import pydicom
 
+        from pipeline.dicomio import quiet_pydicom
+
+        quiet_pydicom()  # pydicom's warnings may quote values: keep them out of the listener's log
         try:
             src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
             return pydicom.dcmread(src, stop_before_pixels=True)
