@@ -135,9 +135,7 @@ def _orphaned(states: BatchStateStore, record: BatchRecord, live: set[str]) -> s
 
 def orphans(states: BatchStateStore, live: set[str]) -> Iterator[tuple[BatchRecord, str]]:
     """Unfinished batches whose step holder or staging host is dead, with the reason."""
-    for record in states.all():
-        if record.final:
-            continue
+    for record in states.unfinished():  # type: ignore[attr-defined]
         why = _orphaned(states, record, live)
         if why:
             yield record, why

@@ -71,6 +71,10 @@ class SharedStateStore:
     def all(self) -> list[BatchRecord]:
         raise NotImplementedError
 
+    def unfinished(self) -> list[BatchRecord]:
+        """Every batch neither done nor failed (what the take-over sweep looks at, every few seconds)."""
+        return [r for r in self.all() if not r.final]
+
     def acquire_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
         """Take the batch's lease if it is free or expired (or already ``owner``'s)."""
         raise NotImplementedError

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS telerad_batches (
   updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS telerad_batches_submitted ON telerad_batches (submitted_at DESC);
+CREATE INDEX IF NOT EXISTS telerad_batches_unfinished ON telerad_batches (state) WHERE state NOT IN ('done', 'failed');
 CREATE TABLE IF NOT EXISTS telerad_leases (
   batch_id text PRIMARY KEY,
   owner text NOT NULL,
@@ -135,6 +136,13 @@ class PostgresStateStore(SharedStateStore):
         with self._errors():
             rows = self._conn().execute(
                 "SELECT record FROM telerad_batches ORDER BY submitted_at DESC"
+            ).fetchall()
+        return [BatchRecord.from_dict(r[0]) for r in rows]
+
+    def unfinished(self) -> list[BatchRecord]:
+        with self._errors():
+            rows = self._conn().execute(
+                "SELECT record FROM telerad_batches WHERE state NOT IN ('done', 'failed') ORDER BY submitted_at DESC"
             ).fetchall()
         return [BatchRecord.from_dict(r[0]) for r in rows]
 

@@ -2,7 +2,7 @@
 shared service is Redis.
 
 Records are JSON strings (``telerad:batch:ID``) indexed by submission time in a
-sorted set. The cross-host lock is redis-py's ``Lock`` (a random owner token, an
+sorted set, the unfinished ones also in a set the take-over sweep reads. The cross-host lock is redis-py's ``Lock`` (a random owner token, an
 expiry so a dead holder cannot wedge the batch); a step's lease is a key holding
 its owner with a millisecond TTL, renewed only by its owner (compare-and-expire
 in Lua, so a lease taken over is never extended by the host that lost it).
@@ -91,14 +91,29 @@ class RedisStateStore(SharedStateStore):
         if not created:
             raise SubmissionError(f"batch {record.batch_id} exists already")
         self._call(self.client.zadd, PREFIX + "batches", {record.batch_id: _epoch(record.submitted_at)})
+        if not record.final:
+            self._call(self.client.sadd, PREFIX + "unfinished", record.batch_id)
 
     def _load(self, batch_id: str) -> BatchRecord | None:
         raw = self._call(self.client.get, PREFIX + "batch:" + batch_id)
         return None if raw is None else BatchRecord.from_dict(json.loads(raw))
 
     def _store(self, record: BatchRecord) -> None:
-        self._call(self.client.set, PREFIX + "batch:" + record.batch_id,
-                   json.dumps(record.to_dict(), sort_keys=True))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(PREFIX + "batch:" + record.batch_id, json.dumps(record.to_dict(), sort_keys=True))
+        if record.final:
+            pipe.srem(PREFIX + "unfinished", record.batch_id)
+        else:
+            pipe.sadd(PREFIX + "unfinished", record.batch_id)
+        self._call(pipe.execute)
+
+    def unfinished(self) -> list[BatchRecord]:
+        ids = sorted(self._call(self.client.smembers, PREFIX + "unfinished"))
+        if not ids:
+            return []
+        raws = self._call(self.client.mget, [PREFIX + "batch:" + i for i in ids])
+        records = [BatchRecord.from_dict(json.loads(r)) for r in raws if r]
+        return sorted((r for r in records if not r.final), key=lambda r: r.submitted_at, reverse=True)
 
     def lock(self, batch_id: str) -> AbstractContextManager[None]:
         return self._locked(self.check_id(batch_id))

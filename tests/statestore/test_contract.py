@@ -186,3 +186,19 @@ def test_unknown_scheme_is_refused_with_the_fix(tmp_path: Path) -> None:
     """A state URL of an unknown kind is refused with a message naming the accepted ones."""
     with pytest.raises(ConfigError, match="postgresql://.*redis://"):
         state_store_for("mysql://db/telerad", tmp_path)
+
+
+def test_unfinished_lists_only_batches_still_to_do(shared_url: str, tmp_path: Path) -> None:
+    """The sweep's view: batches neither done nor failed, kept current as records change state."""
+    store = state_store_for(shared_url, tmp_path / "work")
+    waiting, running, done = _record(), _record(), _record()
+    for r in (waiting, running, done):
+        store.create(r)
+    with store.update(running.batch_id) as r:
+        r.state = "uploading"
+    with store.update(done.batch_id) as r:
+        r.state = "done"
+    assert {r.batch_id for r in store.unfinished()} == {waiting.batch_id, running.batch_id}
+    with store.update(running.batch_id) as r:
+        r.state = "failed"
+    assert [r.batch_id for r in store.unfinished()] == [waiting.batch_id]
