@@ -47,6 +47,7 @@ from pipeline.manifest import (
 from pipeline.permissions import remove_unpacked_originals
 from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState, FileError, utcnow, utcnow_ms
+from pipeline import fanout
 from pipeline.intake import drop_from_intake, originals_for, put_in_intake
 from pipeline.lease import StepLease, begin_step, staged_elsewhere
 from pipeline.statestore import BatchStateStore, open_state_store
@@ -127,8 +128,11 @@ def create_batch(
 
 
 # --- the steps ----------------------------------------------------------------------------
-def deidentify(settings: Settings, batch_id: str) -> None:
-    """De-identify every DICOM file of the study into ``staging/BATCH_ID``."""
+def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> None:
+    """De-identify every DICOM file of the study into ``staging/BATCH_ID``.
+
+    ``fan_out`` (workers pass it) enqueues the chunks of a large study: pipeline/fanout.py.
+    """
     with _step(settings, batch_id, "deidentify", BatchState.DEIDENTIFYING) as record:
         if record is None:
             return
@@ -154,9 +158,11 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         results: dict[int, Any] = {}
         progress = _Progress(states, record, "deidentify", len(walked.files))
         try:
+            deidentify_one = fanout.file_deidentifier(settings, states, record, deid, walked.files, source_root,
+                                                      scratch, fan_out)
             for f in walked.files:
                 try:
-                    res = deid.deidentify_file(source_root / f.rel, scratch, out_path=scratch / f"{f.index}.dcm")
+                    res = deidentify_one(f)
                 except Exception as exc:  # classified: skipped, refused, or failed (fails the batch below)
                     outcome, reason = study.classify(exc)
                     outcomes.append(study.FileOutcome(f.index, f.rel, outcome, reason))

@@ -177,7 +177,22 @@ class IntakeStore:
             with open(tmp.name, "rb") as src, open(dest, "wb") as dst:
                 decrypt_stream(key, batch_id, name, src, dst)
 
-    def fetch_study(self, batch_id: str, dest: Path) -> Path:
+    def put_object(self, batch_id: str, name: str, src: BinaryIO) -> None:
+        """Store one more encrypted object of the batch (fan-out plans, chunk outputs)."""
+        self._put_encrypted(self._data_key(batch_id), batch_id, name, src)
+
+    def get_object(self, batch_id: str, name: str, dest: Path) -> None:
+        """Decrypt one named object of the batch into ``dest``."""
+        self._get_decrypted(self._data_key(batch_id), batch_id, name, dest)
+
+    def exists(self, batch_id: str, name: str) -> bool:
+        return self.store.head(f"{batch_id}/{name}") is not None
+
+    def fetch_files(self, batch_id: str, dest: Path, wanted: set[str]) -> Path:
+        """Like ``fetch_study``, only the files whose relative path is in ``wanted`` (a chunk's)."""
+        return self.fetch_study(batch_id, dest, wanted)
+
+    def fetch_study(self, batch_id: str, dest: Path, wanted: set[str] | None = None) -> Path:
         """Decrypt the batch's originals under ``dest``; returns the study folder or the ZIP."""
         key = self._data_key(batch_id)
         shutil.rmtree(dest, ignore_errors=True)
@@ -188,6 +203,8 @@ class IntakeStore:
         index_path.unlink()
         root = dest / "study"
         for number, rel in enumerate(index["files"], start=1):
+            if wanted is not None and index["kind"] == "folder" and rel not in wanted:
+                continue
             target = (root / rel).resolve()
             if not target.is_relative_to(root.resolve()):
                 raise IntakeError(f"intake index of batch {batch_id} names a path outside the study")

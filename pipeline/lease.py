@@ -61,13 +61,18 @@ class StepLease:
             self._local = self.states.lock(self.batch_id)
             self._local.__enter__()
             return self
-        self.owner = owner_token(self.settings)
-        ttl = self.settings.lease_seconds
-        while not self.states.acquire_lease(self.batch_id, self.owner, ttl):  # type: ignore[attr-defined]
+        while not self.try_acquire():
             time.sleep(0.2)
+        return self
+
+    def try_acquire(self) -> bool:
+        """One attempt (shared stores only); on success the heartbeat starts. Leave with ``__exit__``."""
+        self.owner = self.owner or owner_token(self.settings)
+        if not self.states.acquire_lease(self.batch_id, self.owner, self.settings.lease_seconds):  # type: ignore[attr-defined]
+            return False
         self._thread = threading.Thread(target=self._beat, name=f"lease-{self.batch_id[:8]}", daemon=True)
         self._thread.start()
-        return self
+        return True
 
     def _beat(self) -> None:
         ttl = self.settings.lease_seconds

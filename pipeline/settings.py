@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     intake_url: str = Field(
         "", description="On-site store of encrypted originals in flight (s3://... or file://...); empty = read the source in place."
     )
+    fanout_files: int = Field(
+        0, ge=0, description="Studies of at least this many files are de-identified in chunks by several workers; 0 = never."
+    )
+    fanout_chunk_files: int = Field(200, ge=1, description="Files in one fan-out chunk.")
 
     @classmethod
     def settings_customise_sources(

@@ -70,7 +70,9 @@ def _task(step: Callable[[Settings, str], None]):
     return task
 
 
-deidentify = _task(batch.deidentify)
+from workers import fanout  # noqa: E402  (its tasks register on the app above)
+
+deidentify = _task(fanout.deidentify)  # batch.deidentify, with large studies fanned out
 write_manifest = _task(batch.write_manifest)
 def _upload(settings: Settings, batch_id: str) -> None:
     """Upload; a ROUTINE upload pauses between its files while a STAT step runs on this machine."""

@@ -68,6 +68,7 @@ class Host:
             "TELERAD_LEASE_SECONDS": "6",
             "TELERAD_LEASE_SWEEP_SECONDS": "2",
             **self.site.secret_files,
+            **self.site.extra_env,
         })
         return env
 
@@ -162,6 +163,7 @@ class Site:
         self.pg: PostgresServer | None = None
         self.state_url = f"postgresql://telerad@{SVC}:{PG_PORT}/postgres"
         self.secret_files: dict[str, str] = {}
+        self.extra_env: dict[str, str] = {}  # more TELERAD_* settings for every host (workers read them at start)
 
     # --- network ------------------------------------------------------------------------
     def build_network(self) -> None:

@@ -1,0 +1,210 @@
+"""Fan-out: a large study de-identified by several workers, on any host, joined before the manifest.
+
+With ``fanout_files`` > 0, a shared state store and an intake store, the
+de-identify step of a study of at least that many files splits its files into
+chunks of ``fanout_chunk_files``. It writes the plan (encrypted: file names may
+hold PHI) into the intake store and has the workers enqueue one Celery task per
+chunk (a group, at the batch's priority, on the shared queue), so every free
+worker of every host can take one. Each chunk is **claimed** with a lease
+(``BATCH_ID/fanout/N`` in the shared state, renewed by a heartbeat like a step's):
+whoever claims it fetches just those originals from the intake store,
+de-identifies them with the batch's profile and keys, and puts the outputs and
+their results back in the intake store, encrypted (the leak verifier has not seen
+them yet), ``result.enc`` last.
+
+The join is the de-identify step itself, which keeps its own lease meanwhile: it
+claims and runs any chunk nobody holds (so it never waits on an idle queue, and
+several big batches at once cannot deadlock), waits for chunks others hold, and
+takes over a chunk whose holder's lease lapsed. With every ``result.enc`` present
+it decrypts the outputs into its scratch folder and the step goes on as for a
+small study: placement, the one-patient and duplicate checks, the leak verifier,
+the report and the mapping. We count finished parts in the shared stores rather
+than using a chord: the app keeps ``task_ignore_result=True`` (no result backend),
+and the join needs the outputs on the staging host anyway.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import pickle
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.lease import StepLease
+from pipeline.settings import Settings
+
+log = logging.getLogger("telerad.fanout")
+
+ChunkDispatcher = Callable[[Settings, str, int, str], None]
+"""``(settings, batch_id, chunks, priority)``: enqueue one chunk task per chunk (workers/fanout.py)."""
+
+
+def wanted(settings: Settings, states: Any, record: Any, files: int) -> bool:
+    """Fan out this batch? Only with a shared state, an intake copy and a study large enough."""
+    return bool(settings.fanout_files and files >= settings.fanout_files and states.shared and record.intake)
+
+
+def _chunk_key(batch_id: str, n: int) -> str:
+    return f"{batch_id}/fanout/{n}"
+
+
+def _intake(settings: Settings) -> Any:
+    from pipeline.intake import IntakeStore
+
+    return IntakeStore.from_settings(settings)
+
+
+def plan(settings: Settings, batch_id: str, files: list[Any]) -> int:
+    """Write the chunk plan (``[[index, rel], ...]`` per chunk) to the intake store; returns the count."""
+    size = max(1, settings.fanout_chunk_files)
+    chunks = [[[f.index, f.rel] for f in files[i:i + size]] for i in range(0, len(files), size)]
+    _intake(settings).put_object(batch_id, "fanout/plan.enc", io.BytesIO(json.dumps(chunks).encode()))
+    return len(chunks)
+
+
+def _load_plan(settings: Settings, batch_id: str, work: Path) -> list[list[list[Any]]]:
+    path = work / "fanout-plan.json"
+    _intake(settings).get_object(batch_id, "fanout/plan.enc", path)
+    try:
+        return json.loads(path.read_text())
+    finally:
+        path.unlink()
+
+
+def run_chunk(settings: Settings, batch_id: str, n: int, deid: Any = None) -> bool:
+    """Claim chunk ``n`` and de-identify it, unless someone holds it or it is done; True when this ran it."""
+    from pipeline.statestore import open_state_store
+
+    states = open_state_store(settings)
+    intake = _intake(settings)
+    if intake.exists(batch_id, f"fanout/{n}/result.enc"):
+        return False
+    claim = StepLease(states, settings, _chunk_key(batch_id, n))
+    if not claim.try_acquire():
+        return False
+    try:
+        if intake.exists(batch_id, f"fanout/{n}/result.enc"):  # finished just before we claimed it
+            return False
+        _deidentify_chunk(settings, states, batch_id, n, deid)
+        return True
+    finally:
+        claim.__exit__(None, None, None)
+
+
+def _deidentify_chunk(settings: Settings, states: Any, batch_id: str, n: int, deid: Any) -> None:
+    from pipeline import batch as steps
+    from pipeline.deid import Deidentifier
+    from pipeline.study import classify
+
+    record = states.get(batch_id)
+    work = states.batch_dir(batch_id) / f"fanout-{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    intake = _intake(settings)
+    try:
+        chunk = _load_plan(settings, batch_id, work)[n]
+        root = intake.fetch_files(batch_id, work / "originals", {rel for _i, rel in chunk})
+        if root.is_file():  # a ZIP submission: unpack it (the whole archive) here
+            root = steps._unpacked_source(root, work)
+        if deid is None:
+            deid = Deidentifier(
+                steps._load_profile(record.profile, record.options),
+                steps._pseudonyms(settings, record.organization),
+                overrides=record.overrides or None,
+                inflate_limits=settings.inflate_limits,
+            )
+        out = work / "out"
+        out.mkdir()
+        results: dict[int, Any] = {}
+        for index, rel in chunk:
+            target = out / f"{index}.dcm"
+            try:
+                results[index] = deid.deidentify_file(root / rel, out, out_path=target)
+            except Exception as exc:  # classified here as the one-worker loop does; raised again at the join
+                outcome, reason = classify(exc)
+                results[index] = (outcome.value, reason)
+                continue
+            with open(target, "rb") as fh:
+                intake.put_object(batch_id, f"fanout/{n}/{index}.enc", fh)
+        intake.put_object(batch_id, f"fanout/{n}/result.enc", io.BytesIO(pickle.dumps(results)))
+        log.info("batch %s: chunk %s de-identified on %s (%s files)", batch_id, n,
+                 settings.effective_host_id, len(chunk))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def join(settings: Settings, batch_id: str, chunks: int, deid: Any, scratch: Path,
+         advance: Callable[[int], None]) -> dict[int, Any]:
+    """Run or wait for every chunk; returns ``{index: DeidentifiedFile or (outcome, reason)}``, outputs in ``scratch``.
+
+    ``pickle`` reads only objects this batch's own workers wrote: they are encrypted and
+    authenticated with the batch's data key, so nothing else can be slipped in.
+    """
+    intake = _intake(settings)
+    pending = set(range(chunks))
+    results: dict[int, Any] = {}
+    while pending:
+        progressed = False
+        for n in sorted(pending):
+            if not intake.exists(batch_id, f"fanout/{n}/result.enc"):
+                if not run_chunk(settings, batch_id, n, deid):
+                    continue  # someone else holds it: look again later (a lapsed claim is taken then)
+            path = scratch / f".chunk-{n}.result"
+            intake.get_object(batch_id, f"fanout/{n}/result.enc", path)
+            part: dict[int, Any] = pickle.loads(path.read_bytes())
+            path.unlink()
+            for index, res in part.items():
+                if not isinstance(res, tuple):
+                    intake.get_object(batch_id, f"fanout/{n}/{index}.enc", scratch / f"{index}.dcm")
+            results.update(part)
+            advance(len(part))
+            pending.discard(n)
+            progressed = True
+        if pending and not progressed:
+            time.sleep(0.2)
+    return results
+
+
+def clear(settings: Settings, batch_id: str) -> None:
+    """Remove a finished fan-out's objects from the intake store (the originals stay until done)."""
+    intake = _intake(settings)
+    for info in list(intake.store.list(f"{batch_id}/fanout/")):
+        intake.store.delete(info.key)
+
+
+def file_deidentifier(settings: Settings, states: Any, record: Any, deid: Any, files: list[Any],
+                      source_root: Path, scratch: Path, dispatch: ChunkDispatcher | None,
+                      advance: Callable[[int], None] | None = None) -> Callable[[Any], Any]:
+    """What the de-identify loop calls per file: in this process, or from the joined chunks.
+
+    Returns ``one(f) -> DeidentifiedFile`` (raising the file's own error), writing the
+    output to ``scratch/INDEX.dcm`` either way.
+    """
+    if dispatch is None or not wanted(settings, states, record, len(files)):
+        return lambda f: deid.deidentify_file(source_root / f.rel, scratch, out_path=scratch / f"{f.index}.dcm")
+    chunks = plan(settings, record.batch_id, files)
+    dispatch(settings, record.batch_id, chunks, record.priority)
+    log.info("batch %s: %s files fanned out in %s chunks", record.batch_id, len(files), chunks)
+    joined = join(settings, record.batch_id, chunks, deid, scratch, advance or (lambda k: None))
+    clear(settings, record.batch_id)
+
+    def one(f: Any) -> Any:
+        res = joined[f.index]
+        if isinstance(res, tuple):  # (outcome, reason) of a file the chunk could not de-identify
+            raise _as_error(*res)
+        return res
+
+    return one
+
+
+def _as_error(outcome: str, reason: str) -> Exception:
+    """The error that ``study.classify`` maps back to the same outcome and reason."""
+    from pipeline.exceptions import NotDicomError, RefusedFileError, TeleradError
+    from pipeline.study import Outcome
+
+    kind = {Outcome.SKIPPED.value: NotDicomError, Outcome.REFUSED.value: RefusedFileError}.get(outcome, TeleradError)
+    return kind(reason)
