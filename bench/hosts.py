@@ -109,15 +109,21 @@ def main(argv: list[str] | None = None) -> int:
             figures["throughput"].append({"worker_hosts": n, "batches": args.batches, "seconds": end - start,
                                           "batches_per_minute": bpm, "per_host": per_host})
             rows.append([f"{n} worker host(s): batches per minute", bpm])
-        for n in (counts[0], counts[-1]):
+        chunk = max(1, len(big.files) // (4 * counts[-1]))
+        for n, fan_out in ((counts[0], False), (counts[-1], False), (counts[-1], True)):
+            for host in site.hosts.values():
+                host.stop()  # workers read the fan-out settings at start
+            site.extra_env = ({"TELERAD_FANOUT_FILES": str(max(2, len(big.files) // 2)),
+                               "TELERAD_FANOUT_CHUNK_FILES": str(chunk)} if fan_out else {})
             _use_hosts(site, n)
-            stderr(f"  STAT study of {len(big.files)} images, {n} worker host(s) ...")
+            label = f"fan-out in chunks of {chunk}" if fan_out else "no fan-out"
+            stderr(f"  STAT study of {len(big.files)} images, {n} worker host(s), {label} ...")
             ((batch_id, queued),) = _submit(site, 1, "STAT", big.root)
             record = _wait(site, [batch_id], args.timeout)[batch_id]
             latency = _ts(record["stage_times"]["finalize"]["finished"]) - queued
             figures["stat"].append({"worker_hosts": n, "images": len(big.files), "seconds": latency,
-                                    "fan_out": False})
-            rows.append([f"STAT {len(big.files)} images, {n} worker host(s), no fan-out: seconds", latency])
+                                    "fan_out": fan_out, "chunk_files": chunk if fan_out else None})
+            rows.append([f"STAT {len(big.files)} images, {n} worker host(s), {label}: seconds", latency])
     finally:
         site.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -150,4 +150,5 @@ def test_hosts_benchmark_runs_on_a_tiny_corpus(tmp_path):
                  timeout=400)
     assert [t["worker_hosts"] for t in data["throughput"]] == [1, 2]
     assert all(t["batches_per_minute"] > 0 for t in data["throughput"])
-    assert [s["worker_hosts"] for s in data["stat"]] == [1, 2] and all(s["seconds"] > 0 for s in data["stat"])
+    assert [(s["worker_hosts"], s["fan_out"]) for s in data["stat"]] == [(1, False), (2, False), (2, True)]
+    assert all(s["seconds"] > 0 for s in data["stat"])
