@@ -80,6 +80,9 @@ def run_chunk(settings: Settings, batch_id: str, n: int, deid: Any = None) -> bo
     from pipeline.statestore import open_state_store
 
     states = open_state_store(settings)
+    record = states.get(batch_id)
+    if record.final or "deidentify" in record.steps_done:
+        return False  # a late or redelivered chunk task: the join is over
     intake = _intake(settings)
     if intake.exists(batch_id, f"fanout/{n}/result.enc"):
         return False
