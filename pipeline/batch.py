@@ -46,7 +46,7 @@ from pipeline.manifest import (
 )
 from pipeline.permissions import remove_unpacked_originals
 from pipeline.settings import Priority, Settings
-from pipeline.state import BatchRecord, BatchState, FileError, utcnow, utcnow_ms
+from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow, utcnow_ms  # noqa: F401  (StateStore: read by tests and tools)
 from pipeline import fanout
 from pipeline.intake import drop_from_intake, originals_for, put_in_intake
 from pipeline.lease import StepLease, begin_step, staged_elsewhere
