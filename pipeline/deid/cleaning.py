@@ -22,7 +22,7 @@ from pipeline.deid import rawelem, standard
 from pipeline.deid.vocabulary import Vocabulary
 
 DATE_OPTIONS = {"retain-long-modified-dates", "retain-long-full-dates"}
-_TEXTISH = {"LO", "SH", "ST", "LT", "UT", "UC", "CS", "PN"}
+_TEXTISH = {"LO", "SH", "ST", "LT", "UT", "UC", "CS", "PN", "UR"}
 _NUMERIC = {"DS", "IS", "FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "AT", "OF", "OD"}
 _DT_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(.*)$")
 
@@ -89,11 +89,7 @@ class Cleaners:
             rawelem.set_value(ds, tag, vr, "AE" + ctx.pseudonyms.text("ae", str(old).strip(), 14))
             ctx.count(tag, "replaced")
         elif vr in _TEXTISH:
-            old = rawelem.text_value(ds, tag, vr)
-            new = _map_values(old, self.vocabulary.clean)
-            if new != old:  # an unchanged value stays as it was read
-                rawelem.set_value(ds, tag, vr, new)
-            ctx.count(tag, "cleaned")
+            self.clean_text(ctx, ds, tag, vr)
         elif vr in ("DA", "DT"):
             self.shift_dates(ctx, ds, tag, vr)
         elif rule.source == "clean-graphics" and (vr in _NUMERIC or vr in ("OB", "OW", "OB or OW")):
@@ -103,6 +99,19 @@ class Cleaners:
         else:
             del ds[tag]  # binary or unknown content cannot be cleaned, only removed
             ctx.count(tag, "removed")
+
+    def clean_text(self, ctx, ds: Dataset, tag: int, vr: str) -> None:
+        """Keep only the clinical words of a text value (each value of a multi-valued one)."""
+        if rawelem.is_empty(ds, tag, vr):
+            ctx.count(tag, "kept empty")
+            return
+        old = rawelem.text_value(ds, tag, vr)
+        new = _map_values(old, self.vocabulary.clean)
+        if vr == "CS":  # a code string holds only capitals, digits, space and underscore
+            new = _map_values(new, lambda v: re.sub(r"[^A-Z0-9_ ]", "", v.upper())[:16].strip())
+        if new != old:  # an unchanged value stays as it was read
+            rawelem.set_value(ds, tag, vr, new)
+        ctx.count(tag, "cleaned")
 
     # --- dates -----------------------------------------------------------------------
     def shift_dates(self, ctx, ds: Dataset, tag: int, vr: str) -> None:

@@ -24,7 +24,9 @@ from pipeline.dicomraw import value_of
 from pipeline.deid import guards, updaters
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
 from pipeline.deid import rawelem
-from pipeline.deid.handlers import NEED_VR, Context, GroupLength, Identity, Plan, Private, TableRule, Unlisted
+from pipeline.deid.handlers import (
+    NEED_VR, CodeMeaning, Context, GroupLength, Identity, Plan, Private, TableRule, Unlisted,
+)
 from pipeline.deid.overrides import Overrides
 from pipeline.deid.profile import Profile, keyword_or_tag
 from pipeline.deid.vocabulary import Vocabulary
@@ -78,12 +80,13 @@ def _keywords_to_tags(words: list[str], what: str) -> frozenset[int]:
     return frozenset(tags)
 
 
-def _load_keep_lists(root: Path) -> tuple[frozenset[int], frozenset[int]]:
+def _load_keep_lists(root: Path) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
     uids = tomllib.loads((root / "deid" / "uids.toml").read_text(encoding="utf-8"))
     keep = tomllib.loads((root / "deid" / "keep.toml").read_text(encoding="utf-8"))
     return (
         _keywords_to_tags(uids.get("never_remap", []), "uids.toml never_remap"),
         _keywords_to_tags(keep.get("keep", []), "keep.toml keep"),
+        _keywords_to_tags(keep.get("clean", []), "keep.toml clean"),
     )
 
 
@@ -96,10 +99,10 @@ class Deidentifier:
         self.profile = profile
         self.pseudonyms = pseudonyms
         self.overrides = Overrides.parse(overrides or {})
-        self.never_remap, self.keep_text = _load_keep_lists(root)
+        self.never_remap, self.keep_text, self.clean_text = _load_keep_lists(root)
         self.cleaners = Cleaners(Vocabulary.from_files(vocabulary_paths(root)))
         self.guard = guards.BurnedInGuard.from_config(root, profile)
-        self.handlers = [GroupLength(), Private(), Identity(), TableRule(), Unlisted()]
+        self.handlers = [GroupLength(), Private(), Identity(), CodeMeaning(), TableRule(), Unlisted()]
         self._plans: dict[tuple[int, str | None], Plan] = {}
         self._marks_cache: dict[tuple[bool, bool, bool], dict] = {}
 
@@ -133,7 +136,8 @@ class Deidentifier:
             plan = self._plans.get((number, None)) or self._plan(number, None)
             vr = None
             if plan is NEED_VR:
-                vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, tag)
+                vr = rawelem.settle_vr(ds, tag, number, elem)  # the dictionary's VR, not the file's
+                elem = d[tag]
                 plan = self._plans.get((number, vr)) or self._plan(number, vr)
             kind = plan.kind
             if kind == "remove":

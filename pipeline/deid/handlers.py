@@ -28,7 +28,10 @@ PATIENT_NAME = 0x00100010
 ACCESSION = 0x00080050
 _IDENTITY_TAGS = frozenset({PATIENT_ID, PATIENT_NAME, ACCESSION})  # a set: no BaseTag.__eq__ per element
 _IDENTITY_VRS = {PATIENT_ID: "LO", PATIENT_NAME: "PN", ACCESSION: "SH"}
-TEXT_VRS = {"PN", "LO", "SH", "ST", "LT", "UT", "UC", "AE"}
+CODE_MEANING = 0x00080104
+CODE_VALUE = 0x00080100
+CODING_SCHEME = 0x00080102
+TEXT_VRS = {"PN", "LO", "SH", "ST", "LT", "UT", "UC", "UR", "AE"}  # free text (UR: a URL's query can name anyone)
 
 
 @dataclass
@@ -84,13 +87,15 @@ def _counted(kind: str, tag: int, what: str, **kw) -> Plan:
 # profile, never_remap and keep_text. Handlers whose outcome depends on the
 # value are also called per element.
 class GroupLength:
-    """Group length elements (gggg,0000) are retired; they are removed."""
+    """Group length elements (gggg,0000) are retired, and file meta (0002) belongs only in the file meta."""
 
     def describe(self) -> str:
-        return "remove group length elements (gggg,0000)"
+        return "remove group length elements (gggg,0000) and file meta elements (0002,eeee) inside the dataset"
 
     def plan(self, policy, tag: int, vr: str | None) -> Plan | None:
-        if tag & 0xFFFF == 0 and tag >> 16 != 0x0002:
+        if tag >> 16 == 0x0002:  # e.g. Private Information inside a sequence item
+            return _counted("remove", tag, "removed")
+        if tag & 0xFFFF == 0:
             return _counted("remove", tag, "removed")
         return None
 
@@ -149,6 +154,50 @@ class Identity:
         ctx.count(tag, "pseudonymised")
 
 
+class CodeMeaning:
+    """A code item keeps its code; its Code Meaning is the standard's, else cleaned by vocabulary.
+
+    Code Meaning is display text anyone could have typed into (``CT HEAD DOE
+    JOHN`` in a Procedure Code Sequence), and the sequences that hold it are
+    mostly not in Table E.1-1, so it is handled here under every profile. An
+    institution's explicit rule for it in a profile still wins.
+    """
+
+    def describe(self) -> str:
+        return ("Code Meaning: the standard meaning of a known code (DCM, SCT, UCUM...), "
+                "otherwise cleaned with the clinical vocabulary")
+
+    def plan(self, policy, tag: int, vr: str | None) -> Plan | None:
+        if tag != CODE_MEANING:
+            return None
+        rule = policy.profile.rule_for(tag)
+        if rule is not None and rule.source.startswith("profile:"):
+            return None
+        return Plan("call", handler=self)
+
+    def __call__(self, ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: bool = False) -> None:
+        from pipeline.deid.codes import standard_meaning
+
+        if rawelem.is_empty(ds, tag, "LO"):
+            ctx.count(tag, "kept empty")
+            return
+        old = rawelem.text_value(ds, tag, "LO")
+        scheme = CODING_SCHEME in ds._dict and rawelem.text_value(ds, CODING_SCHEME, "SH")
+        value = CODE_VALUE in ds._dict and rawelem.text_value(ds, CODE_VALUE, "SH")
+        meaning = (standard_meaning(str(scheme), str(value))
+                   if isinstance(scheme, str) and isinstance(value, str) else None)
+        if meaning is not None:
+            if meaning != old:
+                rawelem.set_value(ds, tag, "LO", meaning)
+            ctx.count(tag, "standard meaning")
+            return
+        new = ctx.cleaners.vocabulary.clean(str(old)) if isinstance(old, str) else \
+            [ctx.cleaners.vocabulary.clean(str(v)) for v in old]
+        if new != old:
+            rawelem.set_value(ds, tag, "LO", new)
+        ctx.count(tag, "cleaned")
+
+
 class TableRule:
     """Apply the profile's resolved Table E.1-1 action (with its options) to a listed element."""
 
@@ -202,8 +251,11 @@ class Unlisted:
             return Plan("call", handler=_remap)
         if vr == "UN":
             return _counted("remove", tag, "removed")  # a standard tag we cannot read: cannot be judged
-        if vr in TEXT_VRS and tag not in policy.keep_text:
-            return _counted("remove", tag, "removed")
+        if vr in TEXT_VRS or tag in policy.clean_text:
+            if tag in policy.clean_text:  # free text a reader needs: cleaned like a descriptor
+                return Plan("call", handler=_clean_text)
+            if tag not in policy.keep_text:
+                return _counted("remove", tag, "removed")
         if vr in ("DA", "DT"):  # dates the table does not list follow the date policy too
             policy_name = policy.profile.date_policy
             if policy_name == "shift":
@@ -219,6 +271,10 @@ def _retired_or_unknown(tag: int) -> bool:
         return bool(get_entry(tag)[3])  # "Retired", or ""
     except KeyError:
         return True
+
+
+def _clean_text(ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: bool = False) -> None:
+    ctx.cleaners.clean_text(ctx, ds, tag, vr)
 
 
 def _remap(ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: bool = False) -> None:
