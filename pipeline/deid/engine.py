@@ -26,7 +26,7 @@ from pipeline.deid.iodtypes import IodTypes, TypeNode
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
 from pipeline.deid import rawelem
 from pipeline.deid.handlers import (
-    NEED_VR, CodeMeaning, Context, GroupLength, Identity, OverlayPlane, Plan, Private, TableRule, Unlisted,
+    NEED_VR, CodeMeaning, Context, Dependent, GroupLength, Identity, OverlayPlane, Plan, Private, TableRule, Unlisted,
 )
 from pipeline.deid.overrides import Overrides
 from pipeline.deid.profile import Profile, keyword_or_tag
@@ -105,7 +105,7 @@ class Deidentifier:
         self.never_remap, self.keep_text, self.clean_text = _load_keep_lists(root)
         self.cleaners = Cleaners(Vocabulary.from_files(vocabulary_paths(root)))
         self.guard = guards.BurnedInGuard.from_config(root, profile)
-        self.handlers = [GroupLength(), Private(), Identity(), CodeMeaning(), OverlayPlane(), TableRule(), Unlisted()]
+        self.handlers = [GroupLength(), Private(), Identity(), CodeMeaning(), OverlayPlane(), Dependent(), TableRule(), Unlisted()]
         # Plans are cached per Type node (one per SOP Class and sequence path): the same
         # tag may be Type 1 in one IOD or sequence and Type 3 in another.
         self.types = IodTypes()

@@ -227,6 +227,29 @@ class OverlayPlane:
         return _counted("remove", tag, "removed")
 
 
+#: Attributes that may only be present with another one (PS3.3's condition), by tag.
+#: Responsible Person Role (0010,2298) is Type 1C "if Responsible Person is present
+#: and has a value"; Table E.1-1 removes Responsible Person.
+DEPENDS_ON = {0x00102298: 0x00102297}
+
+
+class Dependent:
+    """An attribute whose condition is another attribute's value goes when that one is removed or emptied."""
+
+    def describe(self) -> str:
+        return "ResponsiblePersonRole is removed with ResponsiblePerson"
+
+    def plan(self, policy, tag: int, vr: str | None, node=None) -> Plan | None:
+        governing = DEPENDS_ON.get(tag)
+        if governing is None:
+            return None
+        rule = policy.profile.rule_for(governing)
+        if rule is None:
+            return None
+        letter = typed_letter(rule, node.type_of(governing) if node is not None else None)
+        return _counted("remove", tag, "removed") if letter in ("X", "Z") else None
+
+
 class TableRule:
     """Apply the profile's resolved Table E.1-1 action (with its options) to a listed element."""
 

@@ -181,9 +181,8 @@ def test_issuer_items_keep_an_identifier_and_lose_the_hospital(tmp_path, pseudon
     issuer.LocalNamespaceEntityID = phi.value("hospital")
     ds.IssuerOfAccessionNumberSequence = Sequence([issuer])
     out, data, _, _ = _run(tmp_path, ds, pseudonyms, "teleradiology")
-    if "IssuerOfAccessionNumberSequence" in out and len(out.IssuerOfAccessionNumberSequence):
-        item = out.IssuerOfAccessionNumberSequence[0]
-        assert item.get("LocalNamespaceEntityID") or item.get("UniversalEntityID")
+    item = out.IssuerOfAccessionNumberSequence[0]
+    assert item.LocalNamespaceEntityID == "ANONYMIZED"
     assert find_markers(data, [phi.value("hospital")]) == []
 
 
@@ -203,3 +202,14 @@ def test_plans_are_made_once_per_sop_class_and_sequence_path(tmp_path, pseudonym
     deid.deidentify_file(src, tmp_path / "o2")
     assert len(root.plans) + sum(len(c.plans) for c in root._children.values()) == count
     assert deid.types.root(ds.SOPClassUID) is root and root is not IodTypes().root(ds.SOPClassUID)
+
+
+def test_responsible_person_role_goes_with_responsible_person(tmp_path, pseudonyms):
+    """Removing ResponsiblePerson (X) also removes ResponsiblePersonRole, which PS3.3 allows only with it."""
+    phi = PlantedPHI()
+    ds = make_dataset(phi, **UIDS)
+    ds.ResponsiblePerson, ds.ResponsiblePersonRole = phi.value("resp"), "PARENT"
+    out, data, result, _ = _run(tmp_path, ds, pseudonyms, "teleradiology")
+    assert "ResponsiblePerson" not in out and "ResponsiblePersonRole" not in out
+    assert result.actions["ResponsiblePersonRole"] == {"removed": 1}
+    assert find_markers(data, [phi.value("resp")]) == []

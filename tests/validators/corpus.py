@@ -147,6 +147,8 @@ def _complete(path: Path) -> None:
             ds.save_as(path, enforce_file_format=True)
         return
     ds.PatientPosition = "HFS"
+    if ds.Modality == "CT":  # a person responsible for the patient, with a role that depends on it
+        ds.ResponsiblePerson, ds.ResponsiblePersonRole = "PHIRESP^PERSON", "PARENT"
     if "FrameOfReferenceUID" in ds:
         ds.PositionReferenceIndicator = "SN"
     else:

@@ -37,7 +37,7 @@ def _report(outcomes: list[oracle.Outcome]) -> str:
     return "\n".join(lines[:60]) + (f"\n... {len(lines) - 60} more" if len(lines) > 60 else "")
 
 
-@pytest.mark.parametrize("profile", ["teleradiology", "basic"])
+@pytest.mark.parametrize("profile", oracle.PROFILES)
 def test_no_output_has_an_error_its_input_did_not_have(profile, files):
     """Every de-identified file is as valid as its source, for dciodvfy and for dcmdump."""
     outcomes = oracle.run(profile, files, jobs=2)
