@@ -8,7 +8,8 @@ time. Its private files ``_standard/iod_module_map.json``,
 ``module_attribute_map.json`` and ``sop_class_iod_map.json`` are read by path
 and turned into a compact table: SOP Class UID -> IOD -> modules, and per
 module a tree of tags (hex) with their Type (1, 1C, 2, 2C, 3) and, for
-sequences, the Types inside their items. ``pipeline/deid/iodtypes.py`` reads it.
+sequences, the Types inside their items. Equal subtrees (the macros many
+modules share) are stored once, so the table loads in milliseconds. ``pipeline/deid/iodtypes.py`` reads it.
 Provenance (highdicom's version, each source file's SHA-256) is recorded in it.
 """
 
@@ -78,6 +79,9 @@ def derive(source: Path, version: str) -> dict:
             elif TYPES.index(kind) < TYPES.index(entry[0]):
                 entry[0] = kind  # listed twice (two macros): the stronger Type holds
         modules[name] = tree
+    trees: list[dict] = []
+    seen: dict[str, int] = {}
+    module_roots = {name: _intern(tree, trees, seen) for name, tree in sorted(modules.items())}
     return {
         "provenance": {
             "source": "highdicom (MIT), highdicom/_standard/*.json: DICOM PS3.3 IOD module and "
@@ -91,8 +95,25 @@ def derive(source: Path, version: str) -> dict:
         },
         "sop_classes": dict(sorted(sop_iod.items())),
         "iods": {iod: sorted({m["key"] for m in mods}) for iod, mods in sorted(iod_modules.items())},
-        "modules": dict(sorted(modules.items())),
+        "modules": module_roots,
+        "trees": trees,
     }
+
+
+def _intern(tree: dict, trees: list[dict], seen: dict[str, int]) -> int:
+    """Store ``tree`` once in ``trees`` and return its index; equal subtrees (macros that many
+    modules include, such as the code sequence macro) share one entry. A leaf is its Type; a
+    sequence is ``[type, index of its items' tree]``."""
+    out: dict = {}
+    for key in sorted(tree):
+        entry = tree[key]
+        out[key] = [entry[0], _intern(entry[1], trees, seen)] if len(entry) > 1 and entry[1] else entry[0]
+    canonical = json.dumps(out, sort_keys=True, separators=(",", ":"))
+    index = seen.get(canonical)
+    if index is None:
+        index = seen[canonical] = len(trees)
+        trees.append(out)
+    return index
 
 
 def render(table: dict) -> str:

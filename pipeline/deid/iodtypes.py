@@ -4,10 +4,10 @@ PS3.15 resolves its compound actions by the IOD: X/Z/D is X for a Type 3
 attribute, Z for Type 2 and D for Type 1. The engine therefore needs the Type
 of an attribute where it stands: in this SOP Class, inside these sequences.
 ``data/iod-attribute-types.json`` (derived from Part 3 by
-``derive_iod_types.py``) holds the module tables; here they are merged per IOD
-(an attribute listed by two modules takes the stronger Type) into a tree of
-``TypeNode``s, one per sequence path, built lazily and kept for the engine's
-life, so the engine can cache its per-tag plans on the node.
+``derive_iod_types.py``) holds the module tables; here an IOD's modules are
+read as a tree of ``TypeNode``s, one per sequence path, built lazily and kept
+for the engine's life (an attribute listed by two modules takes the stronger
+Type), so the engine can cache its per-tag plans on the node.
 
 An attribute the IOD does not list has Type ``None``; a file of a SOP Class
 the table does not know gets the ``untyped`` node at every depth, which is
@@ -33,31 +33,6 @@ def provenance() -> dict:
     return dict(_table()["provenance"])
 
 
-def _merge(into: dict, tree: dict) -> None:
-    for key, entry in tree.items():
-        have = into.get(key)
-        if have is None:
-            have = into[key] = [entry[0], {}]
-        elif _ORDER[entry[0]] < _ORDER[have[0]]:
-            have[0] = entry[0]
-        if len(entry) > 1:
-            _merge(have[1], entry[1])
-
-
-@lru_cache(maxsize=64)
-def _iod_tree(iod: str) -> dict[int, tuple[str, dict]]:
-    """The IOD's modules merged: {tag: [type, subtree]} with int tags at every depth."""
-    table = _table()
-    merged: dict = {}
-    for module in table["iods"].get(iod, ()):
-        _merge(merged, table["modules"].get(module, {}))
-
-    def ints(tree: dict) -> dict:
-        return {int(k, 16): (v[0], ints(v[1])) for k, v in tree.items()}
-
-    return ints(merged)
-
-
 def iod_for(sop_class_uid: str) -> str | None:
     return _table()["sop_classes"].get(sop_class_uid)
 
@@ -73,23 +48,26 @@ def lookup_tag(tag: int) -> int:
 class TypeNode:
     """The Types of the attributes of one dataset level (the top, or a sequence's items).
 
+    A level is described by every module (or macro) tree that reaches it; the
+    trees are merged only where asked (an attribute listed twice takes the
+    stronger Type), so a node costs nothing until the engine plans a tag on it.
     ``plans`` is the engine's cache of per-tag plans at this level (for one profile).
     """
 
-    __slots__ = ("tag", "parent", "_tree", "_children", "plans", "iod")
+    __slots__ = ("tag", "parent", "_trees", "_children", "plans", "iod")
 
-    def __init__(self, tree: dict | None, *, tag: int = 0, parent: "TypeNode | None" = None,
+    def __init__(self, trees: list[dict] | None, *, tag: int = 0, parent: "TypeNode | None" = None,
                  iod: str | None = None) -> None:
         self.tag = tag
         self.parent = parent
-        self._tree = tree
+        self._trees = trees
         self._children: dict[int, TypeNode] = {}
         self.plans: dict = {}
         self.iod = iod
 
     @property
     def typed(self) -> bool:
-        return self._tree is not None
+        return self._trees is not None
 
     def _ancestor(self, tag: int) -> "TypeNode | None":
         node = self
@@ -99,13 +77,17 @@ class TypeNode:
             node = node.parent
         return None
 
+    def _entries(self, tag: int) -> list:
+        key = f"{lookup_tag(tag):08X}"
+        return [e for tree in self._trees or () if (e := tree.get(key)) is not None]
+
     def type_of(self, tag: int) -> str | None:
         """The Type of ``tag`` at this level, or None when the IOD does not list it here."""
-        if self._tree is None:
+        if self._trees is None:
             return None
-        entry = self._tree.get(lookup_tag(tag))
-        if entry is not None:
-            return entry[0]
+        types = [e if isinstance(e, str) else e[0] for e in self._entries(tag)]
+        if types:
+            return min(types, key=_ORDER.__getitem__)
         same = self._ancestor(tag)  # a recursive macro (SR content items in content items)
         if same is not None and same.parent is not None:
             return same.parent.type_of(tag)
@@ -115,22 +97,17 @@ class TypeNode:
         """The node for the items of sequence ``tag`` at this level."""
         node = self._children.get(tag)
         if node is None:
-            if self._tree is None:
+            if self._trees is None:
                 node = self  # untyped all the way down
             else:
-                entry = self._tree.get(lookup_tag(tag))
-                if entry is not None and entry[1]:
-                    node = TypeNode(entry[1], tag=tag, parent=self, iod=self.iod)
+                trees = _table()["trees"]
+                ids = sorted({e[1] for e in self._entries(tag) if not isinstance(e, str)})
+                if ids:
+                    node = TypeNode([trees[i] for i in ids], tag=tag, parent=self, iod=self.iod)
                 else:
-                    node = self._ancestor(tag) or TypeNode({}, tag=tag, parent=self, iod=self.iod)
+                    node = self._ancestor(tag) or TypeNode([], tag=tag, parent=self, iod=self.iod)
             self._children[tag] = node
         return node
-
-    def required(self) -> list[tuple[int, str]]:
-        """(tag, type) of the Type 1 and 2 attributes at this level (to fill a dummy item)."""
-        if not self._tree:
-            return []
-        return sorted((t, e[0]) for t, e in self._tree.items() if e[0] in ("1", "2"))
 
 
 class IodTypes:
@@ -144,6 +121,12 @@ class IodTypes:
         node = self._roots.get(sop_class_uid)
         if node is None:
             iod = iod_for(sop_class_uid)
-            node = TypeNode(_iod_tree(iod), iod=iod) if iod else self.untyped
+            if iod:
+                table = _table()
+                trees = [table["trees"][table["modules"][m]] for m in table["iods"].get(iod, ())
+                         if m in table["modules"]]
+                node = TypeNode(trees, iod=iod)
+            else:
+                node = self.untyped
             self._roots[sop_class_uid] = node
         return node
