@@ -118,6 +118,7 @@ def summary(outcomes: list[Outcome]) -> dict:
     return {
         "files": len(outcomes),
         "compared": len(compared),
+        "compared_by_source": dict(Counter(o.name.split("/")[0] for o in compared)),
         "not_deidentified": dict(Counter(o.reason for o in outcomes if o.status != "compared")),
         "errors_in": sum(len(o.errors_in) for o in compared),
         "errors_out": sum(len(o.errors_out) for o in compared),
