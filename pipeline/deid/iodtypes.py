@@ -54,7 +54,7 @@ class TypeNode:
     ``plans`` is the engine's cache of per-tag plans at this level (for one profile).
     """
 
-    __slots__ = ("tag", "parent", "_trees", "_children", "plans", "iod")
+    __slots__ = ("tag", "parent", "_trees", "_children", "_types", "plans", "iod")
 
     def __init__(self, trees: list[dict] | None, *, tag: int = 0, parent: "TypeNode | None" = None,
                  iod: str | None = None) -> None:
@@ -62,6 +62,7 @@ class TypeNode:
         self.parent = parent
         self._trees = trees
         self._children: dict[int, TypeNode] = {}
+        self._types: dict[int, str | None] = {}
         self.plans: dict = {}
         self.iod = iod
 
@@ -83,6 +84,13 @@ class TypeNode:
 
     def type_of(self, tag: int) -> str | None:
         """The Type of ``tag`` at this level, or None when the IOD does not list it here."""
+        try:
+            return self._types[tag]
+        except KeyError:
+            found = self._types[tag] = self._type_of(tag)
+            return found
+
+    def _type_of(self, tag: int) -> str | None:
         if self._trees is None:
             return None
         types = [e if isinstance(e, str) else e[0] for e in self._entries(tag)]
