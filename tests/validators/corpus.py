@@ -68,27 +68,17 @@ def write_us(path: Path, phi: PlantedPHI) -> None:
 
 def write_comprehensive_sr(path: Path, phi: PlantedPHI) -> None:
     """An SR whose content nests three deep, with observers and a PPS reference (Type 2 in SR series)."""
-    ds = _base(phi, "SR", 30)
+    # The project's Basic Text SR (observers, report title), made a Comprehensive SR
+    # with nested content and the Type 2 sequences of SR Document Series and General.
+    bench_corpus.write_sr(path, phi, _ids(30), 1, np.random.default_rng(30))
+    ds = pydicom.dcmread(path)
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = COMPREHENSIVE_SR
-    for kw in ("PixelData", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
-               "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "BurnedInAnnotation",
-               "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
-               "FrameOfReferenceUID", "ReferencedImageSequence", "BodyPartExamined", "ImageComments"):
+    for kw in ("FrameOfReferenceUID", "ReferencedImageSequence", "BodyPartExamined", "ImageComments"):
         if kw in ds:
             delattr(ds, kw)
-    ds.CompletionFlag, ds.VerificationFlag = "COMPLETE", "VERIFIED"
-    obs = Dataset()
-    obs.VerifyingObserverName = phi.value("phys")
-    obs.VerifyingOrganization = phi.value("inst")
-    obs.VerificationDateTime = "20261120103000"
-    obs.VerifyingObserverIdentificationCodeSequence = Sequence()
-    ds.VerifyingObserverSequence = Sequence([obs])
+    ds.VerifyingObserverSequence[0].VerifyingObserverIdentificationCodeSequence = Sequence()
     ds.ReferencedPerformedProcedureStepSequence = Sequence()
     ds.PerformedProcedureCodeSequence = Sequence()
-    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
-    concept = Dataset()
-    concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning = "18748-4", "LN", "Diagnostic Imaging Report"
-    ds.ConceptNameCodeSequence = Sequence([concept])
     section = Dataset()
     section.RelationshipType, section.ValueType, section.ContinuityOfContent = "CONTAINS", "CONTAINER", "SEPARATE"
     sec_code = Dataset()
