@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -154,11 +155,22 @@ def _complete(path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-def generated(root: Path) -> list[Path]:
+@dataclass
+class Generated:
+    """The generated files and every identifier planted in them (none may survive)."""
+
+    files: list[Path]
+    markers: list[str]
+
+
+def generated(root: Path) -> Generated:
     """The project's own kinds of study, small: one or two files of each."""
     files: list[Path] = []
+    markers: list[str] = ["PHIRESP", "Phiseg"]  # ResponsiblePerson, the SEG's ContentCreatorName
     for modality in ("CT", "MR"):
-        files += make_study(root / f"make_study_{modality}", series=1, images=2, modality=modality).files
+        info = make_study(root / f"make_study_{modality}", series=1, images=2, modality=modality)
+        files += info.files
+        markers += info.markers()
     rng = np.random.default_rng(13)
     phi = PlantedPHI()
     bench_dir = root / "bench"
@@ -179,7 +191,7 @@ def generated(root: Path) -> list[Path]:
     write_comprehensive_sr(extra / "comprehensive_sr.dcm", phi)
     write_seg(extra / "seg.dcm", [p for p in files if "make_study_CT" in str(p)])
     files += [extra / "us.dcm", extra / "comprehensive_sr.dcm", extra / "seg.dcm"]
-    return files
+    return Generated(files, markers + phi.markers())
 
 
 def pydicom_test_folder() -> Path:

@@ -132,7 +132,7 @@ def corpus_files(root: Path) -> list[tuple[str, Path]]:
     """(name, path) of the whole corpus; generated studies are written under ``root``."""
     from tests.validators import corpus
 
-    files = [(f"generated/{p.relative_to(root)}", p) for p in corpus.generated(root)]
+    files = [(f"generated/{p.relative_to(root)}", p) for p in corpus.generated(root).files]
     files += [(f"pydicom/{p.relative_to(corpus.pydicom_test_folder())}", p) for p in corpus.pydicom_test_files()]
     files += [(f"pydicom-data/{p.relative_to(corpus.pydicom_data_folder())}", p) for p in corpus.pydicom_data_files()]
     return [(n, p) for n, p in files if p.name not in corpus.DCIODVFY_CANNOT_READ]

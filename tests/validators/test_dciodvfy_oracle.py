@@ -65,3 +65,17 @@ def test_the_oracle_sees_an_error_it_is_shown():
         ds.save_as(broken)
         new = oracle.dciodvfy_errors(broken) - oracle.dciodvfy_errors(src)
     assert any("FrameOfReferenceUID" in e for e in new), new
+
+
+@pytest.mark.parametrize("profile", oracle.PROFILES)
+def test_the_generated_corpus_leaks_nothing_planted(profile, tmp_path):
+    """Valid is not at the cost of private: no planted identifier or original UID in any output byte."""
+    from pipeline.testing import scan_tree_for_markers
+    from tests.validators import corpus
+
+    made = corpus.generated(tmp_path / "in")
+    engine = oracle._engine(profile)
+    for path in made.files:
+        engine.deidentify_file(path, tmp_path / "out", digest=False)
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == len(made.files)
+    assert scan_tree_for_markers(tmp_path / "out", made.markers) == {}
