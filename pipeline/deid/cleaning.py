@@ -118,7 +118,7 @@ class Cleaners:
             required = ctx.node is not None and ctx.node.type_of(tag) in ("1", "1C")
         if required and (vr == "PN" or rawelem.is_empty_value(new)
                          or (isinstance(new, list) and not any(new))):
-            rawelem.set_value(ds, tag, vr, values.dummy_value(vr))
+            rawelem.set_value(ds, tag, vr, values.dummy_value(vr, int(tag)))
             ctx.count(tag, "replaced")
             return
         if new != old:  # an unchanged value stays as it was read

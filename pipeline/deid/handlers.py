@@ -355,7 +355,7 @@ def _dummy(ctx: Context, ds: Dataset, tag: int, *, vr: str | None = None, top: b
     if rawelem.is_empty(ds, tag, vr):
         ctx.count(tag, "kept empty")
         return
-    rawelem.set_value(ds, tag, vr, values.dummy_value(vr))
+    rawelem.set_value(ds, tag, vr, values.dummy_value(vr, int(tag)))
     ctx.count(tag, "replaced")
 
 
@@ -416,7 +416,7 @@ def apply_rule(ctx: Context, ds: Dataset, tag: int, rule: Rule, vr: str) -> None
         if rawelem.is_empty(ds, tag, vr):
             ctx.count(tag, "kept empty")
             return
-        rawelem.set_value(ds, tag, vr, values.dummy_value(vr))
+        rawelem.set_value(ds, tag, vr, values.dummy_value(vr, int(tag)))
         ctx.count(tag, "replaced")
     elif a == "U":
         if vr == "SQ":  # X/Z/U*: keep the references, remap the UIDs inside

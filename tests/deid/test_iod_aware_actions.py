@@ -213,3 +213,17 @@ def test_responsible_person_role_goes_with_responsible_person(tmp_path, pseudony
     assert "ResponsiblePerson" not in out and "ResponsiblePersonRole" not in out
     assert result.actions["ResponsiblePersonRole"] == {"removed": 1}
     assert find_markers(data, [phi.value("resp")]) == []
+
+
+def test_a_required_timezone_offset_gets_a_dummy_of_its_own_form(tmp_path, pseudonyms):
+    """TimezoneOffsetFromUTC (X, Type 1 in the Simplified Adult Echo SR) becomes +0000, not a text dummy."""
+    from tests.validators.corpus import write_comprehensive_sr
+
+    phi = PlantedPHI()
+    src = tmp_path / "sr.dcm"
+    write_comprehensive_sr(src, phi)
+    ds = pydicom.dcmread(src)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.72"
+    ds.TimezoneOffsetFromUTC = "+0100"
+    out, _, _, _ = _run(tmp_path / "o", ds, pseudonyms, "basic")
+    assert out.TimezoneOffsetFromUTC == "+0000"
