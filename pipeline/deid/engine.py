@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pipeline import dicomio
 from pipeline.dicomraw import value_of
 from pipeline.deid import guards, updaters
+from pipeline.deid.capture import Captured, capture
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
 from pipeline.deid import rawelem
 from pipeline.deid.handlers import (
@@ -43,11 +44,16 @@ from pipeline.settings import config_dir
 
 @dataclass(frozen=True)
 class OriginalIds:
-    """The original identifiers the encrypted mapping records (never uploaded)."""
+    """The original identifiers the encrypted mapping records (never uploaded).
+
+    ``captured`` holds every identifying value of the source (``capture.capture``)
+    for the leak verifier; it stays in memory and is never written anywhere.
+    """
 
     patient_id: str
     study_instance_uid: str
     accession_number: str
+    captured: Captured = field(default=Captured(), compare=False, repr=False)
 
 
 @dataclass
@@ -168,18 +174,22 @@ class Deidentifier:
     # --- one file --------------------------------------------------------------------
     def deidentify_file(self, src: Path, out_root: Path,
                         check: Callable[[bytes, str, OriginalIds], None] | None = None, *,
-                        digest: bool = True) -> DeidentifiedFile:
+                        digest: bool = True, submitted: str | None = None) -> DeidentifiedFile:
         """De-identify ``src`` into ``out_root/relpath``; see the module docstring for the steps.
 
         ``check(header, relpath, originals)`` sees the encoded header before
         the file is written and raises (VerificationError) to stop it. Without
         ``digest`` no SHA-256 is computed (``sha256`` is ""): for outputs no
-        manifest will list.
+        manifest will list. ``submitted`` is the file's path as submitted (the
+        study folder's name and the path under it), whose names the verifier
+        searches for like any captured identifier; by default the file's name.
         """
         src = Path(src)
         source = dicomio.read(src)
         ds = source.dataset
         originals = _originals(ds)
+        originals["captured"] = capture(ds, submitted if submitted is not None else src.name,
+                                        self.cleaners.vocabulary.word_ok)
         try:
             self.guard.check(ds)  # raises RefusedFileError by policy
             wants_cleaning = self.guard.wants_cleaning(ds)
@@ -222,7 +232,8 @@ class Deidentifier:
         relpath = f"{cloud}/{series}/{sop}.dcm"
         if source.pixel_span is not None and cleaned_pixels:
             raise DeidentificationError("internal: cleaned pixels must not be streamed from the source")
-        original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"])
+        original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"],
+                               originals["captured"])
         gate = None if check is None else (lambda header: check(header, relpath, original))
         try:
             size, sha = dicomio.write(source, ds, Path(out_root) / relpath, gate, digest=digest)

@@ -126,7 +126,7 @@ def settle_vr(ds: Dataset, tag, number: int, elem) -> str:
     unknown tags keep the file's VR; ambiguous ones (US or SS) keep it when it
     is one of the dictionary's choices.
     """
-    dvr = _dictionary_vr(number)
+    dvr = dictionary_vr(number)
     if dvr is None:
         return known_vr(elem) or vr_of(ds, tag)
     choices = dvr.split(" or ")
@@ -176,7 +176,7 @@ def _mislabelled(number: int, fvr: str, dvr: str, why: str) -> DeidentificationE
 _DICT_VR: dict[int, str | None] = {}
 
 
-def _dictionary_vr(number: int) -> str | None:
+def dictionary_vr(number: int) -> str | None:
     """The data dictionary's VR for a public tag (repeating groups included); None if private or unknown."""
     try:
         return _DICT_VR[number]
