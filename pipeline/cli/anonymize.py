@@ -75,7 +75,7 @@ def _verifier(original: Any) -> Any:
 
     return Verifier(_engine.pseudonyms, _engine.profile,
                     originals=[original.patient_id, original.study_instance_uid, original.accession_number],
-                    allowed_names=_allowed_names)
+                    captured=original.captured, allowed_names=_allowed_names)
 
 
 def _check(path: Path, res: Any) -> list[Any]:
@@ -112,12 +112,15 @@ def _one(src_root: str, work_root: str, out_root: str | None, rel: str, plan: bo
     from pipeline.exceptions import NotDicomError, RefusedFileError, TeleradError
 
     work = Path(work_root)
+    submitted = str(Path(Path(src_root).name) / rel)  # names the verifier searches for
     try:
         if plan:
-            res, findings = plan_file(_engine, Path(src_root) / rel, work, _check if _verify else None)
+            res, findings = plan_file(_engine, Path(src_root) / rel, work, _check if _verify else None,
+                                      submitted=submitted)
         else:
             # No manifest lists these files, so no SHA-256 is computed for them.
-            res = _engine.deidentify_file(Path(src_root) / rel, work, _gate if _verify else None, digest=False)
+            res = _engine.deidentify_file(Path(src_root) / rel, work, _gate if _verify else None, digest=False,
+                                          submitted=submitted)
             findings = []
             if out_root is not None and out_root != work_root:
                 _move(work / res.relpath, Path(out_root) / res.relpath)
