@@ -19,7 +19,7 @@ from pydicom.sequence import Sequence
 
 from pipeline.deid import Deidentifier, load_profile
 from pipeline.deid.cleaning import shift_da, shift_dt
-from pipeline.deid.profile import compound_choices, resolve_code
+from pipeline.deid.profile import PRESETS, compound_choices, resolve_code
 from pipeline.deid.standard import OPTION_COLUMNS, table_rows
 from pipeline.pseudonyms import Pseudonyms
 from pipeline.testing import PlantedPHI, make_dataset
@@ -191,3 +191,53 @@ def test_row_under_option(row, opt, source, outputs):
         check(out.get(tag), letter, src, vr, value, pseud, patient_key, tag, nested=False)
     inner = out[CONTAINER].value[0]
     check(inner.get(tag), letter, src, vr, value, pseud, patient_key, tag, nested=True)
+
+
+# --- the teleradiology preset, row by row, as the combination it is ----------------------------
+TELERADIOLOGY = PRESETS["teleradiology"]
+
+
+def combined_letter(row) -> tuple[str, str, bool]:
+    """(letter, source, conflict) under all of the preset's options at once, from the table alone.
+
+    Each option that lists the row gives its letter; where they disagree the
+    documented rule applies (cleaning honours both requests, so C wins).
+    """
+    choices = compound_choices()
+    given = [(resolve_code(row.options[o], row.label, choices), o) for o in TELERADIOLOGY if o in row.options]
+    if not given:
+        return resolve_code(row.basic, row.label, choices), "basic", False
+    letters = {letter for letter, _ in given}
+    if len(letters) == 1:
+        return given[0][0], given[0][1], False
+    cleaning = [g for g in given if g[0] == "C"]
+    assert cleaning, f"{row.label}: options disagree ({given}) and no documented rule decides"
+    return "C", cleaning[0][1], True
+
+
+@pytest.fixture(scope="module")
+def teleradiology_output(source, tmp_path_factory):
+    path, _, _ = source
+    d = tmp_path_factory.mktemp("out-teleradiology")
+    r = Deidentifier(load_profile("teleradiology"), Pseudonyms(SECRET, "ACME")).deidentify_file(path, d)
+    return pydicom.dcmread(d / r.relpath)
+
+
+def test_teleradiology_has_rows_where_its_options_conflict():
+    """The combination is exercised where it matters: some rows get different letters from two options."""
+    conflicts = [r.label for r in ROWS if combined_letter(r)[2]]
+    assert conflicts, "no row where the preset's options disagree: the combination test would prove little"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.pattern.text)
+def test_row_under_teleradiology_combination(row, source, teleradiology_output):
+    """Each row gets the action of the preset's options combined (cleaning wins a conflict), top level and nested."""
+    _, planted, patient_key = source
+    tag = row_tag(row)
+    vr, value = planted[tag]
+    letter, src, _ = combined_letter(row)
+    pseud = Pseudonyms(SECRET, "ACME")
+    out = teleradiology_output
+    if tag >> 16 != 0:
+        check(out.get(tag), letter, src, vr, value, pseud, patient_key, tag, nested=False)
+    check(out[CONTAINER].value[0].get(tag), letter, src, vr, value, pseud, patient_key, tag, nested=True)
