@@ -33,9 +33,9 @@ _SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8,
 _BYTES = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _MULTI_STRING = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"})
 _SINGLE_STRING = frozenset({"LT", "ST", "UR", "UT"})
-_IDENTIFIER_TEXT = re.compile(rb"[0-9A-Za-z.^ _\-=]{8,}")
+_IDENTIFIER_TEXT = re.compile(rb"[0-9A-Za-z.^ _\-=,']{8,}")
 _SHORT_TEXT = re.compile(rb"[A-Za-z][A-Za-z^ ,.'\-]*[A-Za-z]")
-_NAME_RUN = re.compile(rb"[A-Za-z]{3,}(?:[\^ ,.\-]{1,2}[A-Za-z]{2,})+")
+_NAME_RUN = re.compile(rb"[A-Za-z][0-9A-Za-z]{2,}(?:[\^ ,.\-]{1,2}[A-Za-z][0-9A-Za-z]+)+")
 # Not searched for text runs: pixel data (the burned-in annotation policy's concern; compressed
 # frames form any bytes) and the ICC Profile (a binary format with text tags by design).
 _TEXT_BY_DESIGN = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009, 0x00282000})
