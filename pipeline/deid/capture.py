@@ -156,8 +156,8 @@ def capture(ds: Dataset, submitted: str | None = None, ordinary=None) -> Capture
     if submitted:
         for part in PurePath(submitted).parts:
             name = _EXTENSIONS.sub("", part).strip()
-            if not name or _UID_LIKE.match(name) or (name.isdigit() and len(name) < 9):
-                continue
+            if not name or _UID_LIKE.match(name) or (name.isdigit() and len(name) < 9) or tag_for_keyword(name):
+                continue  # UIDs, dates and short numbers have their own policies; a keyword names no one
             if ordinary is not None and all(ordinary(w) for w in re.split(r"[\s_]+", name) if w):
                 continue
             pairs.append((name, "a submitted file or folder name"))
