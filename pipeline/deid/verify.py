@@ -17,6 +17,7 @@ file, the tag and the check, never the offending value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from pydicom.datadict import tag_for_keyword
@@ -37,7 +38,11 @@ INSTANCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Fra
 DUMMY_DATES = {"19000101", "19000101000000"}
 _CODE_OPTIONS = {standard.code_for(o)["code_value"]: o for o in standard.OPTION_COLUMNS}
 _INSPECTED_VRS = frozenset({"SQ", "PN", "DA", "DT"})
-_PIXEL_TAGS = frozenset(dicomio.PIXEL_TAGS)
+_PIXEL_TAGS = frozenset(int(t) for t in dicomio.PIXEL_TAGS)
+# Explicit VRs whose raw bytes settle the VR (text and sequences; sized binary VRs need their length checked).
+_PLAIN_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+                        "UI", "UR", "UT", "SQ", "OB", "OD", "OF", "OL", "OV", "OW"})
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "US", "SS", "UL", "SL", "FL", "FD", "SV", "UV", "AT"})
 _FORBIDDEN_META = {tag_for_keyword(kw): kw for kw in (
     "SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle",
     "PrivateInformation", "PrivateInformationCreatorUID")}
@@ -107,10 +112,7 @@ class Verifier:
         self.profile = profile
         self.originals = sorted({o.strip() for o in (originals or []) if len(o.strip()) >= MIN_ORIGINAL_LEN})
         self.allowed_names = {n.strip().upper() for n in (allowed_names or []) if n.strip()}
-        everything = Captured.of([(o, "an original identifier from the mapping") for o in self.originals])
-        if captured is not None:
-            everything = everything.merged(captured)
-        self.captured = everything.without([pseudonyms.organization])
+        self.captured = _combined(tuple(self.originals), captured or Captured(), pseudonyms.organization)
         self.matcher: Matcher = matcher_for(self.captured)
         if allow_identifying is None:
             allow_identifying = allowances(profile)
@@ -233,19 +235,24 @@ class Verifier:
                     add("captured identifier", f"{_tag(t)} {keyword_or_tag(t)} holds the source's {h.kind}")
 
     def _walk(self, ds, opts: set[str], date_policy: str, add, depth: int = 0) -> None:
+        dictionary_vr = rawelem.dictionary_vr
         for t, elem in list(ds._dict.items()):
-            if depth == 0 and t in _PIXEL_TAGS:
+            number = int(t)  # plain int arithmetic: BaseTag's properties run in Python
+            if depth == 0 and number in _PIXEL_TAGS:
                 break  # the header ends here; pixel bytes were copied unchanged
-            if t.is_private:
+            if number >> 16 & 1:
                 if "retain-safe-private" not in opts or not Cleaners.keep_private(ds, t):
                     add("private", f"{_tag(t)} private element outside the safe list")
                     continue
-            vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, t)
-            dvr = rawelem.dictionary_vr(int(t))
+            raw = type(elem) is RawDataElement
+            vr = elem.VR if raw and elem.VR in _PLAIN_VRS and elem.value is not None else None
+            if vr is None:
+                vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, t)
+            dvr = dictionary_vr(number)
             if dvr is not None and vr != dvr and vr not in dvr.split(" or ") and not (vr == "SQ" and dvr == "UN"):
                 add("vr", f"{_tag(t)} {keyword_or_tag(t)} is written as {vr}, not the dictionary's {dvr}")
                 continue
-            if type(elem) is RawDataElement and rawelem.text_in_binary(vr, elem.value, int(t)):
+            if raw and vr in _BINARY_VRS and rawelem.text_in_binary(vr, elem.value, number):
                 add("text in numbers", f"{_tag(t)} {keyword_or_tag(t)} ({vr}) holds bytes that read as text")
                 continue
             if vr not in _INSPECTED_VRS:
@@ -292,6 +299,13 @@ class Verifier:
                 + (f"\n  ... and {more} more" if more > 0 else "")
             )
         return report
+
+
+@lru_cache(maxsize=256)
+def _combined(originals: tuple[str, ...], captured: Captured, organization: str) -> Captured:
+    """A mapping's originals and the captured values as one set (the same for every file of a patient)."""
+    everything = Captured.of([(o, "an original identifier from the mapping") for o in originals])
+    return everything.merged(captured).without([organization])
 
 
 def allowances(profile) -> frozenset[int]:
