@@ -66,6 +66,12 @@ class Captured:
 
     needles: tuple[tuple[str, str], ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(self.needles))  # looked up per file in caches
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
+
     def __bool__(self) -> bool:
         return bool(self.needles)
 

@@ -46,6 +46,7 @@ _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "US", "SS", "UL", "
 _FORBIDDEN_META = {tag_for_keyword(kw): kw for kw in (
     "SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle",
     "PrivateInformation", "PrivateInformationCreatorUID")}
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: search values, not bytes
 MIN_ORIGINAL_LEN = 3  # shorter originals ("1", "A") would match by chance anywhere
 # Free-text VRs: the only places a short number (an accession "134") counts as a hit; in
 # numbers, UIDs and binary values such a run is a number, not an identifier.
@@ -112,6 +113,7 @@ class Verifier:
         self.profile = profile
         self.originals = sorted({o.strip() for o in (originals or []) if len(o.strip()) >= MIN_ORIGINAL_LEN})
         self.allowed_names = {n.strip().upper() for n in (allowed_names or []) if n.strip()}
+        self._settings_key = (pseudonyms.key_id, pseudonyms.organization, frozenset(self.allowed_names))
         self.captured = _combined(tuple(self.originals), captured or Captured(), pseudonyms.organization)
         self.matcher: Matcher = matcher_for(self.captured)
         if allow_identifying is None:
@@ -191,7 +193,9 @@ class Verifier:
         self._walk(ds, opts, date_policy, add)
         if date_policy == "shift" and str(value_of(ds, "LongitudinalTemporalInformationModified", "")) != "MODIFIED":
             add("dates", "LongitudinalTemporalInformationModified is not MODIFIED")
-        if self.matcher and (self.matcher.any_in(header) or self.matcher.any_in(rel.encode("utf-8", "ignore"))):
+        deflated = str(value_of(ds.file_meta, "TransferSyntaxUID", "")) == DEFLATED  # header bytes compressed
+        if self.matcher and (deflated or self.matcher.any_in(header)
+                             or self.matcher.any_in(rel.encode("utf-8", "ignore"))):
             self._captured_hits(ds, rel, opts, add)
         return found
 
@@ -236,7 +240,7 @@ class Verifier:
 
     def _walk(self, ds, opts: set[str], date_policy: str, add, depth: int = 0) -> None:
         dictionary_vr = rawelem.dictionary_vr
-        for t, elem in list(ds._dict.items()):
+        for t, elem in ds._dict.items():  # nothing is changed while walking
             number = int(t)  # plain int arithmetic: BaseTag's properties run in Python
             if depth == 0 and number in _PIXEL_TAGS:
                 break  # the header ends here; pixel bytes were copied unchanged
@@ -258,8 +262,7 @@ class Verifier:
             if vr not in _INSPECTED_VRS:
                 continue  # no name or date can hide in it: left unconverted
             if vr == "SQ":
-                for item in _items(ds, t):
-                    self._walk(item, opts, date_policy, add, depth + 1)
+                self._walk_sequence(ds, t, elem, opts, date_policy, add, depth)
                 continue
             if vr != "PN" and date_policy != "remove":
                 continue  # dates are allowed: not converted
@@ -273,6 +276,38 @@ class Verifier:
                         add("person name", f"{_tag(t)} {keyword_or_tag(t)} is not a pseudonym")
             elif any(s not in DUMMY_DATES for s in texts):
                 add("dates", f"{_tag(t)} {keyword_or_tag(t)} holds a date the profile removes")
+
+    def _walk_sequence(self, ds, t, elem, opts: set[str], date_policy: str, add, depth: int) -> None:
+        """Walk a sequence's items; the verdict on a raw sequence's bytes is remembered.
+
+        Most sequences repeat byte for byte from file to file (the method codes
+        Telerad writes, references within a study, code items): the same bytes
+        under the same verifier settings give the same findings, so they are
+        judged once. Only the checks' own results are reused, never the engine's.
+        """
+        key = None
+        if type(elem) is RawDataElement and elem.value:
+            charset = ds._dict.get(_CHARSET)  # the items' text is read in this character set
+            key = (int(t), elem.value, elem.is_implicit_VR, elem.is_little_endian,
+                   None if charset is None else str(charset.value), str(ds.__dict__.get("_parent_encoding")),
+                   self._settings_key, frozenset(opts), date_policy)
+            cached = _SEQUENCE_VERDICTS.get(key)
+            if cached is not None:
+                for check, detail in cached:
+                    add(check, detail)
+                return
+        emitted: list[tuple[str, str]] = []
+
+        def add_and_keep(check: str, detail: str) -> None:
+            emitted.append((check, detail))
+            add(check, detail)
+
+        for item in _items(ds, t):
+            self._walk(item, opts, date_policy, add_and_keep, depth + 1)
+        if key is not None:
+            if len(_SEQUENCE_VERDICTS) >= _SEQUENCE_VERDICTS_MAX:
+                _SEQUENCE_VERDICTS.clear()
+            _SEQUENCE_VERDICTS[key] = tuple(emitted)
 
     # --- a tree ----------------------------------------------------------------------------
     def verify_tree(self, root: Path) -> VerifyReport:
@@ -299,6 +334,12 @@ class Verifier:
                 + (f"\n  ... and {more} more" if more > 0 else "")
             )
         return report
+
+
+# Verdicts on raw sequence bytes (see Verifier._walk_sequence), per process.
+_SEQUENCE_VERDICTS: dict[tuple, tuple[tuple[str, str], ...]] = {}
+_SEQUENCE_VERDICTS_MAX = 4096
+_CHARSET = 0x00080005
 
 
 @lru_cache(maxsize=256)
