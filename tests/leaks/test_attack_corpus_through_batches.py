@@ -9,6 +9,7 @@ wrong with what Telerad itself produced, without being told the organisation.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 import re
 import subprocess
 import sys
@@ -148,3 +149,33 @@ def test_real_worker_sends_the_cleanable_corpus_and_refuses_a_real_name_alias(co
     assert manifest["note"] == "pt CHEST"
     assert leaks_in(worker.log_path.read_bytes() + local_logs(env), phi) == []
     assert leaks_in(record_of(env, bad).error.encode(), phi) == []
+
+
+@pytest.mark.parametrize("description, state", [("CT HEAD {family} {given}", "failed"), ("CT HEAD", "done")])
+def test_inbox_sidecar_override_and_note_are_data_from_outside(corpus, tmp_path, description, state):
+    """A sidecar (as the watched inbox reads it) with the name in an override fails; its note arrives cleaned."""
+    from pipeline import batch
+    from pipeline.cli.inbox import make_submitter
+    from pipeline.inbox.sidecar import load_sidecar
+    from pipeline.settings import load_settings
+
+    phi, attacks, src = corpus
+    study = copy_study([a for a in attacks if a.cls == "control"], src, tmp_path / "inbox" / "study")
+    family, given = phi.patient_name.split("^")
+    (study / "submission.json").write_text(json.dumps({
+        "overrides": {"StudyDescription": description.format(family=family, given=given)},
+        "note": f"pt {phi.patient_name} CHEST"}))
+    sidecar = load_sidecar(study)
+    settings = load_settings()
+    submit, _dispatch = make_submitter(settings)
+    batch_id = submit(study, sidecar)
+    with pytest.raises(Exception) if state == "failed" else nullcontext():
+        batch.run_all(settings, batch_id)
+    record = StateStore(settings.state_dir).get(batch_id)
+    assert record.state == state
+    bucket = settings.home / "bucket"
+    assert not bucket.exists() or tree_leaks(bucket, phi) == {}
+    if state == "done":
+        assert json.loads((bucket / batch_id / "manifest.json").read_text())["note"] == "pt CHEST"
+    else:
+        assert not list(bucket.rglob("*")) and leaks_in(record.error.encode(), phi) == []
