@@ -131,7 +131,8 @@ def capture(ds: Dataset, submitted: str | None = None, ordinary=None) -> Capture
     extension are captured, except names that look like UIDs or dates (those
     are judged by the UID and date policies), short numbers, and names that
     ``ordinary(name)`` calls ordinary words (the clinical vocabulary: a folder
-    ``CT_HEAD`` names no one). An institution name that is also the name of the
+    ``CT_HEAD`` names no one); a name component that is an ordinary word is
+    searched only within the whole name. An institution name that is also the name of the
     device's maker (a test set's ``TOSHIBA``) names a company and is left out.
     """
     pairs: list[tuple[str, str]] = []
@@ -151,7 +152,10 @@ def capture(ds: Dataset, submitted: str | None = None, ordinary=None) -> Capture
                 for group in text.split("="):
                     comps = group.split("^")
                     pairs.append((" ".join(c for c in comps if c), kind))
-                    pairs += [(c, kind) for c in comps[:3]]  # family, given, middle (not prefix, suffix)
+                    # family, given, middle (not prefix, suffix); a component that is a clinical
+                    # word (a phantom's "Perfusion") is searched only as part of the whole name
+                    pairs += [(c, kind) for c in comps[:3]
+                              if ordinary is None or not all(ordinary(w) for w in c.split() if w)]
             elif kind == _BIRTH_DATE:
                 pairs += [(f, "birth date") for f in birth_date_forms(text)]
             else:

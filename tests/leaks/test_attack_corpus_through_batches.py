@@ -32,11 +32,15 @@ def telerad(env, *args, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def batch_id_of(run) -> str:
-    """The batch ID `submit` printed (stdout), or named in its failure (--no-queue, stderr)."""
-    found = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", run.stdout + run.stderr)
-    assert found, run.stderr
-    return found[-1]
+def batch_id_of(run, env=None) -> str:
+    """The batch ID `submit` printed; for a failed --no-queue run, the only batch of the fresh home."""
+    found = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", run.stdout)
+    if found:
+        return found[-1]
+    assert env is not None and run.returncode != 0, run.stderr
+    records = StateStore(Path(env["TELERAD_HOME"]) / "state").all()
+    assert len(records) == 1, run.stderr
+    return records[0].batch_id
 
 
 def record_of(env, batch_id, timeout=0.0):
@@ -82,7 +86,7 @@ def test_submit_no_queue_fails_each_uncleanable_class_closed(corpus, tmp_path, c
     study = copy_study([a for a in attacks if a.cls == cls and a.expect == "failed"], src, tmp_path / "study")
     env = telerad_env(tmp_path / "home")
     run = telerad(env, "submit", str(study), "--no-queue")
-    record = record_of(env, batch_id_of(run))
+    record = record_of(env, batch_id_of(run, env))
     assert record.state == "failed"
     assert not (Path(env["TELERAD_HOME"]) / "bucket").exists() or tree_leaks(Path(env["TELERAD_HOME"]) / "bucket", phi) == {}
     assert not list((Path(env["TELERAD_HOME"]) / "bucket").rglob("*.dcm"))
@@ -96,7 +100,7 @@ def test_submit_no_queue_fails_a_description_override_with_the_name(corpus, tmp_
     env = telerad_env(tmp_path / "home")
     family, given = phi.patient_name.split("^")
     run = telerad(env, "submit", str(study), "--no-queue", "--set", f"StudyDescription=CT HEAD {family} {given}")
-    record = record_of(env, batch_id_of(run))
+    record = record_of(env, batch_id_of(run, env))
     assert record.state == "failed" and "StudyDescription" in record.error
     assert not list((Path(env["TELERAD_HOME"]) / "bucket").rglob("*"))
     assert leaks_in(record.error.encode(), phi) == []
