@@ -262,7 +262,7 @@ class Unlisted:
                 return Plan("call", handler=_shift_dates)
             if policy_name == "remove":
                 return _counted("remove", tag, "removed")
-            return Plan("keep")
+            return Plan("check", check_label=keyword_or_tag(tag))  # kept dates must be dates
         return Plan("check", check_label=keyword_or_tag(tag))
 
 

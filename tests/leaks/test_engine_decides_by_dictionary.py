@@ -18,7 +18,7 @@ from tests.leaks.corpus import raw_element, ramp, with_text
 SECRET = b"telerad-test-secret-0123456789ab"
 
 
-def one_file(tmp_path, *elements) -> pydicom.Dataset:
+def one_file(tmp_path, *elements, profile: str = "teleradiology", options: tuple[str, ...] = ()) -> pydicom.Dataset:
     """De-identify one image carrying ``elements`` (raw, as written); returns the output dataset."""
     ds = make_dataset(PlantedPHI(), study_uid="1.2.826.0.1.3680043.10.778.1", series_uid="1.2.826.0.1.3680043.10.778.2",
                       sop_uid="1.2.826.0.1.3680043.10.778.3", frame_of_ref="1.2.826.0.1.3680043.10.778.4")
@@ -26,7 +26,7 @@ def one_file(tmp_path, *elements) -> pydicom.Dataset:
         ds._dict[BaseTag(e.tag)] = e
     src = tmp_path / "src.dcm"
     ds.save_as(src, enforce_file_format=True)
-    deid = Deidentifier(load_profile("teleradiology"), Pseudonyms(SECRET, "ACME"))
+    deid = Deidentifier(load_profile(profile, list(options)), Pseudonyms(SECRET, "ACME"))
     r = deid.deidentify_file(src, tmp_path / "out")
     return pydicom.dcmread(tmp_path / "out" / r.relpath)
 
@@ -88,3 +88,13 @@ def test_notes_and_overrides_are_data_from_outside():
     assert "CHEST CT" in cleaned and "DOE" not in cleaned and "ZQSMITH" not in cleaned
     with pytest.raises(ConfigError, match="not a valid CS"):
         Overrides.parse({"BodyPartExamined": "doe^john"})
+
+
+def test_dates_and_times_kept_by_an_option_must_be_dates_and_times(tmp_path):
+    """Under Full Dates a date the table does not list is kept only if it is a date; a time only if a time."""
+    out = one_file(tmp_path, raw_element(0x00181012, "DA", b"20200115"), profile="basic",
+                   options=("retain-long-full-dates",))
+    assert out[0x00181012].value == "20200115"  # DateOfSecondaryCapture, kept as a date
+    for element in (raw_element(0x00181012, "DA", b"DOE^JOHN"), raw_element(0x00181014, "TM", b"DOE^JOHN")):
+        with pytest.raises(DeidentificationError, match="not valid for its VR"):
+            one_file(tmp_path, element, profile="basic", options=("retain-long-full-dates",))
