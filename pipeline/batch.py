@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 import zipfile
+from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -141,7 +142,8 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         try:
             for f in walked.files:
                 try:
-                    res = deid.deidentify_file(source_root / f.rel, scratch)
+                    res = deid.deidentify_file(source_root / f.rel, scratch, out_path=scratch / f"{f.index}.dcm",
+                                               submitted=str(Path(_submitted_name(record)) / f.rel))
                 except Exception as exc:  # classified: skipped, refused, or failed (fails the batch below)
                     outcome, reason = study.classify(exc)
                     outcomes.append(study.FileOutcome(f.index, f.rel, outcome, reason))
@@ -149,7 +151,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
                     results[f.index] = res
                     item = study.FileOutcome(f.index, f.rel, study.Outcome.WRITTEN, relpath=res.relpath,
                                              size=res.size, sha256=res.sha256)
-                    placement.place(item, scratch / res.relpath)
+                    placement.place(item, scratch / f"{f.index}.dcm")
                     outcomes.append(item)
                 progress.advance()
         finally:
@@ -162,7 +164,9 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         record.skipped, record.refused = listed(study.Outcome.SKIPPED), listed(study.Outcome.REFUSED)
         failed = listed(study.Outcome.FAILED)
         tally = study.counts(outcomes)
-        record.counts = {"files_seen": walked.seen, **{k: v for k, v in tally.items() if k != "written"}}
+        # "deidentified": written to staging (uploaded only if the batch goes on to finish).
+        record.counts = {"files_seen": walked.seen, "deidentified": tally["written"],
+                         **{k: v for k, v in tally.items() if k != "written"}}
         if failed:
             record.errors = failed
             raise BatchFailed(
@@ -180,12 +184,13 @@ def deidentify(settings: Settings, batch_id: str) -> None:
                 f"{tally['skipped']} skipped, {tally['refused']} refused)"
             )
         _check_one_patient_per_batch(settings, produced)
-        _verify_staging(settings, deid, staging, produced)
+        entries = [_entry(settings, batch_id, res) for _rel, res in produced]
+        report = _deid_report(deid, record, produced)
+        _verify_staging(settings, deid, staging, produced, _outgoing_texts(record, entries, report))
         os.sync()  # files are written without a per-file fsync; make them durable once, before "done"
 
-        entries = [_entry(settings, batch_id, res) for _rel, res in produced]
         (work / "files.json").write_text(json.dumps([asdict(e) for e in entries]))
-        (work / "deid-report.json").write_text(json.dumps(_deid_report(deid, record, produced)))
+        (work / "deid-report.json").write_text(json.dumps(report))
         _mapping_store(settings, pending=True).put(batch_id, _mapping(record, produced, entries))
         record.counts.update({
             "images": len(entries),
@@ -222,7 +227,7 @@ def write_manifest(settings: Settings, batch_id: str) -> None:
             organization=record.organization,
             deidentification=_manifest_deid_section(report, _key(settings, batch_id, REPORT_NAME)),
             files=entries,
-            note=record.note,
+            note=_clean_note(record.note),  # free text from outside: only clinical words leave
         )
         staging = settings.staging_root / batch_id
         body = manifest_bytes(manifest)
@@ -322,8 +327,13 @@ def run_all(settings: Settings, batch_id: str) -> None:
         raise
 
 
-def mark_failed(settings: Settings, batch_id: str, reason: str) -> None:
-    """Record a final failure; an inbox original goes to quarantine with the reason."""
+def mark_failed(settings: Settings, batch_id: str, reason: str, *, dispose: bool = True) -> None:
+    """Record a final failure; an inbox original goes to quarantine with the reason.
+
+    ``dispose=False`` leaves an inbox original where it is: for failures that
+    say nothing about the study (the broker did not take it), which
+    ``telerad retry`` resolves.
+    """
     states = StateStore(settings.state_dir)
     with states.update(batch_id) as record:
         if record.state == BatchState.DONE.value:
@@ -332,7 +342,7 @@ def mark_failed(settings: Settings, batch_id: str, reason: str) -> None:
         record.error = reason
     _audit(settings, "batch.failed", batch_id, outcome="failed")
     log.warning("batch %s failed (see `telerad status %s`)", batch_id, batch_id)
-    if record.origin == "inbox":
+    if record.origin == "inbox" and dispose:
         from pipeline.inbox.disposal import quarantine_original
 
         quarantine_original(settings, record, reason)
@@ -354,12 +364,30 @@ def missing_objects(settings: Settings, batch_id: str) -> list[str] | None:
     return [k for k in wanted if store.head(k) is None]
 
 
+def stale_queued_seconds(settings: Settings, record: BatchRecord) -> int | None:
+    """Seconds a queued batch has waited with no worker taking it, once past the threshold; else None.
+
+    Such a batch was lost between the broker and the workers (a broker that
+    lost its data, a worker looking at another state folder); ``telerad
+    retry`` puts it on the queue again (its steps are idempotent).
+    """
+    if record.state != BatchState.QUEUED.value or record.steps_done:
+        return None
+    since = record.queued_at or record.submitted_at
+    try:
+        waited = time.time() - datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return int(waited) if waited >= settings.queued_stale_seconds else None
+
+
 def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
-    """Make a failed batch runnable again; finished steps stay finished."""
+    """Make a failed (or stale queued) batch runnable again; finished steps stay finished."""
     with StateStore(settings.state_dir).update(batch_id) as record:
-        if record.state != BatchState.FAILED.value:
+        if record.state != BatchState.FAILED.value and stale_queued_seconds(settings, record) is None:
             raise SubmissionError(
-                f"batch {batch_id} is {record.state}; only a failed batch can be retried"
+                f"batch {batch_id} is {record.state}; only a failed batch, or one queued for more than "
+                f"{settings.queued_stale_seconds} s with no worker taking it, can be retried"
             )
         if not Path(record.source).exists() and "deidentify" not in record.steps_done:
             raise SubmissionError(
@@ -507,11 +535,30 @@ def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, A
         )
 
 
-def _verify_staging(settings: Settings, deid: Any, staging: Path, produced: list[tuple[str, Any]]) -> None:
-    """Run the leak verifier over the staged files; any finding fails the batch closed."""
+def _submitted_name(record: BatchRecord) -> str:
+    """The submitted study folder's (or ZIP's) name: the verifier searches outputs for it."""
+    return Path(record.source).stem if record.source.lower().endswith(".zip") else Path(record.source).name
+
+
+def _outgoing_texts(record: BatchRecord, entries: list[FileEntry], report: dict[str, Any]) -> dict[str, str]:
+    """Every text that leaves with the batch besides the files: keys, report, manifest fields, metadata."""
+    from pipeline.deid.overrides import clean_note
+
+    return {
+        "object keys": "\n".join(e.key for e in entries),
+        REPORT_NAME: json.dumps(report),
+        MANIFEST_NAME: json.dumps({"note": clean_note(record.note), "organization": record.organization,
+                                   "priority": record.priority, "profile": record.profile,
+                                   "options": record.options}),
+    }
+
+
+def _verify_staging(settings: Settings, deid: Any, staging: Path, produced: list[tuple[str, Any]],
+                    texts: dict[str, str] | None = None) -> None:
+    """Run the leak verifier over the staged files and outgoing texts; any finding fails the batch closed."""
     from pipeline.deid.verify import verify_batch
 
-    findings = verify_batch(staging, deid=deid, originals=[res.original for _r, res in produced])
+    findings = verify_batch(staging, deid=deid, originals=[res.original for _r, res in produced], texts=texts)
     _audit(settings, "batch.verified", staging.name, outcome="ok" if not findings else "failed",
            files=len(produced), findings=len(findings))
     if findings:
@@ -630,6 +677,12 @@ def _mapping_store(settings: Settings, *, pending: bool = False) -> Any:
         url = (settings.state_dir / "pending-mappings").resolve().as_uri()
         return MappingStore.from_settings(settings, url=url)
     return MappingStore.from_settings(settings)
+
+
+def _clean_note(note: str) -> str:
+    from pipeline.deid.overrides import clean_note
+
+    return clean_note(note)
 
 
 def _sign(settings: Settings, organization: str, body: bytes) -> bytes:

@@ -19,6 +19,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from pipeline.deid import rawelem, standard, values
+from pipeline.deid.profile import keyword_or_tag
 from pipeline.deid.vocabulary import Vocabulary
 
 DATE_OPTIONS = {"retain-long-modified-dates", "retain-long-full-dates"}
@@ -95,6 +96,7 @@ class Cleaners:
         elif rule.source == "clean-graphics" and (vr in _NUMERIC or vr in ("OB", "OW", "OB or OW")):
             ctx.count(tag, "kept")  # overlay bitmaps and curve samples: graphics, not text
         elif vr in _NUMERIC or vr == "TM":
+            rawelem.check_kept(ds, tag, vr, rule.label)  # kept: so it must be what its VR says
             ctx.count(tag, "kept")
         else:
             del ds[tag]  # binary or unknown content cannot be cleaned, only removed
@@ -132,9 +134,8 @@ class Cleaners:
             ctx.count(tag, "kept empty")
             return
         if ctx.profile.date_policy == "keep" or vr in ("TM", "SH", "CS") or vr in _NUMERIC:
+            rawelem.check_kept(ds, tag, vr, keyword_or_tag(tag))  # kept: valid for its VR or the file fails
             ctx.count(tag, "kept")  # a time of day or offset names no day
-            return
-            ctx.count(tag, "kept")
             return
         days = ctx.date_shift
         if vr == "DA":

@@ -18,8 +18,14 @@ def _scheme(scheme: str) -> dict[str, str]:
     """Code value -> meaning for one scheme (built on first use; SCT has about 8,000 entries)."""
     from pydicom.sr._concepts_dict import concepts
 
-    by_keyword = concepts.get(scheme) or {}
-    return {value: entry[0] for values in by_keyword.values() for value, entry in values.items()}
+    best: dict[str, tuple[bool, int, str]] = {}
+    for values in (concepts.get(scheme) or {}).values():
+        for value, (meaning, cids) in values.items():
+            # Several names for one code: the one the standard's context groups use, else the shortest.
+            rank = (not cids, len(meaning), meaning)
+            if value not in best or rank < best[value]:
+                best[value] = rank
+    return {value: rank[2] for value, rank in best.items()}
 
 
 @lru_cache(maxsize=None)

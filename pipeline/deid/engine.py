@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tomllib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from pipeline import dicomio
 from pipeline.dicomraw import value_of
 from pipeline.deid import completeness, guards, updaters
 from pipeline.deid.iodtypes import IodTypes, TypeNode
+from pipeline.deid.capture import Captured, capture
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
 from pipeline.deid import rawelem
 from pipeline.deid.handlers import (
@@ -44,11 +45,16 @@ from pipeline.settings import config_dir
 
 @dataclass(frozen=True)
 class OriginalIds:
-    """The original identifiers the encrypted mapping records (never uploaded)."""
+    """The original identifiers the encrypted mapping records (never uploaded).
+
+    ``captured`` holds every identifying value of the source (``capture.capture``)
+    for the leak verifier; it stays in memory and is never written anywhere.
+    """
 
     patient_id: str
     study_instance_uid: str
     accession_number: str
+    captured: Captured = field(default=Captured(), compare=False, repr=False)
 
 
 @dataclass
@@ -182,18 +188,25 @@ class Deidentifier:
     # --- one file --------------------------------------------------------------------
     def deidentify_file(self, src: Path, out_root: Path,
                         check: Callable[[bytes, str, OriginalIds], None] | None = None, *,
-                        digest: bool = True) -> DeidentifiedFile:
+                        digest: bool = True, out_path: Path | None = None,
+                        submitted: str | None = None) -> DeidentifiedFile:
         """De-identify ``src`` into ``out_root/relpath``; see the module docstring for the steps.
 
         ``check(header, relpath, originals)`` sees the encoded header before
         the file is written and raises (VerificationError) to stop it. Without
         ``digest`` no SHA-256 is computed (``sha256`` is ""): for outputs no
-        manifest will list.
+        manifest will list. ``out_path`` writes the file there instead (a
+        scratch name that ``study.Placement`` later moves to ``relpath``).
+        ``submitted`` is the file's path as submitted (the study folder's name
+        and the path under it), whose names the verifier searches for like any
+        captured identifier; by default the file's name.
         """
         src = Path(src)
         source = dicomio.read(src, inflate_limits=self.inflate_limits)
         ds = source.dataset
         originals = _originals(ds)
+        originals["captured"] = capture(ds, submitted if submitted is not None else src.name,
+                                        self.cleaners.vocabulary.word_ok)
         try:
             self.guard.check(ds)  # raises RefusedFileError by policy
             wants_cleaning = self.guard.wants_cleaning(ds)
@@ -232,10 +245,10 @@ class Deidentifier:
                 f"({type(exc).__name__}); the file is malformed there"
             ) from None
         snapshot.check_output(ds, source.transfer_syntax, streamed=source.pixel_span is not None)
-        return self._write(source, ds, originals, ctx, out_root, cleaned_pixels, check, digest)
+        return self._write(source, ds, originals, ctx, out_root, cleaned_pixels, check, digest, out_path)
 
     def _write(self, source, ds: Dataset, originals: dict, ctx: Context, out_root: Path,
-               cleaned_pixels: bool, check, digest: bool) -> DeidentifiedFile:
+               cleaned_pixels: bool, check, digest: bool, out_path: Path | None) -> DeidentifiedFile:
         study = str(value_of(ds, "StudyInstanceUID", "") or "")
         series = str(value_of(ds, "SeriesInstanceUID", "") or "")
         sop = str(value_of(ds, "SOPInstanceUID", "") or "")
@@ -243,10 +256,11 @@ class Deidentifier:
         relpath = f"{cloud}/{series}/{sop}.dcm"
         if source.pixel_span is not None and cleaned_pixels:
             raise DeidentificationError("internal: cleaned pixels must not be streamed from the source")
-        original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"])
+        original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"],
+                               originals["captured"])
         gate = None if check is None else (lambda header: check(header, relpath, original))
         try:
-            size, sha = dicomio.write(source, ds, Path(out_root) / relpath, gate, digest=digest)
+            size, sha = dicomio.write(source, ds, out_path or Path(out_root) / relpath, gate, digest=digest)
         except TeleradError:
             raise
         except Exception as exc:
@@ -291,10 +305,10 @@ def _originals(ds: Dataset) -> dict:
     return {"patient_id": pid, "study": study, "accession": acc, "patient_key": key}
 
 
-def action_totals(files: list[DeidentifiedFile]) -> dict[str, dict[str, int]]:
-    """Sum per-file action counts into per-attribute totals."""
+def action_totals(actions: Iterable[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Sum per-file action counts (``DeidentifiedFile.actions``) into per-attribute totals."""
     total: dict[str, Counter] = {}
-    for f in files:
-        for attr, counts in f.actions.items():
+    for per_file in actions:
+        for attr, counts in per_file.items():
             total.setdefault(attr, Counter()).update(counts)
     return {k: dict(v) for k, v in sorted(total.items())}

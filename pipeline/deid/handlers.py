@@ -328,7 +328,7 @@ class Unlisted:
                 if need == "Z":
                     return Plan("call", handler=_empty)
                 return _counted("remove", tag, "removed")
-            return Plan("keep")
+            return Plan("check", check_label=keyword_or_tag(tag))  # kept dates must be dates
         return Plan("check", check_label=keyword_or_tag(tag))
 
 

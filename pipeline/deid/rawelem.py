@@ -33,9 +33,9 @@ _SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8,
 _BYTES = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _MULTI_STRING = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"})
 _SINGLE_STRING = frozenset({"LT", "ST", "UR", "UT"})
-_IDENTIFIER_TEXT = re.compile(rb"[0-9A-Za-z.^ _\-=]{8,}")
+_IDENTIFIER_TEXT = re.compile(rb"[0-9A-Za-z.^ _\-=,']{8,}")
 _SHORT_TEXT = re.compile(rb"[A-Za-z][A-Za-z^ ,.'\-]*[A-Za-z]")
-_NAME_RUN = re.compile(rb"[A-Za-z]{3,}(?:[\^ ,.\-]{1,2}[A-Za-z]{2,})+")
+_NAME_RUN = re.compile(rb"[A-Za-z][0-9A-Za-z]{2,}(?:[\^ ,.\-]{1,2}[A-Za-z][0-9A-Za-z]+)+")
 # Not searched for text runs: pixel data (the burned-in annotation policy's concern; compressed
 # frames form any bytes) and the ICC Profile (a binary format with text tags by design).
 _TEXT_BY_DESIGN = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009, 0x00282000})
@@ -126,7 +126,7 @@ def settle_vr(ds: Dataset, tag, number: int, elem) -> str:
     unknown tags keep the file's VR; ambiguous ones (US or SS) keep it when it
     is one of the dictionary's choices.
     """
-    dvr = _dictionary_vr(number)
+    dvr = dictionary_vr(number)
     if dvr is None:
         return known_vr(elem) or vr_of(ds, tag)
     choices = dvr.split(" or ")
@@ -176,7 +176,7 @@ def _mislabelled(number: int, fvr: str, dvr: str, why: str) -> DeidentificationE
 _DICT_VR: dict[int, str | None] = {}
 
 
-def _dictionary_vr(number: int) -> str | None:
+def dictionary_vr(number: int) -> str | None:
     """The data dictionary's VR for a public tag (repeating groups included); None if private or unknown."""
     try:
         return _DICT_VR[number]

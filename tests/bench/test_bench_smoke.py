@@ -108,3 +108,11 @@ def test_all_runs_a_subset_quickly(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "r" / "deid-latest.json").exists()
     assert (tmp_path / "r" / "profile_engine-latest.json").exists()
+
+
+def test_completeness_benchmark_runs(tmp_path):
+    """The gate's cost: the same files with the gate on and off, and the share spent inside it."""
+    data = bench(tmp_path, "completeness", "--size-mb", "3", "--repeat", "1")
+    assert data["files"] > 0 and 0 <= data["gate_share"] < 1
+    assert {r["name"] for r in data["rows"]} == {"anonymize per-file work, gate off",
+                                                 "anonymize per-file work, gate on (as shipped)"}
