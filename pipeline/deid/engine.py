@@ -134,6 +134,10 @@ class Deidentifier:
             node.plans[key] = plan
         return plan
 
+    def plan_for(self, sop_class_uid: str, tag: int, vr: str | None = None) -> Plan:
+        """The plan for a top-level ``tag`` in a file of this SOP Class (``need-vr``: ask again with the VR)."""
+        return self._plan(self.types.root(sop_class_uid), tag, vr)
+
     def _walk(self, ctx: Context, ds: Dataset, *, top: bool = False) -> None:
         """Every element of ``ds`` by its plan; then the completeness gate's accounting of ``ds``."""
         d = ds._dict
