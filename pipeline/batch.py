@@ -70,8 +70,13 @@ def create_batch(
     overrides: dict[str, str] | None = None,
     note: str = "",
     origin: str = "submit",
+    follow_up_of: list[str] | None = None,
 ) -> str:
-    """Check a submission and record it as a queued batch; returns the new batch ID."""
+    """Check a submission and record it as a queued batch; returns the new batch ID.
+
+    ``follow_up_of`` names earlier batches of the same study (late instances from the
+    DICOM listener); it goes into the manifest so a reader can tell.
+    """
     source = Path(source).absolute()
     if not source.exists():
         raise SubmissionError(f"study path does not exist: {source}")
@@ -107,6 +112,7 @@ def create_batch(
         overrides=dict(overrides or {}),
         note=note,
         origin=origin,
+        follow_up_of=list(follow_up_of or []),
     )
     StateStore(settings.state_dir).create(record)
     _audit(settings, "batch.submitted", record.batch_id, priority=prio.value, origin=origin)
@@ -230,16 +236,21 @@ def write_manifest(settings: Settings, batch_id: str) -> None:
             deidentification=_manifest_deid_section(report, _key(settings, batch_id, REPORT_NAME)),
             files=entries,
             note=_clean_note(record.note),  # free text from outside: only clinical words leave
+            follow_up_of=record.follow_up_of,
         )
         staging = settings.staging_root / batch_id
         body = manifest_bytes(manifest)
         (staging / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True))
-        (staging / SIGNATURE_NAME).write_bytes(_sign(settings, record.organization, body))
+        (staging / SIGNATURE_NAME).write_bytes(_sign(settings, body))
         (staging / MANIFEST_NAME).write_bytes(body)
 
 
-def upload(settings: Settings, batch_id: str) -> None:
-    """Upload every file concurrently, then the report and signature, the manifest last."""
+def upload(settings: Settings, batch_id: str, *, leave_uplink: float = 0.0) -> None:
+    """Upload every file concurrently, then the report and signature, the manifest last.
+
+    ``leave_uplink`` (seconds; workers pass ``UPLINK_PAUSE``): between files, pause
+    while a step of a higher priority runs on this machine (``_leave_uplink``).
+    """
     with _step(settings, batch_id, "upload", BatchState.UPLOADING) as record:
         if record is None:
             return
@@ -275,7 +286,7 @@ def upload(settings: Settings, batch_id: str) -> None:
             )
             progress.advance()
             if progress.done < progress.total:
-                _leave_uplink_to_higher_priority(states, record.priority)
+                _leave_uplink(states, record.priority, leave_uplink)
 
         with ThreadPoolExecutor(max_workers=settings.upload_concurrency) as pool:
             list(pool.map(put, entries))  # re-raises the first failure
@@ -316,6 +327,10 @@ def finalize(settings: Settings, batch_id: str) -> None:
             from pipeline.inbox.disposal import archive_original
 
             archive_original(settings, record)
+        elif record.origin == "listen":
+            from pipeline.netdicom.studies import discard_submitted
+
+            discard_submitted(record)
         log.info("batch %s done: %s images", batch_id, record.counts.get("images", 0))
 
 
@@ -405,27 +420,23 @@ def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
 
 # --- helpers -----------------------------------------------------------------------
 # --- lower priorities leave the uplink to higher ones ------------------------------------
-_yield = {"enabled": False, "max_pause": 5.0}
+UPLINK_PAUSE = 5.0  # seconds a worker's lower-priority upload waits at most, between two files
 
 
-def yield_to_higher_priority(enabled: bool = True, *, max_pause: float = 5.0) -> None:
+def _leave_uplink(states: StateStore, priority: str, max_pause: float) -> None:
     """Between files, pause an upload while a step of a higher priority runs on this machine.
 
-    Workers turn this on: with a STAT step running, a ROUTINE upload on the same machine
+    Workers ask for it: with a STAT step running, a ROUTINE upload on the same machine
     stops after the files it is sending (for at most ``max_pause`` seconds at a time,
     then one more file each) instead of sharing the site's uplink and the store with
     it. Only uploads pause: de-identification is CPU-bound, a STAT batch uses one core,
     and pausing ROUTINE de-identification would idle the other cores (measured here:
     no gain on de-identification, about 50 ms less on the STAT upload of a 4 MB study).
-    Off by default, for the CLI and library callers that run one batch alone.
+    Off (0) for the CLI and library callers that run one batch alone.
     """
-    _yield.update(enabled=enabled, max_pause=max_pause)
-
-
-def _leave_uplink_to_higher_priority(states: StateStore, priority: str) -> None:
-    if not _yield["enabled"]:
+    if max_pause <= 0:
         return
-    deadline = time.monotonic() + _yield["max_pause"]
+    deadline = time.monotonic() + max_pause
     while states.outranked(priority) and time.monotonic() < deadline:
         time.sleep(0.01)
 
@@ -524,7 +535,7 @@ def _unpacked_source(source: Path, work: Path) -> Path:
         return source
     if not source.exists():
         raise BatchFailed("the study's source is no longer on disk")
-    from pipeline.inbox.zipsafe import safe_extract
+    from pipeline.zipsafe import safe_extract
 
     dest = work / "unpacked"
     shutil.rmtree(dest, ignore_errors=True)
@@ -555,7 +566,7 @@ def _outgoing_texts(record: BatchRecord, entries: list[FileEntry], report: dict[
         REPORT_NAME: json.dumps(report),
         MANIFEST_NAME: json.dumps({"note": clean_note(record.note), "organization": record.organization,
                                    "priority": record.priority, "profile": record.profile,
-                                   "options": record.options}),
+                                   "options": record.options, "follow_up_of": record.follow_up_of}),
     }
 
 
@@ -681,7 +692,7 @@ def _clean_note(note: str) -> str:
     return clean_note(note)
 
 
-def _sign(settings: Settings, organization: str, body: bytes) -> bytes:
+def _sign(settings: Settings, body: bytes) -> bytes:
     from pipeline.signing import sign_manifest
 
     return sign_manifest(settings, body)
