@@ -566,7 +566,7 @@ def _outgoing_texts(record: BatchRecord, entries: list[FileEntry], report: dict[
         REPORT_NAME: json.dumps(report),
         MANIFEST_NAME: json.dumps({"note": clean_note(record.note), "organization": record.organization,
                                    "priority": record.priority, "profile": record.profile,
-                                   "options": record.options}),
+                                   "options": record.options, "follow_up_of": record.follow_up_of}),
     }
 
 

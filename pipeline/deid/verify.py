@@ -249,6 +249,8 @@ class Verifier:
                     add("private", f"{_tag(t)} private element outside the safe list")
                     continue
             raw = type(elem) is RawDataElement
+            if raw and (number, elem.VR) in _QUIET:
+                continue  # a public text element of its dictionary VR that no check reads
             vr = elem.VR if raw and elem.VR in _PLAIN_VRS and elem.value is not None else None
             if vr is None:
                 vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, t)
@@ -260,6 +262,8 @@ class Verifier:
                 add("text in numbers", f"{_tag(t)} {keyword_or_tag(t)} ({vr}) holds bytes that read as text")
                 continue
             if vr not in _INSPECTED_VRS:
+                if raw and vr not in _BINARY_VRS and not number >> 16 & 1 and elem.VR in (vr, None):
+                    _QUIET.add((number, elem.VR))  # the same answer for every such element
                 continue  # no name or date can hide in it: left unconverted
             if vr == "SQ":
                 self._walk_sequence(ds, t, elem, opts, date_policy, add, depth)
@@ -317,6 +321,8 @@ class Verifier:
                 continue
             rel = p.relative_to(root).as_posix()
             if p.name in ("manifest.json", "manifest.sig", "deid-report.json"):
+                if p.suffix == ".json":  # text that leaves with the batch: searched, not counted as a file
+                    report.findings += self.text_findings(rel, p.read_text(encoding="utf-8", errors="replace"))
                 continue
             report.files += 1
             report.findings += self.verify_file(p, rel)
@@ -340,6 +346,9 @@ class Verifier:
 _SEQUENCE_VERDICTS: dict[tuple, tuple[tuple[str, str], ...]] = {}
 _SEQUENCE_VERDICTS_MAX = 4096
 _CHARSET = 0x00080005
+# (tag, explicit VR or None) of public elements that pass every per-element check by their
+# tag and VR alone (text of the dictionary's VR, not PN, DA, DT or SQ): skipped at once.
+_QUIET: set[tuple[int, str | None]] = set()
 
 
 @lru_cache(maxsize=256)

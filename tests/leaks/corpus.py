@@ -31,6 +31,7 @@ BINARY_LENGTHS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65,
 CODE_SEQUENCES = ("ProcedureCodeSequence", "RequestedProcedureCodeSequence", "AdmittingDiagnosesCodeSequence",
                   "AnatomicRegionSequence", "ScheduledProtocolCodeSequence")
 UNLISTED_CONTAINER = "ReferencedSeriesSequence"  # not in Table E.1-1: walked as is
+URN_CODE_VALUE = 0x00080120
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,21 @@ def _ur(b: Builder) -> None:
     ds = b.base()
     item = Dataset()
     for tag in ur_attributes():
+        if tag == URN_CODE_VALUE:
+            continue  # a code, kept after validation: its own attack below
         ds.add(DataElement(tag, "UR", url))
         item.add(DataElement(tag, "UR", url))
     ds[tag_for_keyword(UNLISTED_CONTAINER)] = DataElement(tag_for_keyword(UNLISTED_CONTAINER), "SQ",
                                                           Sequence([item]))
     b.add("ur", "every-ur-attribute", "written", ds)
+    for name, value in (("urn-code-value-url", url),  # '^' is not a URI character: invalid UR
+                        ("urn-code-value-valid-form", f"urn:x:{b.phi.patient_id}")):  # valid, but captured
+        ds = b.base()
+        code = Dataset()
+        code.add(DataElement(URN_CODE_VALUE, "UR", value))
+        code.CodingSchemeDesignator, code.CodeMeaning = "99LOCAL", "CHEST"
+        ds.AnatomicRegionSequence = Sequence([code])
+        b.add("ur", name, "failed", ds)
 
 
 def _mismatched(b: Builder) -> None:

@@ -24,7 +24,7 @@ from tests.harness.worker import REPO, telerad_env
 from tests.leaks.conftest import copy_study, leaks_in, tree_leaks
 
 BUCKET = "leaks"
-FAILING_CLASSES = ("mismatched-vr", "binary", "invalid-value", "un")
+FAILING_CLASSES = ("mismatched-vr", "binary", "invalid-value", "un", "ur")
 
 
 def telerad(env, *args, timeout=300):

@@ -128,3 +128,16 @@ def test_birth_date_in_common_written_forms_is_found(tmp_path):
     for text in ("born 03/02/1961", "dob 1961-02-03", "19610203"):
         assert v.text_findings("t", text), text
     assert not v.text_findings("t", "2.25.119610203555")
+
+
+def test_verify_searches_a_batchs_manifest_and_report_text(tmp_path):
+    """`Verifier.verify_tree` finds a captured value in manifest.json or deid-report.json beside the files."""
+    phi = PlantedPHI()
+    ds = pydicom.Dataset()
+    ds.PatientID = phi.patient_id
+    v = Verifier(Pseudonyms(SECRET, "ACME"), captured=capture(ds))
+    (tmp_path / "manifest.json").write_text(json.dumps({"note": f"id {phi.patient_id}"}))
+    (tmp_path / "deid-report.json").write_text(json.dumps({"refused": []}))
+    report = v.verify_tree(tmp_path)
+    assert [(f.file, f.check) for f in report.findings] == [("manifest.json", "captured identifier")]
+    assert phi.patient_id not in str(report.findings[0])
