@@ -70,8 +70,13 @@ def create_batch(
     overrides: dict[str, str] | None = None,
     note: str = "",
     origin: str = "submit",
+    follow_up_of: list[str] | None = None,
 ) -> str:
-    """Check a submission and record it as a queued batch; returns the new batch ID."""
+    """Check a submission and record it as a queued batch; returns the new batch ID.
+
+    ``follow_up_of`` names earlier batches of the same study (late instances from the
+    DICOM listener); it goes into the manifest so a reader can tell.
+    """
     source = Path(source).absolute()
     if not source.exists():
         raise SubmissionError(f"study path does not exist: {source}")
@@ -107,6 +112,7 @@ def create_batch(
         overrides=dict(overrides or {}),
         note=note,
         origin=origin,
+        follow_up_of=list(follow_up_of or []),
     )
     StateStore(settings.state_dir).create(record)
     _audit(settings, "batch.submitted", record.batch_id, priority=prio.value, origin=origin)
@@ -211,6 +217,7 @@ def write_manifest(settings: Settings, batch_id: str) -> None:
             deidentification=_manifest_deid_section(report, _key(settings, batch_id, REPORT_NAME)),
             files=entries,
             note=record.note,
+            follow_up_of=record.follow_up_of,
         )
         staging = settings.staging_root / batch_id
         body = manifest_bytes(manifest)
@@ -297,6 +304,10 @@ def finalize(settings: Settings, batch_id: str) -> None:
             from pipeline.inbox.disposal import archive_original
 
             archive_original(settings, record)
+        elif record.origin == "listen":
+            from pipeline.netdicom.studies import discard_submitted
+
+            discard_submitted(record)
         log.info("batch %s done: %s images", batch_id, record.counts.get("images", 0))
 
 

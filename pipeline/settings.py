@@ -101,6 +101,31 @@ class Settings(BaseSettings):
     zip_max_entries: int = Field(50000, ge=1)
     zip_max_unpacked_bytes: int = Field(32 * 2**30, ge=1)
     zip_max_ratio: float = Field(200.0, gt=1, description="Largest compression ratio accepted (zip bombs).")
+    # --- DICOM network (issue 16): `telerad listen` (Storage SCP) and delivery by C-STORE ---
+    listen_port: int = Field(0, ge=0, le=65535, description="Storage SCP port; 0 = no listener (`telerad up` starts one when set).")
+    listen_host: str = Field("127.0.0.1", description="Address the listener binds: loopback unless set.")
+    listen_ae_title: str = Field("TELERAD", min_length=1, max_length=16, description="The listener's own AE title.")
+    listen_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Calling AE titles accepted (comma-separated); empty = any (loopback only)."
+    )
+    listen_stable_seconds: float = Field(30.0, ge=0, description="A study is complete after this long with no new instance.")
+    listen_spool_dir: str = Field("", description="Received instances wait here; empty = TELERAD_HOME/listen.")
+    listen_min_free_bytes: int = Field(
+        64 * 2**20, ge=0, description="Answer 'out of resources' when the spool would have less free space than this."
+    )
+    listen_priority_by_ae: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="Calling AE title -> priority, e.g. 'CT_STAT=STAT,ER=URGENT'."
+    )
+    listen_priority_rules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Attribute rules 'Keyword=PATTERN:PRIORITY' (fnmatch, comma-separated), e.g. 'StudyDescription=*TRAUMA*:STAT'.",
+    )
+    listen_tls_cert_file: str = Field("", description="PEM certificate of the listener; with the key, TLS is on.")
+    listen_tls_key_file: str = Field("", description="PEM private key of the listener.")
+    listen_tls_ca_file: str = Field("", description="CA bundle; when set, callers must present a certificate it signed.")
+    send_ae_title: str = Field("TELERAD", min_length=1, max_length=16, description="Calling AE title when delivering to a PACS.")
+    send_attempts: int = Field(4, ge=1, le=20, description="Tries in all for an instance the PACS did not store.")
+    send_retry_pause: float = Field(2.0, ge=0, description="First pause between delivery tries, seconds (doubles).")
     # --- keys -----------------------------------------------------------------------
     mapping_kms_key_id: str = Field("", description="AWS KMS key (ID, ARN or alias) wrapping mapping keys; empty = local key file.")
     audit_mirror: bool = Field(False, description="Also write each audit entry to the mapping store under audit/.")
@@ -122,10 +147,6 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Server folders a batch may be submitted from by path (comma-separated); empty = none.",
     )
-    gateway_stow_stable_seconds: float = Field(
-        10.0, ge=0, description="A STOW-RS study becomes a batch after this long with no new instance."
-    )
-    gateway_stow_priority: Priority = Field(Priority.ROUTINE, description="Priority of batches made from STOW-RS studies.")
     gateway_targets: Annotated[dict[str, int], NoDecode] = Field(
         default_factory=lambda: {"STAT": 300, "URGENT": 1800, "ROUTINE": 14400},
         description="Seconds from submission to the store each priority aims at (the console's 'waiting vs target').",
@@ -178,6 +199,30 @@ class Settings(BaseSettings):
             return [o.strip() for o in v.split(",") if o.strip()]
         return v
 
+    @field_validator("listen_allow", "listen_priority_rules", mode="before")
+    @classmethod
+    def _list_from_csv(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @field_validator("listen_priority_by_ae", mode="before")
+    @classmethod
+    def _ae_priorities_from_csv(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            pairs = [p.strip() for p in v.split(",") if p.strip()]
+            if any("=" not in p for p in pairs):
+                raise ValueError("write AE=PRIORITY pairs separated by commas, e.g. CT_STAT=STAT,ER=URGENT")
+            v = dict(p.split("=", 1) for p in pairs)
+        if isinstance(v, dict):
+            out = {}
+            for ae, prio in v.items():
+                if str(prio).strip().upper() not in Priority.__members__:
+                    raise ValueError(f"priority for AE {ae!r} must be STAT, URGENT or ROUTINE, not {prio!r}")
+                out[str(ae).strip()] = str(prio).strip().upper()
+            return out
+        return v
+
     @model_validator(mode="after")
     def _mapping_store_is_not_in_the_bucket(self) -> "Settings":
         check_mapping_apart(self.effective_store_url, self.effective_mapping_url)
@@ -195,6 +240,11 @@ class Settings(BaseSettings):
     @property
     def staging_root(self) -> Path:
         return Path(self.staging_dir) if self.staging_dir else self.home / "staging"
+
+    @property
+    def listen_spool(self) -> Path:
+        """Where `telerad listen` keeps received instances until their study is submitted."""
+        return Path(self.listen_spool_dir) if self.listen_spool_dir else self.home / "listen"
 
     @property
     def state_dir(self) -> Path:

@@ -103,6 +103,10 @@ def status(
             r.batch_id,
         )
     console.print(table)
+    from pipeline.netdicom.activity import summary_lines
+
+    for line in summary_lines(settings):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 STEP_LABELS = {"deidentify": "deid", "write_manifest": "manifest", "upload": "upload",

@@ -27,6 +27,7 @@ COMMANDS = {
     "verify": "deid", "profile": "deid",
     "watch": "inbox", "up": "inbox",
     "keys": "keys",
+    "listen": "listen",
     "share": "reader", "reader": "reader",
     "reidentify": "reidentify",
 }
