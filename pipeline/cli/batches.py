@@ -16,9 +16,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from pipeline.cli.common import parse_assignments
+from pipeline.cli.common import parse_assignments, print_table
 from pipeline.settings import Settings, load_settings
 from pipeline.state import BatchRecord, StateStore
 
@@ -92,17 +91,12 @@ def status(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
-    table = Table("priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error")
-    table.add_column("batch", no_wrap=True)
-    for r in records:
-        table.add_row(
-            r.priority, r.state, str(r.counts.get("studies", "")),
-            str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), r.submitted_at,
-            stage_durations(r),
-            (r.error[:60] + "…") if len(r.error) > 60 else r.error,
-            r.batch_id,
-        )
-    console.print(table)
+    print_table(
+        ["priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error", "batch"],
+        [[r.priority, r.state, r.counts.get("studies", ""), r.counts.get("images", ""), r.counts.get("bytes", ""),
+          r.submitted_at, stage_durations(r), r.error, r.batch_id] for r in records],
+        no_wrap=("batch",),
+    )
     from pipeline.netdicom.activity import summary_lines
 
     for line in summary_lines(settings):
