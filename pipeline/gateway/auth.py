@@ -30,7 +30,7 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        return f"api-key:{self.key.key_id}"
+        return f"api-key.{self.key.key_id}"  # the audit log's actor pattern has no colon
 
 
 def _rate(gw: Gateway, who: str) -> None:
@@ -68,7 +68,6 @@ def require_scope(scope: str) -> Callable[..., Principal]:
         _rate(gw, f"key:{record.key_id}")
         if not record.allows(scope):
             raise HTTPException(403, f"this API key lacks the '{scope}' scope")
-        request.state.actor = f"api-key:{record.key_id}"
         return Principal(record)
 
     dependency.__name__ = f"require_{scope}"
