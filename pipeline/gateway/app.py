@@ -87,7 +87,10 @@ def create_app(settings: Settings, enqueue: Enqueue | None = None) -> FastAPI:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 401 and request.url.path.startswith("/console"):
             return console.login_page(request, status_code=401)
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only those of the first route matched
+            headers["Allow"] = ", ".join(_methods(app, request.url.path))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -105,6 +108,13 @@ def create_app(settings: Settings, enqueue: Enqueue | None = None) -> FastAPI:
         return response
 
     return app
+
+
+def _methods(app: FastAPI, path: str) -> list[str]:
+    from starlette.routing import Route
+
+    return sorted({m for r in app.routes if isinstance(r, Route) and r.methods and r.path_regex.match(path)
+                   for m in r.methods})
 
 
 def _route(request: Request) -> str:

@@ -47,6 +47,20 @@ def inspect_zip(settings: Settings, path: Path) -> int:
     return sum(1 for _info, rel in entries if rel is not None)
 
 
+def looks_like_dicom(path: Path) -> bool:
+    """True when the file starts as DICOM does (the engine's own recogniser, on its first bytes)."""
+    from pipeline import dicomio
+    from pipeline.exceptions import NotDicomError
+
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    try:
+        dicomio._kind(head)
+    except NotDicomError:
+        return False
+    return True
+
+
 def path_inside_roots(settings: Settings, raw: str) -> Path:
     """A server path the site allows submissions from (``gateway_path_roots``), resolved."""
     roots = [Path(r).resolve() for r in settings.gateway_path_roots]

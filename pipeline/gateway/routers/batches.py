@@ -20,7 +20,13 @@ from pipeline.gateway.limits import stream_to_file
 from pipeline.gateway.models import BatchAccepted, BatchDetail, BatchSummary, PathSubmission, Problem, RetryAccepted
 from pipeline.gateway.multipart import stream_parts
 from pipeline.gateway.spool import new_upload_dir
-from pipeline.gateway.submission import check_overrides, inspect_zip, path_inside_roots, record_and_enqueue
+from pipeline.gateway.submission import (
+    check_overrides,
+    inspect_zip,
+    looks_like_dicom,
+    path_inside_roots,
+    record_and_enqueue,
+)
 from pipeline.settings import Priority
 from pipeline.state import BatchState, StateStore
 
@@ -29,6 +35,24 @@ router = APIRouter(tags=["batches"])
 BATCH_ID = PathParam(..., pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
                      description="A batch ID (UUID).")
 ERRORS = {401: {"model": Problem}, 403: {"model": Problem}, 429: {"model": Problem}}
+
+def inline_schema(model) -> dict:
+    """A model's JSON Schema with its ``$defs`` put in place (openapi_extra is not resolved by FastAPI)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def walk(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.rsplit("/", 1)[1]]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
 
 SUBMIT_BODY = {
     "requestBody": {
@@ -47,7 +71,7 @@ SUBMIT_BODY = {
                     "overrides": {"type": "string", "description": 'JSON object, e.g. {"StudyDescription": "CT chest"}'},
                 },
             }},
-            "application/json": {"schema": PathSubmission.model_json_schema()},
+            "application/json": {"schema": inline_schema(PathSubmission)},
         },
     }
 }
@@ -168,6 +192,9 @@ async def _from_multipart(request: Request, gw: Gateway, upload: Path, fields: d
         files[0].path.rename(source)
         received = await run_in_threadpool(inspect_zip, settings, source)
     else:
+        if not await run_in_threadpool(lambda: any(looks_like_dicom(p.path) for p in files)):
+            raise HTTPException(400, f"none of the {len(files)} uploaded file(s) is DICOM: send the study's "
+                                "DICOM files or one ZIP of them")
         source = upload / "study"
         source.mkdir()
         for i, p in enumerate(files, start=1):
@@ -178,7 +205,7 @@ async def _from_multipart(request: Request, gw: Gateway, upload: Path, fields: d
 
 
 @router.get("/api/batches", response_model=list[BatchSummary], summary="List batches, STAT first",
-            responses=ERRORS)
+            responses={400: {"model": Problem}, **ERRORS})
 async def list_batches(
     state: BatchState | None = Query(None),
     priority: Priority | None = Query(None),

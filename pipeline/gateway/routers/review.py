@@ -42,7 +42,8 @@ REVIEW_BODY = {
     "through the leak verifier, and returns the key fields before and after. The answer holds the file's "
     "original values: it is meant for the on-site operator who is about to send that file.",
     openapi_extra=REVIEW_BODY,
-    responses={400: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}, **ERRORS},
+    responses={400: {"model": Problem}, 413: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem},
+               **ERRORS},
 )
 async def review(
     request: Request,
