@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from pipeline.batch import STEPS
 from pipeline.gateway.models import BatchDetail, BatchSummary, FileIssue, StageTime
 from pipeline.settings import Settings
 from pipeline.state import BatchRecord, BatchState
@@ -28,7 +29,8 @@ def manifest_key(settings: Settings, batch_id: str) -> str:
 
 def _stages(record: BatchRecord) -> dict[str, StageTime]:
     out = {}
-    for step, times in record.stage_times.items():
+    order = {step: i for i, step in enumerate(STEPS)}  # records store them sorted by name
+    for step, times in sorted(record.stage_times.items(), key=lambda kv: order.get(kv[0], len(order))):
         start, end = _when(times.get("started")), _when(times.get("finished"))
         out[step] = StageTime(started=times.get("started"), finished=times.get("finished"),
                               seconds=round((end - start).total_seconds(), 3) if start and end else None)
