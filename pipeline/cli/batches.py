@@ -62,7 +62,14 @@ def worker(
     concurrency: int = typer.Option(os.cpu_count() or 1, "--concurrency", "-c", help="Worker processes."),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
 ) -> None:
-    """Run a Celery worker on the configured broker (embedded by default)."""
+    """Run a Celery worker on the configured broker (embedded by default).
+
+    SIGTERM stops it within TELERAD_WORKER_SHUTDOWN_SECONDS: the running step
+    finishes or is put back on the queue. Ctrl-C twice stops it at once.
+    """
+    # Celery's SIGTERM is a warm shutdown that waits for the pool without a bound; as a cold
+    # shutdown it goes through the bounded soft shutdown first (workers/app.py) and requeues.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     from workers.app import app as celery_app
 
     celery_app.worker_main(
@@ -91,9 +98,15 @@ def status(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
+    from pipeline.batch import stale_queued_seconds
+
+    def state(r: BatchRecord) -> str:
+        stale = stale_queued_seconds(settings, r)
+        return r.state if stale is None else f"{r.state} (stale {stale // 60} min)"
+
     print_table(
         ["priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error", "batch"],
-        [[r.priority, r.state, r.counts.get("studies", ""), r.counts.get("images", ""), r.counts.get("bytes", ""),
+        [[r.priority, state(r), r.counts.get("studies", ""), r.counts.get("images", ""), r.counts.get("bytes", ""),
           r.submitted_at, stage_durations(r), r.error, r.batch_id] for r in records],
         no_wrap=("batch",),
     )
@@ -125,6 +138,13 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
     console.print(f"priority  {r.priority}   organization {r.organization}")
     console.print(f"profile   {r.profile}  options {', '.join(r.options) or '-'}")
     console.print(f"submitted {r.submitted_at}")
+    from pipeline.batch import stale_queued_seconds
+
+    stale = stale_queued_seconds(settings, r)
+    if stale is not None:
+        console.print(f"[yellow]waiting[/yellow]   queued {stale // 60} min {stale % 60} s with no worker taking it: "
+                      "check that a worker runs on the same TELERAD_BROKER_URL and state, then "
+                      f"`telerad retry {r.batch_id}`", highlight=False, soft_wrap=True)
     if r.progress and not r.final:
         p = r.progress
         console.print(f"progress  {p['step']} {p['done']}/{p['total']} files")
@@ -154,8 +174,8 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
                 console.print(f"  … and {len(missing) - 20} more")
 
 
-def retry(batch_id: str = typer.Argument(..., help="A failed batch.")) -> None:
-    """Put a failed batch back on the queue; finished steps are not redone."""
+def retry(batch_id: str = typer.Argument(..., help="A failed batch, or one stuck in the queue.")) -> None:
+    """Put a failed (or stale queued) batch back on the queue; finished steps are not redone."""
     from pipeline import batch
     from workers.dispatch import start_batch
 

@@ -38,6 +38,10 @@ def verify(
     verifier = Verifier(Pseudonyms(settings.pseudonym_secret, settings.organization), prof,
                         originals=originals, allowed_names=allow_name)
     report = verifier.verify_tree(directory)
+    if report.files == 0:
+        typer.secho(f"error: {directory.name} holds no files to verify: nothing was checked "
+                    "(give the folder the de-identified files were written to)", fg=typer.colors.RED, err=True)
+        sys.exit(1)
     from pipeline.audit import AuditLog
 
     AuditLog.from_settings(settings).append(

@@ -57,5 +57,5 @@ def build_report(
             "pixels_cleaned": sum(1 for f in files if f.pixels_cleaned),
         },
         "refused": [{"reason": r, "files": n} for r, n in sorted(refused.items())],
-        "actions": action_totals(files),
+        "actions": action_totals(f.actions for f in files),
     }

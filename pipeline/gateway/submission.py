@@ -94,8 +94,12 @@ def record_and_enqueue(gw: Gateway, source: Path, *, priority: str | None, organ
         raise HTTPException(400, str(exc)) from None
     try:
         gw.enqueue(gw.settings, batch_id)
-    except Exception as exc:  # broker down: record it, so `retry` can queue it later
-        batch.mark_failed(gw.settings, batch_id, f"could not be queued ({type(exc).__name__}); retry it")
-        raise HTTPException(503, f"batch {batch_id} was recorded but could not be queued; "
+    except Exception as exc:  # broker down: the batch is failed with the reason, so `retry` can queue it later
+        from pipeline.exceptions import EnqueueError
+
+        if not isinstance(exc, EnqueueError):  # start_batch fails the batch itself; any other enqueue call not
+            batch.mark_failed(gw.settings, batch_id, f"could not be queued ({type(exc).__name__}); retry it",
+                              dispose=False)
+        raise HTTPException(503, f"batch {batch_id} was recorded but the broker did not take it; "
                             f"POST /api/batches/{batch_id}/retry when the broker is back") from None
     return batch_id

@@ -118,3 +118,11 @@ def test_gateway_benchmark_runs(tmp_path):
     stream = data["rows"][0]
     assert stream["files"] == 12 and stream["files_per_s"] > 0 and stream["peak_rss_mb"] > 0
     assert all(r["files"] > 0 for r in data["rows"])
+
+
+def test_completeness_benchmark_runs(tmp_path):
+    """The gate's cost: the same files with the gate on and off, and the share spent inside it."""
+    data = bench(tmp_path, "completeness", "--size-mb", "3", "--repeat", "1")
+    assert data["files"] > 0 and 0 <= data["gate_share"] < 1
+    assert {r["name"] for r in data["rows"]} == {"anonymize per-file work, gate off",
+                                                 "anonymize per-file work, gate on (as shipped)"}

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.real, pytest.mark.slow]
 ST = str(Path(sys.executable).with_name("st"))
 
 
-def schemathesis(gateway, *args: str, batches: list[str], samples: list[Path]) -> subprocess.CompletedProcess:
+def schemathesis(gateway, *args: str, batches: list[str], samples: list[Path], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.gateway.st_hooks", "PYTHONPATH": str(REPO),
            "TELERAD_ST_BATCHES": ",".join(batches), "TELERAD_ST_SAMPLES": os.pathsep.join(map(str, samples))}
     return subprocess.run(
@@ -27,7 +27,7 @@ def schemathesis(gateway, *args: str, batches: list[str], samples: list[Path]) -
          "--exclude-checks", "positive_data_acceptance",
          "--max-examples", "15", "--seed", "17", "--no-color", "--phases", "examples,coverage,fuzzing",
          "--request-timeout", "60", "--workers", "1", "--generation-database", "none", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=400)
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=400)  # its .schemathesis/ goes there
 
 
 def test_every_operation_with_and_without_a_key(gateway_factory, site_env, tmp_path):
@@ -44,11 +44,11 @@ def test_every_operation_with_and_without_a_key(gateway_factory, site_env, tmp_p
     assert len(batches) == 2 and done in batches
 
     with_key = schemathesis(gw, "-H", f"Authorization: Bearer {gw.key('submit,read,reidentify')}",
-                            batches=batches, samples=study.files)
+                            batches=batches, samples=study.files, cwd=tmp_path)
     assert with_key.returncode == 0, with_key.stdout[-6000:] + with_key.stderr[-2000:]
     assert "9 selected / 9 total" in with_key.stdout and "Tested: 9" in with_key.stdout
 
-    without = schemathesis(gw, batches=batches, samples=study.files)
+    without = schemathesis(gw, batches=batches, samples=study.files, cwd=tmp_path)
     assert without.returncode == 0, without.stdout[-6000:] + without.stderr[-2000:]
     assert "Tested: 9" in without.stdout
     assert " 401 " in gw.log() and " 500 " not in gw.log()

@@ -313,6 +313,10 @@ async def retry(
     try:
         await run_in_threadpool(gw.enqueue, gw.settings, batch_id)
     except Exception as exc:
-        batch.mark_failed(gw.settings, batch_id, f"could not be queued ({type(exc).__name__}); retry it")
+        from pipeline.exceptions import EnqueueError
+
+        if not isinstance(exc, EnqueueError):  # start_batch fails the batch itself
+            batch.mark_failed(gw.settings, batch_id, f"could not be queued ({type(exc).__name__}); retry it",
+                              dispose=False)
         raise HTTPException(503, "the batch could not be queued; try again when the broker is back") from None
     return JSONResponse(RetryAccepted(batch_id=batch_id, state="queued").model_dump(), status_code=202)
