@@ -105,6 +105,8 @@ def test_bad_uploads_are_refused_with_a_clear_reason(site, tmp_path):
     assert r.status_code == 400 and "no files" in r.json()["detail"]
     r = site.post("/api/batches", files=[("files", ("a", b"x"))], data={"overrides": json.dumps({"PatientID": "x"})})
     assert r.status_code == 400 and "overrides may set only" in r.json()["detail"]
+    r = site.post("/api/batches", files=[("files", ("a.txt", b"PHINOTE no image"))])
+    assert r.status_code == 400 and "none of the 1 uploaded file(s) is DICOM" in r.json()["detail"]
 
 
 def test_list_filters_retry_and_reidentify(site, tmp_path):
@@ -112,7 +114,11 @@ def test_list_filters_retry_and_reidentify(site, tmp_path):
     study = make_study(tmp_path / "study", series=1, images=2)
     good = site.post("/api/batches?priority=STAT", data=zip_of(study.files),
                      headers={"Content-Type": "application/zip"}).json()["batch_id"]
-    junk = site.post("/api/batches?priority=ROUTINE", files=[("files", ("a.txt", b"no image here"))]).json()["batch_id"]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("notes.txt", "no image here")
+    junk = site.post("/api/batches?priority=ROUTINE", data=buf.getvalue(),
+                     headers={"Content-Type": "application/zip"}).json()["batch_id"]
     assert site.wait_state(good)["state"] == "done"
     failed = site.wait_state(junk)
     assert failed["state"] == "failed" and "no DICOM images" in failed["error"]

@@ -42,7 +42,8 @@ def test_status_json_and_plain_columns_when_piped(site):
                                 "error", "batch"]
     assert "│" not in text and "…" not in text  # no box drawing, nothing cut
     assert any(done in line for line in lines)
-    assert any("no DICOM images found in the study (1 files looked at" in line for line in lines)
+    error = next(r["error"] for r in records if r["state"] == "failed")
+    assert len(error) > 60 and any(error in line for line in lines)  # the whole error, not cut at 60
     assert max(len(line) for line in lines) > 80  # full width, not the 80 columns of COLUMNS
 
 

@@ -182,6 +182,7 @@ async def _from_multipart(request: Request, gw: Gateway, upload: Path, fields: d
             overrides.update(given)
     if fields["priority"] and fields["priority"] not in Priority.__members__:
         raise HTTPException(400, "priority must be STAT, URGENT or ROUTINE")
+    check_overrides(overrides)  # before the files are looked at: the cheaper refusal first
     if not files or all(p.size == 0 for p in files):
         raise HTTPException(400, "no files in the upload: send the study's DICOM files (or one ZIP) as 'files'")
     size = sum(p.size for p in files)
