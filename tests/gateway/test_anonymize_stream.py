@@ -66,7 +66,7 @@ def test_a_real_ct_image_keeps_its_pixels(gateway, tmp_path):
 
 
 def test_refused_files_get_422_with_the_reason_and_no_file(gateway, tmp_path):
-    """Not DICOM, or burned-in text by policy: 422, the reason in JSON and a header, no DICOM body."""
+    """Not DICOM, burned-in text by policy, truncated pixels: 422, the reason in JSON and a header, no file."""
     study = make_study(tmp_path / "study", series=1, images=1)
     burned = tmp_path / "burned.dcm"
     ds = pydicom.dcmread(study.files[0])
@@ -74,8 +74,10 @@ def test_refused_files_get_422_with_the_reason_and_no_file(gateway, tmp_path):
     ds.save_as(burned)
     text = tmp_path / "notes.txt"
     text.write_text("PHINOTE not an image")
+    truncated = tmp_path / "truncated.dcm"  # the completeness gate: pixels cut short are not sent on
+    truncated.write_bytes(study.files[0].read_bytes()[:-100])
     key = gateway.key("submit")
-    for src, words in ((burned, "burned"), (text, "not a DICOM")):
+    for src, words in ((burned, "burned"), (text, "not a DICOM"), (truncated, "truncated")):
         out, hdrs = tmp_path / "out", tmp_path / "h"
         assert curl(gateway, src, out, hdrs, key=key) == 422
         body = out.read_bytes()
