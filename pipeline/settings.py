@@ -193,13 +193,6 @@ class Settings(BaseSettings):
     def _home_default_when_empty(cls, v: Any) -> Any:
         return v or default_home()
 
-    @field_validator("gateway_path_roots", mode="before")
-    @classmethod
-    def _roots_from_csv(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [o.strip() for o in v.split(",") if o.strip()]
-        return v
-
     @field_validator("gateway_targets", mode="before")
     @classmethod
     def _targets_from_text(cls, v: Any) -> Any:
@@ -207,7 +200,7 @@ class Settings(BaseSettings):
             return {k.strip().upper(): int(n) for k, _, n in (p.partition("=") for p in v.split(",")) if k.strip()}
         return v
 
-    @field_validator("options", mode="before")
+    @field_validator("options", "gateway_path_roots", mode="before")
     @classmethod
     def _options_from_csv(cls, v: Any) -> Any:
         if isinstance(v, str):

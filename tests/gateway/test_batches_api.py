@@ -80,6 +80,14 @@ def test_zip_multipart_and_path_submissions_become_done_batches(site, tmp_path):
     written = every_written_byte(home, [site.log_path])
     assert find_markers(written, study.markers()) == []
 
+    # Uploads stay in the spool until their batch is done; then the gateway's sweep removes them.
+    from pipeline.gateway.spool import sweep
+    from pipeline.settings import Settings
+
+    uploads = home / "spool" / "batches"
+    assert len(list(uploads.iterdir())) == 2
+    assert sweep(Settings(home=home)) == 2 and list(uploads.iterdir()) == []
+
 
 def test_path_submissions_outside_the_roots_are_refused(site, tmp_path):
     """A server path outside gateway_path_roots (or climbing out with ..) gets 403 and no batch."""
@@ -155,3 +163,11 @@ def test_list_filters_retry_and_reidentify(site, tmp_path):
     audit = (Path(site.env["TELERAD_HOME"]) / "audit" / "audit.jsonl").read_bytes()
     assert b"calling the ward" not in audit and find_markers(audit, study.markers()) == []
     assert find_markers(site.log().encode(), study.markers()) == []
+
+    from pipeline.gateway.spool import sweep
+    from pipeline.settings import Settings
+
+    home = Path(site.env["TELERAD_HOME"])
+    assert sweep(Settings(home=home)) == 1  # the done batch's upload goes; the failed one's stays for retry
+    (left,) = (home / "spool" / "batches").iterdir()
+    assert (left / "study.zip").exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
-from pipeline.exceptions import AuditError, MappingError, TeleradError
+from pipeline.exceptions import AuditError, KeyError_, MappingError, TeleradError
 from pipeline.gateway.auth import Principal, require_scope
 from pipeline.gateway.context import Gateway, gateway
 from pipeline.gateway.models import Problem, ReidentifiedStudy, ReidentifyRequest
@@ -43,6 +43,8 @@ async def reidentify(
         raise HTTPException(422, str(exc)) from None
     except AuditError:
         raise HTTPException(500, "the request could not be audited, so nothing was returned") from None
+    except KeyError_:
+        raise HTTPException(500, "the mapping exists but this site's key cannot open it; see `telerad keys status`") from None
     except MappingError:
         raise HTTPException(404, "no mapping for that batch (or study) on this site") from None
     except TeleradError as exc:
