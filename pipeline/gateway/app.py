@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.gateway.apikeys import ApiKeyStore
 from pipeline.gateway.context import Enqueue, Gateway
-from pipeline.gateway.limits import RateLimiter
+from pipeline.gateway.limits import BodyLimit, RateLimiter
 from pipeline.settings import Settings
 
 log = logging.getLogger("telerad.gateway")
@@ -69,6 +69,7 @@ def create_app(settings: Settings, enqueue: Enqueue | None = None) -> FastAPI:
         docs_url="/docs", redoc_url=None,
     )
     app.state.gateway = gw
+    app.add_middleware(BodyLimit, large=settings.gateway_max_upload_bytes)
     for r in (anonymize.router, batches.router, reidentify.router, review.router, dicomweb.router, console.router):
         app.include_router(r)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -72,3 +72,45 @@ async def stream_to_file(request: Request, dest: Path, limit: int) -> int:
         dest.unlink(missing_ok=True)
         raise
     return total
+
+
+#: Routes whose bodies are studies or files, streamed to the spool by the route itself.
+STREAMED_ROUTES = ("/api/anonymize-stream", "/api/batches", "/api/review", "/dicomweb/studies")
+SMALL_BODY = 1 << 20
+
+
+class BodyLimit:
+    """ASGI middleware: no request body past its limit, whatever Content-Length says (or does not).
+
+    Study and file routes get ``large`` (they also check their own limits as they
+    stream); every other route, whose body FastAPI or a form parser reads whole,
+    gets ``SMALL_BODY``. Past the limit the read raises 413.
+    """
+
+    def __init__(self, app, large: int) -> None:
+        self.app, self.large = app, large
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        limit = self.large if path in STREAMED_ROUTES else SMALL_BODY
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                from starlette.responses import JSONResponse
+
+                await JSONResponse({"detail": too_large(limit).detail}, status_code=413)(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise too_large(limit)
+            return message
+
+        await self.app(scope, limited, send)

@@ -97,5 +97,17 @@ def test_bodies_over_the_limit_are_refused_with_413(gateway_factory, site_env, t
     assert curl(gw, big, tmp_path / "o", tmp_path / "h", key=key) == 413
     # chunked: no Content-Length, so the limit is enforced while streaming
     assert curl(gw, big, tmp_path / "o", tmp_path / "h", "-H", "Transfer-Encoding: chunked", key=key) == 413
+    # Routes whose bodies are read whole (JSON, forms) take at most 1 MiB, chunked or not.
+    import requests
+
+    def chunks():
+        for _ in range(3):
+            yield b"x" * (1 << 20)
+
+    batch = "3f2a0c1e-0000-4000-8000-000000000000"
+    for path, headers in ((f"/api/batches/{batch}/reidentify", {**gw.auth("reidentify"), "Content-Type": "application/json"}),
+                          ("/console/login", {"Content-Type": "application/x-www-form-urlencoded"})):
+        r = requests.post(gw.url + path, data=chunks(), headers=headers, timeout=30)
+        assert r.status_code == 413, (path, r.status_code)
     spool = Path(site_env["TELERAD_HOME"]) / "spool" / "scratch"
     assert not any(spool.rglob("*.dcm"))  # nothing of the refused bodies is left

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -60,7 +61,8 @@ async def logout() -> RedirectResponse:
 @router.get("/console", response_class=HTMLResponse)
 async def batches_page(request: Request, principal: Principal = Depends(require_scope("read")),
                        gw: Gateway = Depends(gateway)) -> HTMLResponse:
-    rows = views.by_priority([views.summary(gw.settings, r) for r in StateStore(gw.settings.state_dir).all()])
+    records = await run_in_threadpool(StateStore(gw.settings.state_dir).all)
+    rows = views.by_priority([views.summary(gw.settings, r) for r in records])
     groups = [(p.value, [r for r in rows if r.priority == p]) for p in Priority]
     return templates.TemplateResponse(request, "batches.html", {
         "title": "Batches", "groups": groups, "targets": gw.settings.gateway_targets,
@@ -73,7 +75,7 @@ async def batch_page(request: Request, batch_id: str = BATCH_ID,
                      principal: Principal = Depends(require_scope("read")),
                      gw: Gateway = Depends(gateway)) -> HTMLResponse:
     record = _record(gw, batch_id)
-    available = record.state == BatchState.DONE.value and _manifest_available(gw, batch_id)
+    available = record.state == BatchState.DONE.value and await run_in_threadpool(_manifest_available, gw, batch_id)
     detail = views.detail(gw.settings, record, available)
     return templates.TemplateResponse(request, "batch.html", {
         "title": f"Batch {batch_id[:8]}", "b": detail, "final": record.final,
