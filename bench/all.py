@@ -27,6 +27,7 @@ FULL = {
     "e2e": ["--studies", "10", "--size-mb", "200"],
     "priority": ["--routine", "30", "--study-mb", "4"],
     "memory": ["--sizes-mb", "10,100,1000"],
+    "netdicom": ["--size-mb", "200", "--repeat", "2"],
 }
 QUICK = {
     "deid": ["--size-mb", "3"],
@@ -36,6 +37,7 @@ QUICK = {
     "e2e": ["--studies", "2", "--size-mb", "3"],
     "priority": ["--routine", "3", "--study-mb", "1", "--workers", "1", "--baseline-runs", "1"],
     "memory": ["--sizes-mb", "2,4", "--skip-pydicom"],
+    "netdicom": ["--size-mb", "3", "--repeat", "1", "--stable-seconds", "0.5"],
 }
 
 

@@ -208,7 +208,8 @@ def demo(
 
             batch_id = batch.create_batch(settings, study.root, priority="STAT")
             start_batch(settings, batch_id)
-            console.print(f"submitted batch {batch_id}; a worker (pid {proc.pid}) is processing it")
+            console.print(f"submitted batch {batch_id}; a worker (pid {proc.pid}) is processing it",
+                          soft_wrap=True)
             record = StateStore(settings.state_dir).wait_final(batch_id, timeout)
         finally:
             proc.terminate()
@@ -217,11 +218,32 @@ def demo(
         console.print(f"[red]batch {record.state}[/red]: {record.error} (worker log: {log_path})")
         raise typer.Exit(1)
     store = open_store(settings.effective_store_url, settings)
-    console.print(f"\n[bold]bucket[/bold] {store.url}")
-    for info in sorted(store.list(f"{batch_id}/"), key=lambda i: i.key):
-        console.print(f"  {info.size:>8}  {info.key}", highlight=False)
-    console.print(f"\n[bold]{batch_id}/manifest.json[/bold]")
-    console.print_json(store.get_bytes(f"{batch_id}/manifest.json").decode())
+    objects = sorted(store.list(f"{batch_id}/"), key=lambda i: i.key)
+    images = [o for o in objects if o.key.endswith(".dcm")]
+    console.print(f"\n[bold]bucket[/bold] {store.url}  ({len(images)} de-identified images, "
+                  f"{sum(o.size for o in images) / 1e6:.1f} MB)")
+    for info in objects:
+        if not info.key.endswith(".dcm"):
+            console.print(f"  {info.size:>8}  {info.key}", highlight=False)
+    console.print(f"  {'':>8}  {batch_id}/<cloud study>/<series>/<instance>.dcm  x {len(images)}",
+                  highlight=False, soft_wrap=True)
+    console.print("\n[bold]Where everything went[/bold]")
+    for label, where in (
+        ("TELERAD_HOME", f"{settings.home}  (state, secrets, staging; nothing here leaves the site)"),
+        ("bucket", f"{store.url}  (what the remote reader sees: images, deid-report.json, signed manifest)"),
+        ("mapping store", f"{settings.effective_mapping_url}  (the encrypted re-identification mapping; "
+                          "never the bucket)"),
+        ("audit log", f"{settings.audit_log_path}  (every act, hash-chained, no PHI)"),
+        ("the study", f"{study.root}  (the original, untouched)"),
+    ):
+        console.print(f"  {label:<14} {where}", highlight=False, soft_wrap=True)
+    console.print("\n[bold]Try next[/bold]")
+    for cmd, why in (
+        (f"telerad status {batch_id}", "counts, stage times, what was skipped and why"),
+        (f"telerad reader fetch {batch_id} --dest ./reading", "download and verify it as a reader would"),
+        (f"telerad reidentify {batch_id} --reason \"demo\"", "the authorised, audited way back to the patient"),
+    ):
+        console.print(f"  {cmd}\n      {why}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -70,13 +70,19 @@ def _operator() -> str:
 
 @profile_app.command("show")
 def show(
-    name: str = typer.Argument("basic", help="A preset or a file under config/profiles/."),
+    name: Optional[str] = typer.Argument(
+        None, help="A preset or a profile file; default: the configured profile (TELERAD_PROFILE) and options."),
     option: list[str] = typer.Option([], "--option", help="Extra option."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Print the effective action for every attribute of a profile."""
+    """Print the effective action for every attribute of a profile (the configured one by default)."""
     from pipeline.deid import load_profile
 
+    if name is None:
+        from pipeline.settings import load_settings
+
+        settings = load_settings()
+        name, option = settings.profile, list(settings.options) + list(option)
     prof = load_profile(name, option)
     rows = prof.effective_actions()
     if as_json:

@@ -18,11 +18,13 @@ from pipeline.settings import Settings, load_settings
 
 
 def queue_batch(settings: Settings):
-    """How the listener queues a recorded batch: the same way `telerad submit` does."""
+    """How the listener queues a recorded batch: the same way `telerad submit` does.
+
+    Celery is imported here, once, so the first study is not queued a second late.
+    """
+    from workers.dispatch import start_batch
 
     def dispatch(batch_id: str) -> None:
-        from workers.dispatch import start_batch
-
         start_batch(settings, batch_id)
 
     return dispatch

@@ -125,10 +125,15 @@ class StorageSCP:
             (evt.EVT_RELEASED, self.on_closed),
             (evt.EVT_ABORTED, self.on_closed),
         ]
-        self._server = self.ae.start_server(
-            (self.settings.listen_host, self.settings.listen_port), block=False,
-            evt_handlers=handlers, ssl_context=tls_context(self.settings),
-        )
+        address = (self.settings.listen_host, self.settings.listen_port)
+        try:
+            self._server = self.ae.start_server(address, block=False, evt_handlers=handlers,
+                                                ssl_context=tls_context(self.settings))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {address[0]}:{address[1]} ({exc.strerror or type(exc).__name__}): "
+                "choose another --port (TELERAD_LISTEN_PORT) or stop what uses it"
+            ) from None
         self.activity.set(listening=f"{self.settings.listen_ae_title}@{self.settings.listen_host}:{self.port}",
                           tls=bool(self.settings.listen_tls_cert_file))
         log.info("listening as %s on %s:%d", self.settings.listen_ae_title, self.settings.listen_host, self.port)

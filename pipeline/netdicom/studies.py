@@ -57,6 +57,7 @@ from pipeline.netdicom.activity import Activity
 from pipeline.netdicom.priority import PriorityRules, highest
 from pipeline.settings import Settings
 from pipeline.state import BatchRecord, utcnow
+from pipeline.storage.keys import sha256_file
 
 log = logging.getLogger("telerad.listen")
 
@@ -165,14 +166,6 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class StudyCollector:
     """Stores received instances durably, groups them by study, submits stable studies."""
 
@@ -248,7 +241,7 @@ class StudyCollector:
     def _digest(data: bytes | Path) -> str:
         if isinstance(data, (bytes, bytearray, memoryview)):
             return hashlib.sha256(data).hexdigest()
-        return _sha256(Path(data))
+        return sha256_file(Path(data))
 
     def _write_tmp(self, data: bytes | Path, size: int) -> Path:
         """The instance in ``tmp/``, fsynced; nothing left behind when it cannot be written whole."""
@@ -390,7 +383,7 @@ class StudyCollector:
         with self._locked():
             sent = _read_json(path) or {"batches": [], "instances": {}}
             sent["batches"].append(batch_id)
-            sent["instances"].update({p.name: _sha256(p) for p in files})
+            sent["instances"].update({p.name: sha256_file(p) for p in files})
             _write_json(path, sent)
 
     def _fail(self, folder: Path, reason: str) -> None:

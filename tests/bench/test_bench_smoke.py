@@ -98,6 +98,15 @@ def test_memory_benchmark_runs(tmp_path):
     assert all(r["pool_process_hwm_mb"] > 0 and r["pydicom_peak_rss_mb"] for r in data["rows"])
 
 
+def test_netdicom_benchmark_runs(tmp_path):
+    """storescu into storescp and into telerad listen on the same tiny study; one batch queued."""
+    data = bench(tmp_path, "netdicom", "--size-mb", "3", "--repeat", "1", "--stable-seconds", "0.5")
+    rows = {r["name"]: r for r in data["rows"]}
+    assert set(rows) == {"dcmtk storescp", "telerad listen"}
+    assert rows["telerad listen"]["instances_per_s"] > 0 and rows["telerad listen"]["ratio_to_storescp"] > 0
+    assert data["last_instance_to_queued_s"] >= 0.5 and data["runs"]["telerad_listen"][0]["batches"] == 1
+
+
 def test_all_runs_a_subset_quickly(tmp_path):
     """bench.all --quick drives the scripts (here the two without servers)."""
     r = subprocess.run(

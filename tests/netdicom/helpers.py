@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import io
-import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from pipeline.testing import StudyInfo, make_study
+from pipeline.audit import AuditLog
+from pipeline.state import StateStore
+from pipeline.testing import StudyInfo
 from tests.harness.ports import free_port, wait_for_port
 from tests.harness.worker import REPO
 
@@ -71,6 +71,11 @@ class Listener:
         if getattr(self, "log", None):
             self.log.close()
 
+    def telerad(self, *args: str) -> subprocess.CompletedProcess:
+        """Another `telerad` command in the listener's environment (e.g. ``status``)."""
+        return subprocess.run([sys.executable, "-m", "pipeline.cli.main", *args], env=self.env, cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -86,4 +91,12 @@ def storescu(port: int, folder: Path, *, calling: str = "MODALITY", called: str 
                  str(folder))
 
 
-__all__ = ["make_study", "free_port", "json", "os"]
+def batches(home: Path) -> list:
+    return [r for r in StateStore(home / "state").all() if r.origin == "listen"]
+
+
+def queued(home: Path) -> list:
+    """Batches the listener has recorded and queued (its audit entry comes after the queueing)."""
+    done = {e["batch_id"] for e in AuditLog(home / "audit" / "audit.jsonl").entries()
+            if e["action"] == "listen.study_submitted"} if (home / "audit" / "audit.jsonl").exists() else set()
+    return [r for r in batches(home) if r.batch_id in done]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from pipeline.settings import load_settings
 from pipeline.state import StateStore
 from pipeline.storage import open_store
 from pipeline.testing import make_study
+from tests.harness.tmpfs import small_tmpfs
 from tests.netdicom.helpers import study_bytes, with_attribute
 
 
@@ -144,15 +144,8 @@ def test_a_study_left_open_by_a_stopped_listener_is_closed_after_restart(setting
 @pytest.fixture
 def tiny_spool(tmp_path: Path):
     """A 512 KB tmpfs: the disk really fills (the kernel answers ENOSPC)."""
-    mount = tmp_path / "spool-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, f"mounting a tmpfs needs root (CI runs as root): {done.stderr}"
-    try:
+    with small_tmpfs(tmp_path / "spool-disk", "512k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_spool_stores_nothing_half_written(settings, tmp_path, tiny_spool):
@@ -172,3 +165,33 @@ def test_a_full_spool_stores_nothing_half_written(settings, tmp_path, tiny_spool
     assert sorted(p.name for p in folder.iterdir()) == sorted(r.name for r, _ in stored)
     for r, d in stored:
         assert (folder / r.name).read_bytes() == d
+
+
+def test_an_instance_can_be_handed_over_as_a_file(settings, tmp_path):
+    """The gateway's way in: a Part 10 file on disk is copied into the spool; the original stays."""
+    study = make_study(tmp_path / "s", series=1, images=2)
+    c = collector(settings, [])
+    for path in study.files:
+        c.receive(path, calling="STOW")
+    [closed] = c.close_stable(now=time.time() + 60)
+    assert closed.instances == 2 and all(p.exists() for p in study.files)
+
+
+def test_listener_settings_refuse_an_open_door(telerad_home):
+    """Bound beyond loopback with no allow list, half a TLS pair, or a busy port: one clear error each."""
+    import socket
+
+    from pipeline.exceptions import ConfigError
+    from pipeline.netdicom.scp import StorageSCP, check_listen_settings
+
+    with pytest.raises(ConfigError, match="TELERAD_LISTEN_ALLOW"):
+        check_listen_settings(load_settings(listen_host="0.0.0.0"))
+    check_listen_settings(load_settings(listen_host="0.0.0.0", listen_allow="CT1"))
+    with pytest.raises(ConfigError, match="both"):
+        check_listen_settings(load_settings(listen_tls_cert_file="/x.pem"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        s = load_settings(listen_port=busy.getsockname()[1])
+        with pytest.raises(ConfigError, match="choose another --port"):
+            StorageSCP(s, StudyCollector(s)).start()
