@@ -25,7 +25,7 @@ def schemathesis(gateway, *args: str, batches: list[str], samples: list[Path], c
         [ST, "run", gateway.url + "/openapi.json", "--checks", "all",
          # multipart and raw bodies the schema allows (any bytes) are often not DICOM: refusing them is right
          "--exclude-checks", "positive_data_acceptance",
-         "--max-examples", "15", "--seed", "17", "--no-color", "--phases", "examples,coverage,fuzzing",
+         "--max-examples", "10", "--seed", "17", "--no-color", "--phases", "examples,coverage,fuzzing",
          "--request-timeout", "60", "--workers", "1", "--generation-database", "none", *args],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=400)  # its .schemathesis/ goes there
 
