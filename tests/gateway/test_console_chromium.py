@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import time
 import zipfile
 from pathlib import Path
 
 import pydicom
 import pytest
-import requests
 
 from pipeline.testing import find_markers, make_study
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

@@ -31,7 +31,8 @@ DICOM_BODY = {
 
 def refused(reason: str) -> JSONResponse:
     """422: the file is not sent back; the reason (checks and tags, never values) is."""
-    return JSONResponse({"detail": reason}, status_code=422, headers={"X-Telerad-Refused": reason[:300]})
+    header = reason[:300].encode("ascii", "replace").decode("ascii")  # header values are latin-1 only
+    return JSONResponse({"detail": reason}, status_code=422, headers={"X-Telerad-Refused": header})
 
 
 def one_file(gw: Gateway) -> OneFile:

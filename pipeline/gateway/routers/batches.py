@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Path as PathParam, Query, Request
@@ -103,14 +104,14 @@ async def submit(
     priority: Priority | None = Query(None, description="STAT, URGENT or ROUTINE (default: the site's)."),
     organization: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,16}$"),
     note: str = Query("", max_length=500),
-    set: list[str] | None = Query(None, description="An override, Keyword=value (repeatable)."),
+    set_: list[str] | None = Query(None, alias="set", description="An override, Keyword=value (repeatable)."),
     principal: Principal = Depends(require_scope("submit")),
     gw: Gateway = Depends(gateway),
 ) -> JSONResponse:
     settings = gw.settings
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     fields = {"priority": priority.value if priority else None, "organization": organization, "note": note}
-    overrides = _set_pairs(set)
+    overrides = check_overrides(_set_pairs(set_))  # refused before any byte of the study is read
     received = size = 0
     if ctype == "application/json":
         body = await request.body()  # at most 1 MiB: BodyLimit
@@ -123,6 +124,7 @@ async def submit(
         fields.update(priority=sub.priority.value if sub.priority else fields["priority"],
                       organization=sub.organization or organization, note=sub.note or note)
         overrides.update(sub.overrides)
+        check_overrides(overrides)
         upload = None
     elif ctype in ZIP_TYPES or ctype == "multipart/form-data":
         upload = new_upload_dir(settings, "batches")
@@ -138,7 +140,6 @@ async def submit(
             raise
     else:
         raise HTTPException(415, "send application/zip, multipart/form-data (files) or application/json (a path)")
-    check_overrides(overrides)
     try:
         batch_id = await run_in_threadpool(
             record_and_enqueue, gw, source, priority=fields["priority"], organization=fields["organization"],
@@ -151,14 +152,10 @@ async def submit(
     accepted = BatchAccepted(
         batch_id=batch_id, state=record.state, priority=record.priority, organization=record.organization,
         files_received=received, bytes_received=size, status_url=f"/api/batches/{batch_id}",
-        manifest_key=views.manifest_key(settings, batch_id), store_url=_store_url(settings),
+        manifest_key=views.manifest_key(settings, batch_id), store_url=settings.effective_store_url,
     )
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202,
                         headers={"Location": f"/api/batches/{batch_id}"})
-
-
-def _store_url(settings) -> str:
-    return settings.effective_store_url
 
 
 async def _from_multipart(request: Request, gw: Gateway, upload: Path, fields: dict, overrides: dict
@@ -186,8 +183,6 @@ async def _from_multipart(request: Request, gw: Gateway, upload: Path, fields: d
     if not files or all(p.size == 0 for p in files):
         raise HTTPException(400, "no files in the upload: send the study's DICOM files (or one ZIP) as 'files'")
     size = sum(p.size for p in files)
-    import zipfile
-
     if len(files) == 1 and zipfile.is_zipfile(files[0].path):
         source = upload / "study.zip"
         files[0].path.rename(source)
