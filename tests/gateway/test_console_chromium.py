@@ -98,6 +98,7 @@ def login(driver, gw, key: str) -> None:
 
     driver.get(gw.url + "/console")
     assert driver.find_element(By.TAG_NAME, "h1").text == "Telerad console"  # 401: the login page
+    assert accessibility_problems(driver) == []
     field = driver.find_element(By.ID, "key")
     assert driver.find_element(By.CSS_SELECTOR, "label[for=key]").text == "API key"
     field.send_keys("trk_00000000_wrong")
@@ -107,6 +108,33 @@ def login(driver, gw, key: str) -> None:
     field.send_keys(key)
     field.submit()
     wait_for(lambda: driver.current_url.endswith("/console") and driver.find_elements(By.ID, "batches"))
+
+
+A11Y_PROBLEMS = """
+const out = [];
+for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+  const labelled = (el.id && document.querySelector('label[for="' + el.id + '"]')) || el.getAttribute('aria-label');
+  if (!labelled) out.push('control without a label: ' + (el.id || el.name || el.tagName));
+}
+for (const t of document.querySelectorAll('table')) {
+  if (!t.querySelector('caption')) out.push('table without a caption');
+  if (!t.querySelector('th[scope]')) out.push('table without header cells');
+}
+if (document.querySelectorAll('h1').length !== 1) out.push('not exactly one h1');
+let last = 0;
+for (const h of document.querySelectorAll('h1, h2, h3, h4')) {
+  const level = Number(h.tagName[1]);
+  if (level > last + 1) out.push('heading level skipped at ' + h.textContent);
+  last = level;
+}
+if (!document.documentElement.lang) out.push('no lang on html');
+return out;
+"""
+
+
+def accessibility_problems(driver) -> list[str]:
+    """Labels on every control, captions and header cells on tables, heading order, a page language."""
+    return driver.execute_script(A11Y_PROBLEMS)
 
 
 def zip_of(files: list[Path]) -> bytes:
@@ -142,7 +170,15 @@ def test_console_shows_stat_overtaking_routine_and_a_batch_page(site, browser, t
     groups = [b.get_attribute("data-priority") for b in browser.find_elements(By.CSS_SELECTOR, "#batches tbody")]
     assert groups == ["STAT", "URGENT", "ROUTINE"]
     assert "updated" in browser.find_element(By.ID, "updated").text
+    assert accessibility_problems(browser) == []
     browser.save_screenshot(str(shots / "console-batches.png"))
+    # Keyboard: the first Tab reaches the skip link, which moves focus to the main content.
+    from selenium.webdriver.common.keys import Keys
+
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.text == "Skip to content"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element.get_attribute("id") == "main"
 
     # The batch page: counts, the per-stage timeline, the manifest link.
     click_live(browser, f"tr[data-batch='{stat_id}'] a")
@@ -153,6 +189,7 @@ def test_console_shows_stat_overtaking_routine_and_a_batch_page(site, browser, t
     counts = {tr.find_element(By.TAG_NAME, "th").text: tr.find_element(By.TAG_NAME, "td").text
               for tr in browser.find_elements(By.CSS_SELECTOR, "#counts tbody tr")}
     assert counts["images"] == "2" and counts["studies"] == "1"
+    assert accessibility_problems(browser) == []
     browser.save_screenshot(str(shots / "console-batch.png"))
     browser.find_element(By.ID, "manifest-link").click()
     wait_for(lambda: stat_id in browser.page_source and '"files"' in browser.page_source)
@@ -208,6 +245,8 @@ def test_review_edit_and_send_from_the_browser(site, browser, tmp_path, shots):
     wait_for(lambda: "Reviewed" in browser.find_element(By.ID, "message").text
              and table()["Patient name"][1] == "CASE^REVIEW")
     assert table()["Study description"][1] == "CT review"
+    assert accessibility_problems(browser) == []
+    assert browser.switch_to.active_element.get_attribute("id") == "review-heading"  # focus follows the review
     browser.save_screenshot(str(shots / "console-review.png"))
 
     browser.find_element(By.ID, "send-button").click()
