@@ -34,11 +34,16 @@ def serve(
     settings = load_settings()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, enqueue=_enqueue)
+    log = logging.getLogger("telerad.gateway")
     if not settings.gateway_path_roots:
-        logging.getLogger("telerad.gateway").info("submission by server path is off (gateway_path_roots is empty)")
+        log.info("submission by server path is off (gateway_path_roots is empty)")
+    bind = host or settings.gateway_host
+    if bind not in ("127.0.0.1", "::1", "localhost") and not ssl_certfile:
+        log.warning("listening on %s without TLS: API keys and studies cross the network in clear; "
+                    "give --ssl-certfile/--ssl-keyfile or put a TLS proxy in front", bind)
     uvicorn.run(
         app,
-        host=host or settings.gateway_host,
+        host=bind,
         port=settings.gateway_port if port is None else port,
         access_log=False,  # the gateway logs route templates itself: paths and queries may carry what clients typed
         log_level=log_level.lower(),
