@@ -92,3 +92,57 @@ def test_openapi_lists_every_operation_with_bearer_auth(gateway):
         templ = path.replace("3f2a0c1e-0000-4000-8000-000000000000", "{batch_id}")
         assert (method, templ) in ops
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def _self_signed(tmp_path):
+    """A certificate and key for 127.0.0.1, made here (cryptography), PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "gw.crt", tmp_path / "gw.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_serve_speaks_tls_with_uvicorns_settings(site_env, tmp_path):
+    """`serve --ssl-certfile --ssl-keyfile`: HTTPS with that certificate; the console cookie is Secure."""
+    import subprocess
+    import sys
+
+    from tests.harness.ports import free_port, stop_process, wait_for_port
+    from tests.harness.worker import REPO
+
+    cert, key_file = _self_signed(tmp_path)
+    key = make_key(site_env, "read")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "serve", "--port", str(port),
+                             "--ssl-certfile", str(cert), "--ssl-keyfile", str(key_file)],
+                            env=site_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=proc, timeout=30)
+        url = f"https://127.0.0.1:{port}"
+        r = requests.get(url + "/api/batches", headers={"Authorization": f"Bearer {key}"}, verify=str(cert), timeout=10)
+        assert r.status_code == 200 and r.json() == []
+        login = requests.post(url + "/console/login", data={"key": key}, verify=str(cert), timeout=10,
+                              allow_redirects=False)
+        cookie = login.headers["set-cookie"].lower()
+        assert login.status_code == 303 and "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(url + "/openapi.json", timeout=10)  # not a certificate the system trusts
+    finally:
+        stop_process(proc)
