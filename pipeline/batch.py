@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pipeline.checksums import sha256_file
 from pipeline.exceptions import (
     PermanentError,
     SubmissionError,
@@ -43,6 +44,7 @@ from pipeline.manifest import (
     build_manifest,
     manifest_bytes,
 )
+from pipeline.permissions import remove_unpacked_originals
 from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow, utcnow_ms
 from pipeline.storage.base import CONTENT_TYPE_DICOM, CONTENT_TYPE_JSON
@@ -185,7 +187,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         skipped, refused = record.skipped, record.refused
         if not produced:
             raise BatchFailed(
-                f"no DICOM images to send in the study ({walked.seen} files looked at, "
+                f"no DICOM images found to send in the study ({walked.seen} files looked at, "
                 f"{tally['skipped']} skipped, {tally['refused']} refused)"
             )
         _check_one_patient_per_batch(settings, produced)
@@ -247,7 +249,7 @@ def upload(settings: Settings, batch_id: str) -> None:
         if record is None:
             return
         from pipeline.storage import shared_store
-        from pipeline.storage.keys import listing
+        from pipeline.storage.transfer import listing
 
         store = shared_store(settings.effective_store_url, settings)
         work = StateStore(settings.state_dir).batch_dir(batch_id)
@@ -288,7 +290,7 @@ def upload(settings: Settings, batch_id: str) -> None:
                 _key(settings, batch_id, name),
                 path,
                 content_type=CONTENT_TYPE_JSON if name.endswith(".json") else "text/plain",
-                metadata=meta(_sha256_file(path)),
+                metadata=meta(sha256_file(path)),
                 known=known,
             )
         # The manifest went last: from now on the batch is complete in the store.
@@ -303,7 +305,7 @@ def store_mapping(settings: Settings, batch_id: str) -> None:
         if record is None:
             return
         pending = _mapping_store(settings, pending=True)
-        _mapping_store(settings).copy_from(pending, batch_id)
+        _mapping_store(settings).move_from(pending, batch_id)  # the pending copy is deleted
 
 
 def finalize(settings: Settings, batch_id: str) -> None:
@@ -349,6 +351,7 @@ def mark_failed(settings: Settings, batch_id: str, reason: str, *, dispose: bool
             return
         record.state = BatchState.FAILED.value
         record.error = reason
+    remove_unpacked_originals(settings.state_dir, batch_id)
     _audit(settings, "batch.failed", batch_id, outcome="failed")
     log.warning("batch %s failed (see `telerad status %s`)", batch_id, batch_id)
     if record.origin == "inbox" and dispose:
@@ -403,6 +406,7 @@ def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
                 f"batch {batch_id} cannot be retried: its source is no longer on disk"
             )
         record.state = BatchState.QUEUED.value
+        record.queued_at = utcnow()  # the caller enqueues it now: the stale clock starts again
         record.error = ""
         record.errors = []
     return record
@@ -467,6 +471,8 @@ class _step:
             if record is None:
                 return False
             if exc is None:
+                if self.name == "deidentify":  # staging holds all later steps need
+                    remove_unpacked_originals(self.settings.state_dir, self.batch_id)
                 record.steps_done.append(self.name)
                 record.stage_times[self.name]["finished"] = utcnow_ms()
                 if self.name == "finalize":
@@ -537,7 +543,7 @@ def _unpacked_source(source: Path, work: Path) -> Path:
 
 def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, Any]]) -> None:
     patients = {res.original.patient_id for _rel, res in produced}
-    if len(patients) > 1 and not getattr(settings, "allow_mixed_patients", False):
+    if len(patients) > 1 and not settings.allow_mixed_patients:
         raise BatchFailed(
             f"the study mixes {len(patients)} different patients; split it, or set "
             "TELERAD_ALLOW_MIXED_PATIENTS=true if this is intended"
@@ -577,8 +583,9 @@ def _load_entries(work: Path) -> list[FileEntry]:
 
 
 def _key(settings: Settings, batch_id: str, name: str) -> str:
-    prefix = settings.key_prefix.strip("/")
-    return f"{prefix}/{batch_id}/{name}" if prefix else f"{batch_id}/{name}"
+    from pipeline.storage.keys import batch_key
+
+    return batch_key(settings.key_prefix, batch_id, name)
 
 
 def _mapping(record: BatchRecord, produced: list[tuple[str, Any]], entries: list[FileEntry]) -> dict[str, Any]:
@@ -638,16 +645,6 @@ def _manifest_deid_section(report: dict[str, Any], report_key: str) -> dict[str,
     }
 
 
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_profile(name: str, options: list[str]) -> Any:
     from pipeline.deid import load_profile
 
@@ -661,11 +658,10 @@ def _pseudonyms(settings: Settings, organization: str) -> Any:
 
 
 def _mapping_store(settings: Settings, *, pending: bool = False) -> Any:
-    from pipeline.mapping import MappingStore
+    from pipeline.mapping import MappingStore, pending_mapping_store
 
     if pending:
-        url = (settings.state_dir / "pending-mappings").resolve().as_uri()
-        return MappingStore.from_settings(settings, url=url)
+        return pending_mapping_store(settings)
     return MappingStore.from_settings(settings)
 
 

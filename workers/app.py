@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from celery import Celery
 
+from pipeline.permissions import make_process_private
 from pipeline.settings import Settings, load_settings
+
+# However the worker was started (`telerad worker`, `celery -A workers.app worker`, `telerad up`).
+make_process_private()
 
 QUEUE = "telerad"
 
@@ -78,7 +82,6 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         task_ignore_result=True,
-        result_backend=settings.result_backend or None,
         task_serializer="json",
         accept_content=["json"],
         worker_send_task_events=False,

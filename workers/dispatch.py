@@ -12,7 +12,7 @@ from celery import chain
 from pipeline import batch
 from pipeline.exceptions import EnqueueError
 from pipeline.settings import Priority, Settings
-from pipeline.state import StateStore, utcnow
+from pipeline.state import StateStore
 
 
 def start_batch(settings: Settings, batch_id: str) -> None:
@@ -23,8 +23,7 @@ def start_batch(settings: Settings, batch_id: str) -> None:
     """
     from workers.tasks import WORKFLOW
 
-    states = StateStore(settings.state_dir)
-    record = states.get(batch_id)
+    record = StateStore(settings.state_dir).get(batch_id)
     priority = Priority(record.priority).celery_priority
     try:
         chain(*(t.si(batch_id).set(priority=priority) for t in WORKFLOW)).apply_async(
@@ -35,5 +34,3 @@ def start_batch(settings: Settings, batch_id: str) -> None:
                   f"start it or fix the setting, then run `telerad retry {batch_id}`")
         batch.mark_failed(settings, batch_id, f"queue: {reason}", dispose=False)
         raise EnqueueError(reason) from None
-    with states.update(batch_id) as current:
-        current.queued_at = utcnow()

@@ -12,8 +12,9 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from pipeline.cli.common import print_table
+from pipeline.cli.common import print_table, shown
 from pipeline.exceptions import ConfigError, TeleradError
+from pipeline.settings import Settings
 
 reader_app = typer.Typer(
     name="reader",
@@ -24,7 +25,7 @@ console = Console()
 
 
 def _fail(exc: TeleradError) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
     return typer.Exit(2)
 
 
@@ -37,7 +38,7 @@ def _context() -> tuple[Any, Any, str]:
     return settings, open_store(settings.effective_store_url, settings), settings.key_prefix
 
 
-def _audit(settings: Any, action: str, batch_id: str, outcome: str = "ok", **details: Any) -> None:
+def _audit(settings: Settings, action: str, batch_id: str, outcome: str = "ok", **details: Any) -> None:
     from pipeline.audit import AuditLog
 
     AuditLog.from_settings(settings).append(
@@ -130,7 +131,7 @@ def fetch_cmd(
 
             destination = Destination.parse(send)
         settings = load_settings()
-        key_file = public_key or getattr(settings, "public_key_file", "") or None
+        key_file = public_key or settings.public_key_file or None
         if not key_file:
             raise ConfigError(
                 "fetch needs the sending organisation's public key: --public-key FILE "
@@ -138,7 +139,7 @@ def fetch_cmd(
             )
         key = load_public_key(Path(key_file))
         if share:
-            source = open_share(share)
+            source = open_share(share, key)
             if batch_id and batch_id != source.batch_id:
                 raise ConfigError(f"{share} shares batch {source.batch_id}, not {batch_id}")
             batch_id, prefix, scheme = source.batch_id, source.prefix, "share"
@@ -162,10 +163,10 @@ def fetch_cmd(
         file_count=result.downloaded, skipped_count=result.kept, byte_count=result.bytes_downloaded,
         manifest_sha256=hashlib.sha256(result.manifest_path.read_bytes()).hexdigest(),
     )
-    typer.echo(
+    typer.echo(shown(
         f"batch {batch_id} verified in {result.folder}: {result.downloaded} downloaded, "
         f"{result.kept} already present"
-    )
+    ))
     if destination is not None:
         _deliver(settings, result, destination)
 
@@ -247,18 +248,22 @@ def share_cmd(
 ) -> None:
     """Write a share file of expiring links (presigned S3 / Azure SAS) to a batch, for a reader with no credentials."""
     from pipeline.reader import create_share, parse_duration
+    from pipeline.signing import load_private_key
 
     try:
         settings, store, prefix = _context()
         out = out or Path(f"{batch_id}.share.json")
-        share = create_share(store, batch_id, parse_duration(expires), out, prefix=prefix)
+        share = create_share(
+            store, batch_id, parse_duration(expires), out, prefix=prefix,
+            signing_key=load_private_key(settings),
+        )
     except TeleradError as exc:
         raise _fail(exc) from None
     _audit(
         settings, "batch.shared", batch_id, store_scheme=store.url.split(":", 1)[0],
         object_count=len(share["objects"]), share_expires_at=share["expires_at"],
     )
-    typer.echo(f"wrote {out}: {len(share['objects'])} links, valid until {share['expires_at']}")
+    typer.echo(shown(f"wrote {out}: {len(share['objects'])} links, valid until {share['expires_at']}"))
     typer.echo("anyone holding this file can read the batch until then: send it privately")
 
 
