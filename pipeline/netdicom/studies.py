@@ -57,7 +57,7 @@ from pipeline.netdicom.activity import Activity
 from pipeline.netdicom.priority import PriorityRules, highest
 from pipeline.settings import Settings
 from pipeline.state import BatchRecord, utcnow
-from pipeline.storage.keys import sha256_file
+from pipeline.checksums import sha256_file
 
 log = logging.getLogger("telerad.listen")
 
