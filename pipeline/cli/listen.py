@@ -20,11 +20,18 @@ from pipeline.settings import Settings, load_settings
 def queue_batch(settings: Settings):
     """How the listener queues a recorded batch: the same way `telerad submit` does.
 
-    Celery is imported here, once, so the first study is not queued a second late.
+    ``start_batch`` fails a batch the broker did not take; the collector tries again
+    later (backing off), and then first makes the batch runnable again, as
+    `telerad retry` would. Celery is imported here, once, so the first study is not
+    queued a second late.
     """
+    from pipeline import batch
+    from pipeline.state import BatchState, StateStore
     from workers.dispatch import start_batch
 
     def dispatch(batch_id: str) -> None:
+        if StateStore(settings.state_dir).get(batch_id).state == BatchState.FAILED.value:
+            batch.reset_for_retry(settings, batch_id)  # an earlier try found the broker down
         start_batch(settings, batch_id)
 
     return dispatch

@@ -7,7 +7,7 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +15,10 @@ from rich.console import Console
 from pipeline.cli.common import print_table, shown
 from pipeline.exceptions import ConfigError, TeleradError
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.netdicom.send import Destination
+    from pipeline.reader.fetch import FetchResult
 
 reader_app = typer.Typer(
     name="reader",
@@ -171,12 +175,12 @@ def fetch_cmd(
         _deliver(settings, result, destination)
 
 
-def _deliver(settings: Any, result: Any, destination: Any) -> None:
+def _deliver(settings: Settings, result: FetchResult, destination: Destination) -> None:
     """Send a verified batch to the PACS; exit 1 naming what it did not store."""
     from pipeline.netdicom.send import deliver_fetched
 
     try:
-        sent = deliver_fetched(settings, result, destination)
+        sent = deliver_fetched(settings, result, destination, notify=lambda line: typer.echo(line, err=True))
     except TeleradError as exc:
         raise _fail(exc) from None
     typer.echo(f"batch {result.batch_id} sent to {destination}: {sent.sent} of {sent.instances} instances "
@@ -201,6 +205,7 @@ def watch_cmd(
     once: bool = typer.Option(False, "--once", help="One round, then exit (for cron)."),
 ) -> None:
     """Fetch every new complete batch, STAT first, and deliver it to a PACS with --send."""
+    import logging
     import signal
     import threading
 
@@ -228,6 +233,7 @@ def watch_cmd(
         colour = {"fetched": "blue", "delivered": "green", "failed": "red"}[e.kind]
         console.print(f"[{colour}]{e.kind:9}[/{colour}] batch {e.batch_id}  {e.priority:<8} {e.detail}", highlight=False)
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")  # retries, failures
     kw = dict(prefix=prefix, destination=destination, since=window, notify=show)
     if once:
         events = watch_round(settings, store, dest, key, **kw)

@@ -16,11 +16,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, build_context
 
 from pipeline.exceptions import ConfigError, TransientError
+from pipeline.reader.fetch import FetchResult
 from pipeline.settings import Settings
 
 log = logging.getLogger("telerad.send")
@@ -84,8 +86,12 @@ def send_files(
     label: dict[Path, str] | None = None,
     attempts: int | None = None,
     pause: float | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> DeliveryResult:
-    """C-STORE every file to ``destination``; retry what was not stored. Never raises for the PACS's answers."""
+    """C-STORE every file to ``destination``; retry what was not stored. Never raises for the PACS's answers.
+
+    ``notify`` gets one line before each retry (the CLI prints it; the log gets it too).
+    """
     attempts = attempts or settings.send_attempts
     pause = settings.send_retry_pause if pause is None else pause
     label = label or {p: p.name for p in files}
@@ -104,8 +110,11 @@ def send_files(
             break
         if attempt < attempts:
             wait = pause * 2 ** (attempt - 1)
-            log.warning("%d of %d instances not stored by %s (attempt %d of %d); again in %.1fs",
-                        len(pending), len(files), destination, attempt, attempts, wait)
+            line = (f"{len(pending)} of {len(files)} instances not stored by {destination} "
+                    f"(attempt {attempt} of {attempts}); again in {wait:.1f}s")
+            log.warning("%s", line)
+            if notify is not None:
+                notify(line)
             time.sleep(wait)
     result.failed = {label[p]: last.get(p, "not sent") for p in pending}
     return result
@@ -150,7 +159,8 @@ def _one_attempt(settings: Settings, destination: Destination, pairs: list[tuple
 DELIVERED_FILE = "delivered.json"
 
 
-def deliver_fetched(settings: Settings, fetched, destination: Destination) -> DeliveryResult:
+def deliver_fetched(settings: Settings, fetched: FetchResult, destination: Destination,
+                    notify: Callable[[str], None] | None = None) -> DeliveryResult:
     """Send a verified fetch (``reader.fetch_batch``'s result) to a PACS; record and audit the outcome.
 
     The outcome goes to ``DEST/.telerad/BATCH_ID/delivered.json`` (so `reader watch`
@@ -165,7 +175,7 @@ def deliver_fetched(settings: Settings, fetched, destination: Destination) -> De
     if not fetched.manifest_path.exists():
         raise ConfigError(f"batch {fetched.batch_id} is not verified in {fetched.side}: fetch it first")
     label = {p: p.relative_to(fetched.folder.parent).as_posix() for p in fetched.files}
-    result = send_files(settings, list(fetched.files), destination, label=label)
+    result = send_files(settings, list(fetched.files), destination, label=label, notify=notify)
     summary = {"batch_id": fetched.batch_id, "called_ae": destination.ae_title, "instances": result.instances,
                "sent": result.sent, "failed": len(result.failed), "attempts": result.attempts}
     (fetched.side / DELIVERED_FILE).write_text(json.dumps(

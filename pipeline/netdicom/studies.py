@@ -193,6 +193,7 @@ class StudyCollector:
             (self.spool / d).mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._lock_path = self.spool / ".lock"
+        self._retry_at: dict[str, tuple[float, int]] = {}  # closed study -> (next try, failures so far)
         self.recover()
 
     # --- receiving ------------------------------------------------------------------------
@@ -307,7 +308,7 @@ class StudyCollector:
                 with self._locked():
                     if self._quiet_since(folder, now):  # nothing slipped in meanwhile
                         self._take(folder, now)
-        closed = self.submit_pending()
+        closed = self.submit_pending(now)
         self.activity.set(open_studies=self.open_count(), studies_awaiting_upload=len(list((self.spool / "closed").iterdir())))
         return closed
 
@@ -325,8 +326,13 @@ class StudyCollector:
         os.rename(folder, target)
         _fsync_dir(target.parent)
 
-    def submit_pending(self) -> list[ClosedStudy]:
-        """Submit and queue every closed study not yet queued, most urgent first."""
+    def submit_pending(self, now: float | None = None) -> list[ClosedStudy]:
+        """Submit and queue every closed study not yet queued, most urgent first.
+
+        A study whose queueing failed (the broker down) is tried again after 1, 2, 4 ...
+        seconds, at most a minute apart.
+        """
+        now = time.time() if now is None else now
         waiting = []
         for folder in (self.spool / "closed").iterdir():
             info = _read_json(folder / STUDY_FILE)
@@ -335,17 +341,18 @@ class StudyCollector:
                             int(folder.name.rsplit("-", 2)[-2]), folder, info, prio))
         out = []
         for _rank, _stamp, folder, info, prio in sorted(waiting, key=lambda w: w[:2]):
+            next_try, failures = self._retry_at.get(folder.name, (0.0, 0))
+            if now < next_try:
+                continue
             try:
                 done = self._submit_one(folder, info, prio)
-            except SubmissionError as exc:
-                self._fail(folder, str(exc))
+            except Exception as exc:  # e.g. the broker is down: try again later, backing off
+                wait = min(60.0, 2.0 ** failures)
+                self._retry_at[folder.name] = (now + wait, failures + 1)
+                why = str(exc) if isinstance(exc, TeleradError) else type(exc).__name__
+                log.warning("study %s not queued yet (%s); trying again in %.0f s", folder.name[:8], why, wait)
                 continue
-            except TeleradError as exc:  # e.g. the broker is down: try again on the next round
-                log.warning("study %s not queued yet (%s); will retry", folder.name[:8], exc)
-                continue
-            except Exception as exc:
-                log.warning("study %s not queued yet (%s); will retry", folder.name[:8], type(exc).__name__)
-                continue
+            self._retry_at.pop(folder.name, None)
             if done is not None:
                 out.append(done)
         return out
@@ -359,7 +366,12 @@ class StudyCollector:
             # Decided now, not when the study opened: a study closed a moment ago may have
             # been submitted meanwhile, and then this one follows it.
             follow = tuple(_read_json(self.spool / "sent" / f"{key}.json").get("batches", []))
-            batch_id = self.submit(StudyTicket(folder / INSTANCES, prio, tuple(info.get("calling", [])), len(files), follow))
+            try:
+                batch_id = self.submit(StudyTicket(folder / INSTANCES, prio, tuple(info.get("calling", [])),
+                                                   len(files), follow))
+            except SubmissionError as exc:  # refused for good (not a queueing problem): set aside with why
+                self._fail(folder, str(exc))
+                return None
             ticket = {"batch_id": batch_id, "dispatched": False, "submitted_at": utcnow(), "follow_up_of": list(follow)}
             _write_json(ticket_path, ticket)
             self._remember_sent(key, batch_id, files)

@@ -13,13 +13,16 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pipeline.exceptions import TeleradError
 from pipeline.reader.fetch import fetch_batch
 from pipeline.reader.layout import side_folder
 from pipeline.reader.listing import list_batches
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.netdicom.send import Destination
 
 log = logging.getLogger("telerad.reader")
 
@@ -36,7 +39,7 @@ class WatchEvent:
 
 def watch_round(
     settings: Settings, store: Any, dest: Path, public_key: Any, *, prefix: str = "",
-    destination: Any = None, since: timedelta | None = None, notify: Callable[[WatchEvent], None] = lambda e: None,
+    destination: "Destination | None" = None, since: timedelta | None = None, notify: Callable[[WatchEvent], None] = lambda e: None,
 ) -> list[WatchEvent]:
     """Fetch and deliver whatever is new, most urgent first; returns what was done."""
     from pipeline.netdicom.send import deliver_fetched, delivered

@@ -125,12 +125,12 @@ def test_orthanc_and_a_stat_ae_send_studies_and_stat_is_processed_first(
 def test_a_killed_listener_loses_nothing_it_acknowledged(start_listener, tmp_path, telerad_home):
     """SIGKILL mid-association: every acknowledged instance is whole on disk; the re-sent study is one complete batch."""
     listener = start_listener("--stable-seconds", "2")
-    study = make_study(tmp_path / "big", series=2, images=100)
+    study = make_study(tmp_path / "big", series=2, images=60)
     spool = telerad_home / "listen"
     proc = subprocess.Popen(["storescu", "-v", "-aet", "CT1", "-aec", "TELERAD", "+sd", "+r", "127.0.0.1",
                              str(listener.port), str(study.root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    wait_for(lambda: len(list(spool.glob("open/*/instances/*"))) >= 30, 60, "30 instances stored")
+    wait_for(lambda: len(list(spool.glob("open/*/instances/*"))) >= 20, 60, "20 instances stored")
     listener.stop(sig=9)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0, "the sender saw the association end"
@@ -141,7 +141,8 @@ def test_a_killed_listener_loses_nothing_it_acknowledged(start_listener, tmp_pat
             current = line.split("Sending file:", 1)[1].strip()
         elif "Received Store Response (Success)" in line and current:
             acknowledged.append(Path(current))
-    assert 30 <= len(acknowledged) < len(study.files), len(acknowledged)
+    # The kill may fall between an instance's rename and its answer: stored, never acknowledged.
+    assert 15 <= len(acknowledged) < len(study.files), len(acknowledged)
     [folder] = spool.glob(f"open/{study_key(study.study_uids[0])}/instances")
     for path in acknowledged:
         sent = pydicom.dcmread(path)
@@ -182,3 +183,25 @@ def test_a_full_spool_answers_out_of_resources(start_listener, tmp_path, telerad
     listener.stop()
     status = listener.telerad("status")
     assert f"{full} out of resources" in status.stdout, status.stdout
+
+
+def test_a_study_received_while_the_broker_is_down_is_queued_once_it_is_back(start_listener, tmp_path, telerad_home):
+    """Redis not running: the study's batch fails to queue (and says why); Redis starts; the same batch is queued."""
+    import redis
+
+    from tests.harness.ports import free_port
+    from tests.harness.redis_server import redis_server
+
+    port = free_port()
+    listener = start_listener(TELERAD_BROKER_URL=f"redis://127.0.0.1:{port}/0")
+    study = make_study(tmp_path / "s", series=1, images=3)
+    assert storescu(listener.port, study.root, calling="CT1").returncode == 0
+    [failed] = wait_for(lambda: [r for r in batches(telerad_home) if r.state == "failed"], 60, "queueing failed")
+    assert failed.error.startswith("queue:") and "broker" in failed.error
+    with redis_server(tmp_path / "redis", port=port) as server:
+        [record] = wait_for(lambda: queued(telerad_home), 90, "queued once Redis is up")
+        assert record.batch_id == failed.batch_id and record.state == "queued"
+        client = redis.Redis.from_url(server.url)
+        waiting = sum(client.llen(k) for k in client.scan_iter("telerad*") if client.type(k) == b"list")
+        assert waiting == 1, "one message on the queue"
+    assert len(batches(telerad_home)) == 1, "the study is recorded once"

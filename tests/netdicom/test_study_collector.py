@@ -195,3 +195,24 @@ def test_listener_settings_refuse_an_open_door(telerad_home):
         s = load_settings(listen_port=busy.getsockname()[1])
         with pytest.raises(ConfigError, match="choose another --port"):
             StorageSCP(s, StudyCollector(s)).start()
+
+
+def test_a_study_whose_queueing_fails_is_queued_later_backing_off(settings, tmp_path):
+    """The broker refuses once: the study keeps its batch, waits 1 s, then is queued; it is never recorded twice."""
+    study = make_study(tmp_path / "s", series=1, images=2)
+    calls: list[str] = []
+
+    def flaky(batch_id: str) -> None:
+        calls.append(batch_id)
+        if len(calls) == 1:
+            raise ConnectionError("broker down")
+
+    c = StudyCollector(settings, dispatch=flaky, stable_seconds=30)
+    for d in study_bytes(study):
+        c.receive(d)
+    t = time.time() + 60
+    assert c.close_stable(now=t) == []
+    assert c.close_stable(now=t + 0.5) == [] and len(calls) == 1, "no retry before the pause"
+    [closed] = c.close_stable(now=t + 1.5)
+    assert calls == [closed.batch_id, closed.batch_id]
+    assert [r.batch_id for r in StateStore(settings.state_dir).all()] == [closed.batch_id]
