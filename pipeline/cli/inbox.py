@@ -243,7 +243,8 @@ def up(
     broker = "embedded broker" if settings.embedded_broker else "Redis broker"
     what = [f"watching {shown(path, markup=True)}"] if path else []
     if listener is not None:
-        what.append(f"listening for DICOM as {settings.listen_ae_title} on {settings.listen_host}:{listener.port}")
+        what.append(f"listening for DICOM as {shown(settings.listen_ae_title, markup=True)} on "
+                    f"{settings.listen_host}:{listener.port}")
     console.print(f"worker pool started (pid {proc.pid}, {concurrency} processes, {broker}); {'; '.join(what)} (Ctrl-C to stop)")
 
     def worker_died() -> None:
