@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from pipeline.gateway.apikeys import ApiKeyStore
 from pipeline.gateway.limits import RateLimiter
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:  # built on first use: importing them costs start-up time
+    from pipeline.gateway.onefile import OneFile
+    from pipeline.netdicom import StudyCollector
 
 #: Puts a recorded batch on the queue. ``telerad serve`` passes ``workers.dispatch.start_batch``
 #: (pipeline/ never imports Celery); tests and other shells may pass their own.
@@ -22,7 +27,8 @@ class Gateway:
     enqueue: Enqueue
     keys: ApiKeyStore
     limiter: RateLimiter
-    extras: dict[str, object] = field(default_factory=dict)
+    onefile: "OneFile | None" = None  # the engine of anonymize-stream and review
+    collector: "StudyCollector | None" = None  # STOW-RS studies, shared with `telerad listen`
 
 
 def gateway(request: Request) -> Gateway:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from pipeline.batch import STEPS
 from pipeline.gateway.models import BatchDetail, BatchSummary, FileIssue, StageTime
-from pipeline.settings import Settings
+from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState
 
 PRIORITY_RANK = {"STAT": 0, "URGENT": 1, "ROUTINE": 2}
@@ -75,5 +75,4 @@ def detail(settings: Settings, record: BatchRecord, manifest_available: bool) ->
 
 def by_priority(rows: list[BatchSummary]) -> list[BatchSummary]:
     """STAT first, then URGENT, then ROUTINE; within one, the longest waiting first."""
-    return sorted(rows, key=lambda r: (PRIORITY_RANK.get(r.priority.value if hasattr(r.priority, "value")
-                                                          else str(r.priority), 9), r.submitted_at))
+    return sorted(rows, key=lambda r: (PRIORITY_RANK.get(Priority(r.priority).value, 9), r.submitted_at))

@@ -36,10 +36,9 @@ def refused(reason: str) -> JSONResponse:
 
 
 def one_file(gw: Gateway) -> OneFile:
-    engine = gw.extras.get("onefile")
-    if engine is None:
-        engine = gw.extras["onefile"] = OneFile(gw.settings)
-    return engine  # type: ignore[return-value]
+    if gw.onefile is None:
+        gw.onefile = OneFile(gw.settings)
+    return gw.onefile
 
 
 @router.post(

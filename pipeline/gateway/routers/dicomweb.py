@@ -55,8 +55,7 @@ STOW_BODY = {
 
 def collector(gw: Gateway):
     """The app's study collector (the same spool and rules as `telerad listen`), made once."""
-    found = gw.extras.get("collector")
-    if found is None:
+    if gw.collector is None:
         from pipeline.batch import create_batch
         from pipeline.netdicom import StudyCollector, StudyTicket
 
@@ -67,9 +66,17 @@ def collector(gw: Gateway):
             return create_batch(settings, ticket.folder, priority=ticket.priority, origin=origin,
                                 note=ticket.note, follow_up_of=list(ticket.follow_up_of))
 
-        found = gw.extras["collector"] = StudyCollector(
-            settings, submit=submit, dispatch=lambda batch_id: gw.enqueue(settings, batch_id))
-    return found
+        def dispatch(batch_id: str) -> None:
+            """As `telerad listen` queues: a batch an earlier try failed to queue is made runnable first."""
+            from pipeline.batch import reset_for_retry
+            from pipeline.state import BatchState, StateStore
+
+            if StateStore(settings.state_dir).get(batch_id).state == BatchState.FAILED.value:
+                reset_for_retry(settings, batch_id)
+            gw.enqueue(settings, batch_id)  # raising leaves the study for the collector's next round
+
+        gw.collector = StudyCollector(settings, submit=submit, dispatch=dispatch)
+    return gw.collector
 
 
 async def collector_loop(gw: Gateway) -> None:
