@@ -171,3 +171,25 @@ def test_list_filters_retry_and_reidentify(site, tmp_path):
     assert sweep(Settings(home=home)) == 1  # the done batch's upload goes; the failed one's stays for retry
     (left,) = (home / "spool" / "batches").iterdir()
     assert (left / "study.zip").exists()
+
+
+def test_a_broker_that_is_down_gets_503_and_the_batch_is_kept_for_retry(tmp_path, site_env, start_worker,
+                                                                        gateway_factory):
+    """Redis stopped: the upload is recorded, failed with the reason and answered 503; after Redis is back,
+    POST retry queues it and a worker finishes it."""
+    from tests.harness.redis_server import redis_server
+
+    with redis_server(tmp_path / "redis", appendonly=True) as redis:
+        env = {**site_env, "TELERAD_BROKER_URL": redis.url}
+        gw = gateway_factory(env)
+        study = make_study(tmp_path / "study", series=1, images=2)
+        redis.stop()
+        r = gw.post("/api/batches?priority=STAT", data=zip_of(study.files), headers={"Content-Type": "application/zip"})
+        assert r.status_code == 503 and "retry" in r.json()["detail"]
+        (batch,) = gw.get("/api/batches").json()
+        assert batch["state"] == "failed" and "broker" in batch["error"]
+        redis.start()
+        start_worker(env)
+        assert gw.post(f"/api/batches/{batch['batch_id']}/retry").status_code == 202
+        done = gw.wait_state(batch["batch_id"])
+        assert done["state"] == "done", done["error"]
