@@ -20,7 +20,9 @@ import time
 from bench.common import REPO, python_env, stderr
 
 FULL = {
-    "deid": ["--size-mb", "500", "--repeat", "2"],
+    # Sized like real studies: 2 GB, about 600 images a study (CT series of ~330 images),
+    # generated once into .cache/bench-corpus and reused; CI runs only the tiny QUICK sizes.
+    "deid": ["--size-mb", "2000", "--images-per-study", "600", "--cache", "--repeat", "2"],
     "profile_engine": ["--size-mb", "100", "--repeat", "3"],
     "completeness": ["--size-mb", "300", "--repeat", "4"],
     "profile_upload": ["--size-mb", "100"],

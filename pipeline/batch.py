@@ -239,12 +239,16 @@ def write_manifest(settings: Settings, batch_id: str) -> None:
         staging = settings.staging_root / batch_id
         body = manifest_bytes(manifest)
         (staging / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True))
-        (staging / SIGNATURE_NAME).write_bytes(_sign(settings, record.organization, body))
+        (staging / SIGNATURE_NAME).write_bytes(_sign(settings, body))
         (staging / MANIFEST_NAME).write_bytes(body)
 
 
-def upload(settings: Settings, batch_id: str) -> None:
-    """Upload every file concurrently, then the report and signature, the manifest last."""
+def upload(settings: Settings, batch_id: str, *, leave_uplink: float = 0.0) -> None:
+    """Upload every file concurrently, then the report and signature, the manifest last.
+
+    ``leave_uplink`` (seconds; workers pass ``UPLINK_PAUSE``): between files, pause
+    while a step of a higher priority runs on this machine (``_leave_uplink``).
+    """
     with _step(settings, batch_id, "upload", BatchState.UPLOADING) as record:
         if record is None:
             return
@@ -280,7 +284,7 @@ def upload(settings: Settings, batch_id: str) -> None:
             )
             progress.advance()
             if progress.done < progress.total:
-                _leave_uplink_to_higher_priority(states, record.priority)
+                _leave_uplink(states, record.priority, leave_uplink)
 
         with ThreadPoolExecutor(max_workers=settings.upload_concurrency) as pool:
             list(pool.map(put, entries))  # re-raises the first failure
@@ -414,27 +418,23 @@ def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
 
 # --- helpers -----------------------------------------------------------------------
 # --- lower priorities leave the uplink to higher ones ------------------------------------
-_yield = {"enabled": False, "max_pause": 5.0}
+UPLINK_PAUSE = 5.0  # seconds a worker's lower-priority upload waits at most, between two files
 
 
-def yield_to_higher_priority(enabled: bool = True, *, max_pause: float = 5.0) -> None:
+def _leave_uplink(states: StateStore, priority: str, max_pause: float) -> None:
     """Between files, pause an upload while a step of a higher priority runs on this machine.
 
-    Workers turn this on: with a STAT step running, a ROUTINE upload on the same machine
+    Workers ask for it: with a STAT step running, a ROUTINE upload on the same machine
     stops after the files it is sending (for at most ``max_pause`` seconds at a time,
     then one more file each) instead of sharing the site's uplink and the store with
     it. Only uploads pause: de-identification is CPU-bound, a STAT batch uses one core,
     and pausing ROUTINE de-identification would idle the other cores (measured here:
     no gain on de-identification, about 50 ms less on the STAT upload of a 4 MB study).
-    Off by default, for the CLI and library callers that run one batch alone.
+    Off (0) for the CLI and library callers that run one batch alone.
     """
-    _yield.update(enabled=enabled, max_pause=max_pause)
-
-
-def _leave_uplink_to_higher_priority(states: StateStore, priority: str) -> None:
-    if not _yield["enabled"]:
+    if max_pause <= 0:
         return
-    deadline = time.monotonic() + _yield["max_pause"]
+    deadline = time.monotonic() + max_pause
     while states.outranked(priority) and time.monotonic() < deadline:
         time.sleep(0.01)
 
@@ -533,7 +533,7 @@ def _unpacked_source(source: Path, work: Path) -> Path:
         return source
     if not source.exists():
         raise BatchFailed("the study's source is no longer on disk")
-    from pipeline.inbox.zipsafe import safe_extract
+    from pipeline.zipsafe import safe_extract
 
     dest = work / "unpacked"
     shutil.rmtree(dest, ignore_errors=True)
@@ -665,7 +665,7 @@ def _mapping_store(settings: Settings, *, pending: bool = False) -> Any:
     return MappingStore.from_settings(settings)
 
 
-def _sign(settings: Settings, organization: str, body: bytes) -> bytes:
+def _sign(settings: Settings, body: bytes) -> bytes:
     from pipeline.signing import sign_manifest
 
     return sign_manifest(settings, body)

@@ -14,7 +14,7 @@ DEST never holds, even for a moment, a file that failed; refused (burned-in
 policy) and failed files are never written under DEST at all. ``--quarantine DIR`` copies them there, each
 with a ``.reason.txt`` beside it.
 
-A ZIP source is unpacked with ``pipeline.inbox.zipsafe.safe_extract`` into a
+A ZIP source is unpacked with ``pipeline.zipsafe.safe_extract`` into a
 temporary folder that is removed afterwards; ``--zip`` writes DEST as a ZIP
 (to a temporary name, then renamed). ``--dry-run`` writes nothing: each file is
 de-identified into a scratch folder and deleted at once, and the engine's
@@ -260,7 +260,7 @@ def _chunk_star(job: tuple[str, str, list[tuple[int, str]], bool]) -> list[dict[
 # --- around the run: sources, destinations, quarantine ---------------------------------------
 def _unpack(zip_path: Path, settings: Settings, stack: ExitStack) -> Path:
     """Unpack a ZIP source safely into a private temporary folder, removed when ``stack`` closes."""
-    from pipeline.inbox.zipsafe import ZipLimits, safe_extract
+    from pipeline.zipsafe import ZipLimits, safe_extract
 
     tmp = Path(tempfile.mkdtemp(prefix=".anonymize-unpacked-", dir=settings.home))
     stack.callback(shutil.rmtree, tmp, True)

@@ -122,12 +122,20 @@ STEP_LABELS = {"deidentify": "deid", "write_manifest": "manifest", "upload": "up
                "store_mapping": "mapping", "finalize": "final"}
 
 
+def _in_pipeline_order(stage_times: dict[str, dict[str, str]]) -> list[tuple[str, dict[str, str]]]:
+    """Stage times in the order the steps run (records keep them sorted by name)."""
+    from pipeline.batch import STEPS
+
+    rank = {s: i for i, s in enumerate(STEPS)}
+    return sorted(stage_times.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+
+
 def stage_durations(r: BatchRecord) -> str:
     """Seconds spent in each finished step, e.g. ``deid 4s upload 2s``."""
     from datetime import datetime
 
     parts = []
-    for step, times in r.stage_times.items():
+    for step, times in _in_pipeline_order(r.stage_times):
         if "started" in times and "finished" in times:
             start, end = (datetime.fromisoformat(times[k].replace("Z", "+00:00")) for k in ("started", "finished"))
             parts.append(f"{STEP_LABELS.get(step, step)} {int((end - start).total_seconds())}s")
@@ -155,7 +163,7 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
         console.print(f"progress  {m(p['step'])} {p['done']}/{p['total']} files")
     if r.counts:
         console.print("counts    " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())))
-    for step, times in r.stage_times.items():
+    for step, times in _in_pipeline_order(r.stage_times):
         console.print(m(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}"))
     for label, items in (("skipped", r.skipped), ("refused", r.refused), ("error in", r.errors)):
         for e in items:

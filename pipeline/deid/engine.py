@@ -94,6 +94,7 @@ class Deidentifier:
                  *, config_root: Path | None = None,
                  inflate_limits: dicomio.InflateLimits = dicomio.DEFAULT_INFLATE) -> None:
         root = config_root or config_dir()
+        dicomio.quiet_pydicom()
         self.inflate_limits = inflate_limits
         self.profile = profile
         self.pseudonyms = pseudonyms

@@ -232,6 +232,9 @@ class StudyCollector:
     def _parse(self, data: bytes | Path):
         import pydicom
 
+        from pipeline.dicomio import quiet_pydicom
+
+        quiet_pydicom()  # pydicom's warnings may quote values: keep them out of the listener's log
         try:
             src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
             return pydicom.dcmread(src, stop_before_pixels=True)

@@ -135,3 +135,16 @@ def test_completeness_benchmark_runs(tmp_path):
     assert data["files"] > 0 and 0 <= data["gate_share"] < 1
     assert {r["name"] for r in data["rows"]} == {"anonymize per-file work, gate off",
                                                  "anonymize per-file work, gate on (as shipped)"}
+
+
+def test_a_cached_corpus_is_made_once_and_reused(tmp_path):
+    """corpus.cached generates once (marker written last) and later runs read the same files back."""
+    from bench.corpus import cached
+
+    first = cached(size_mb=2, seed=11, cache=tmp_path)
+    marker = next(tmp_path.glob("*/.complete"))
+    stamp = marker.stat().st_mtime_ns
+    again = cached(size_mb=2, seed=11, cache=tmp_path)
+    assert marker.stat().st_mtime_ns == stamp, "reused, not generated again"
+    assert [p.name for p in again.files] == [p.name for p in first.files] and again.bytes == first.bytes
+    assert dict(again.kinds) == dict(first.kinds)
