@@ -43,6 +43,9 @@ def create_app(settings: Settings, enqueue: Enqueue | None = None) -> FastAPI:
     """The gateway app for ``settings``; ``enqueue(settings, batch_id)`` puts a recorded batch on the queue."""
     from pipeline.gateway.routers import anonymize, batches, console, dicomweb, reidentify, review
 
+    from pipeline.dicomio import quiet_pydicom
+
+    quiet_pydicom()  # the gateway reads DICOM (review, STOW-RS): pydicom's warnings may quote values
     settings.ensure_dirs()
     settings.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     gw = Gateway(settings=settings, enqueue=enqueue or _no_queue, keys=ApiKeyStore.from_settings(settings),

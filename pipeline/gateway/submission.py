@@ -34,7 +34,7 @@ def check_overrides(overrides: dict[str, str]) -> dict[str, str]:
 
 def inspect_zip(settings: Settings, path: Path) -> int:
     """The number of files in a ZIP the safety rules accept; 400 with the rule otherwise."""
-    from pipeline.inbox.zipsafe import ZipLimits, inspect
+    from pipeline.zipsafe import ZipLimits, inspect
 
     if not zipfile.is_zipfile(path):
         raise HTTPException(400, "the body is not a ZIP archive")
