@@ -203,12 +203,13 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
                 f"{tally['skipped']} skipped, {tally['refused']} refused)"
             )
         _check_one_patient_per_batch(settings, produced)
-        _verify_staging(settings, deid, staging, produced)
+        entries = [_entry(settings, batch_id, res) for _rel, res in produced]
+        report = _deid_report(deid, record, produced)
+        _verify_staging(settings, deid, staging, produced, _outgoing_texts(record, entries, report))
         os.sync()  # files are written without a per-file fsync; make them durable once, before "done"
 
-        entries = [_entry(settings, batch_id, res) for _rel, res in produced]
         (work / "files.json").write_text(json.dumps([asdict(e) for e in entries]))
-        (work / "deid-report.json").write_text(json.dumps(_deid_report(deid, record, produced)))
+        (work / "deid-report.json").write_text(json.dumps(report))
         _mapping_store(settings, pending=True).put(batch_id, _mapping(record, produced, entries))
         record.counts.update({
             "images": len(entries),
@@ -245,7 +246,7 @@ def write_manifest(settings: Settings, batch_id: str) -> None:
             organization=record.organization,
             deidentification=_manifest_deid_section(report, _key(settings, batch_id, REPORT_NAME)),
             files=entries,
-            note=record.note,
+            note=_clean_note(record.note),  # free text from outside: only clinical words leave
             follow_up_of=record.follow_up_of,
         )
         staging = settings.staging_root / batch_id
@@ -568,11 +569,30 @@ def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, A
         )
 
 
-def _verify_staging(settings: Settings, deid: Any, staging: Path, produced: list[tuple[str, Any]]) -> None:
-    """Run the leak verifier over the staged files; any finding fails the batch closed."""
+def _submitted_name(record: BatchRecord) -> str:
+    """The submitted study folder's (or ZIP's) name: the verifier searches outputs for it."""
+    return Path(record.source).stem if record.source.lower().endswith(".zip") else Path(record.source).name
+
+
+def _outgoing_texts(record: BatchRecord, entries: list[FileEntry], report: dict[str, Any]) -> dict[str, str]:
+    """Every text that leaves with the batch besides the files: keys, report, manifest fields, metadata."""
+    from pipeline.deid.overrides import clean_note
+
+    return {
+        "object keys": "\n".join(e.key for e in entries),
+        REPORT_NAME: json.dumps(report),
+        MANIFEST_NAME: json.dumps({"note": clean_note(record.note), "organization": record.organization,
+                                   "priority": record.priority, "profile": record.profile,
+                                   "options": record.options, "follow_up_of": record.follow_up_of}),
+    }
+
+
+def _verify_staging(settings: Settings, deid: Any, staging: Path, produced: list[tuple[str, Any]],
+                    texts: dict[str, str] | None = None) -> None:
+    """Run the leak verifier over the staged files and outgoing texts; any finding fails the batch closed."""
     from pipeline.deid.verify import verify_batch
 
-    findings = verify_batch(staging, deid=deid, originals=[res.original for _r, res in produced])
+    findings = verify_batch(staging, deid=deid, originals=[res.original for _r, res in produced], texts=texts)
     _audit(settings, "batch.verified", staging.name, outcome="ok" if not findings else "failed",
            files=len(produced), findings=len(findings))
     if findings:
@@ -681,6 +701,12 @@ def _mapping_store(settings: Settings, *, pending: bool = False) -> Any:
     if pending:
         return pending_mapping_store(settings)
     return MappingStore.from_settings(settings)
+
+
+def _clean_note(note: str) -> str:
+    from pipeline.deid.overrides import clean_note
+
+    return clean_note(note)
 
 
 def _sign(settings: Settings, body: bytes) -> bytes:

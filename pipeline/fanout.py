@@ -126,7 +126,8 @@ def _deidentify_chunk(settings: Settings, states: Any, batch_id: str, n: int, de
         for index, rel in chunk:
             target = out / f"{index}.dcm"
             try:
-                results[index] = deid.deidentify_file(root / rel, out, out_path=target)
+                results[index] = deid.deidentify_file(root / rel, out, out_path=target,
+                                                      submitted=_submitted(record, rel))
             except Exception as exc:  # classified here as the one-worker loop does; raised again at the join
                 outcome, reason = classify(exc)
                 results[index] = (outcome.value, reason)
@@ -188,7 +189,8 @@ def file_deidentifier(settings: Settings, states: Any, record: Any, deid: Any, f
     output to ``scratch/INDEX.dcm`` either way.
     """
     if dispatch is None or not wanted(settings, states, record, len(files)):
-        return lambda f: deid.deidentify_file(source_root / f.rel, scratch, out_path=scratch / f"{f.index}.dcm")
+        return lambda f: deid.deidentify_file(source_root / f.rel, scratch, out_path=scratch / f"{f.index}.dcm",
+                                              submitted=_submitted(record, f.rel))
     chunks = plan(settings, record.batch_id, files)
     dispatch(settings, record.batch_id, chunks, record.priority)
     log.info("batch %s: %s files fanned out in %s chunks", record.batch_id, len(files), chunks)
@@ -211,3 +213,10 @@ def _as_error(outcome: str, reason: str) -> Exception:
 
     kind = {Outcome.SKIPPED.value: NotDicomError, Outcome.REFUSED.value: RefusedFileError}.get(outcome, TeleradError)
     return kind(reason)
+
+
+def _submitted(record: Any, rel: str) -> str:
+    """The file's path as submitted (study folder's name first): the verifier looks for it in outputs."""
+    from pipeline.batch import _submitted_name
+
+    return str(Path(_submitted_name(record)) / rel)

@@ -77,7 +77,7 @@ def _verifier(original: Any) -> Any:
 
     return Verifier(_engine.pseudonyms, _engine.profile,
                     originals=[original.patient_id, original.study_instance_uid, original.accession_number],
-                    allowed_names=_allowed_names)
+                    captured=original.captured, allowed_names=_allowed_names)
 
 
 def _check(path: Path, res: Any) -> list[Any]:
@@ -105,14 +105,16 @@ def _one(src_root: str, scratch_root: str, index: int, rel: str, plan: bool) -> 
     from pipeline.deid.dryrun import plan_file
 
     scratch = Path(scratch_root) / f"p{os.getpid()}"
+    submitted = str(Path(Path(src_root).name) / rel)  # names the verifier searches for
     try:
         if plan:
-            res, findings = plan_file(_engine, Path(src_root) / rel, scratch, _check if _verify else None)
+            res, findings = plan_file(_engine, Path(src_root) / rel, scratch, _check if _verify else None,
+                                      submitted=submitted)
         else:
             # No manifest lists these files, so no SHA-256 is computed for them.
             out_path = scratch / f"{index}.dcm"  # one name per source file: nothing overwrites another
             res = _engine.deidentify_file(Path(src_root) / rel, scratch, _gate if _verify else None, digest=False,
-                                          out_path=out_path)
+                                          out_path=out_path, submitted=submitted)
             findings = []
     except _Unverified as exc:
         return {"index": index, "rel": rel, "outcome": "failed", "reason": str(exc)}
