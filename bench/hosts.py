@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     site = Site(work / "site", hosts=("a", "b", "c"))
     rows, figures = [], {"throughput": [], "stat": []}
     try:
-        small = make_study(work / "small", series=1, images=args.images)
-        big = make_study(work / "big", series=max(1, args.big_images // 500),
+        small = make_study(work / "small-src7q", series=1, images=args.images)
+        big = make_study(work / "big-src7q", series=max(1, args.big_images // 500),
                          images=min(500, args.big_images), rows=32, cols=32)
         stderr("starting the namespaces and the shared services ...")
         site.start()

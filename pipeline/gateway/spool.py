@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from pipeline.settings import Settings
-from pipeline.state import BatchState, StateStore
+from pipeline.state import BatchState
+from pipeline.statestore import open_state_store
 
 SCRATCH_MAX_AGE = 3600.0
 
@@ -29,7 +30,7 @@ def new_upload_dir(settings: Settings, kind: str) -> Path:
 def sweep(settings: Settings) -> int:
     """Remove uploads whose batch is done, and scratch left by requests that died; returns how many."""
     removed = 0
-    states = StateStore(settings.state_dir)
+    states = open_state_store(settings)
     by_source = {}
     for record in states.all():
         by_source[Path(record.source)] = record

@@ -22,7 +22,7 @@ def test_a_large_study_is_fanned_out_over_hosts_and_joined(site: Site, tmp_path:
     try:
         for host in site.hosts.values():
             host.start_worker()
-        study = make_study(tmp_path / "big", series=3, images=40, rows=32, cols=32)
+        study = make_study(tmp_path / "big-src7q", series=3, images=40, rows=32, cols=32)
         a = site.hosts["a"]
         batch_id = a.submit(study.root, "STAT")
         record = _wait(site, [batch_id], 180)[batch_id]

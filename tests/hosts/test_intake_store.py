@@ -39,7 +39,7 @@ def test_originals_round_trip_encrypted_with_no_phi_in_keys_or_bodies(tmp_path: 
 
 def test_a_zip_submission_travels_as_one_file(tmp_path: Path) -> None:
     """A ZIP submission is stored and fetched as the same ZIP (unpacked safely later by the step)."""
-    study = make_study(tmp_path / "s", series=1, images=2)
+    study = make_study(tmp_path / "s-src7q", series=1, images=2)
     zpath = tmp_path / "study.zip"
     with zipfile.ZipFile(zpath, "w") as z:
         for f in study.files:
@@ -52,7 +52,7 @@ def test_a_zip_submission_travels_as_one_file(tmp_path: Path) -> None:
 
 def test_altered_or_foreign_key_copies_are_refused(tmp_path: Path) -> None:
     """A flipped byte, or a host with another key-encryption key, gets a clear IntakeError / key error."""
-    study = make_study(tmp_path / "s", series=1, images=1)
+    study = make_study(tmp_path / "s-src7q", series=1, images=1)
     settings = load_settings(home=tmp_path / "h", intake_url=(tmp_path / "in").as_uri())
     intake = IntakeStore.from_settings(settings)
     bid = "bbbbbbbb-0000-0000-0000-000000000002"
@@ -92,7 +92,7 @@ def test_batch_reads_originals_from_s3_intake_and_deletes_them_when_done(tmp_pat
         boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="onsite-intake")
         settings = load_settings(home=tmp_path / "home", intake_url="s3://onsite-intake/telerad",
                                  s3_endpoint_url=url, organization="ACME")
-        study = make_study(tmp_path / "study", series=2, images=2)
+        study = make_study(tmp_path / "study-src7q", series=2, images=2)
         batch_id = batch.create_batch(settings, study.root, priority="STAT")
         intake = open_store("s3://onsite-intake/telerad", settings)
         keys = [i.key for i in intake.list("")]

@@ -41,8 +41,8 @@ def test_stat_behind_30_routine_across_three_hosts(site: Site, tmp_path: Path) -
     """A STAT batch submitted on A behind 30 ROUTINE ones from A, B and C is the next one any free worker starts."""
     for host in site.hosts.values():
         host.ensure_worker()
-    study = make_study(tmp_path / "routine", series=2, images=20, rows=64, cols=64)  # about a second each
-    stat_study = make_study(tmp_path / "stat", series=1, images=2)
+    study = make_study(tmp_path / "routine-src7q", series=2, images=20, rows=64, cols=64)  # about a second each
+    stat_study = make_study(tmp_path / "stat-src7q", series=1, images=2)
     a, b, c = site.hosts["a"], site.hosts["b"], site.hosts["c"]
     procs = [b.submit_many((10, "ROUTINE", study.root)), c.submit_many((10, "ROUTINE", study.root)),
              a.submit_many((10, "ROUTINE", study.root), (1, "STAT", stat_study.root))]
@@ -63,7 +63,7 @@ def test_many_batches_over_three_hosts_none_lost_none_doubled(site: Site, tmp_pa
     """60 batches submitted from three hosts at once (scaled down from 200 for CI time) all finish, each exactly once."""
     for host in site.hosts.values():
         host.ensure_worker()
-    study = make_study(tmp_path / "small", series=1, images=2)
+    study = make_study(tmp_path / "small-src7q", series=1, images=2)
     ids: list[str] = []
     for proc in [h.submit_many((20, "ROUTINE", study.root)) for h in site.hosts.values()]:
         ids += [bid for bid, _ in _collect(proc)]

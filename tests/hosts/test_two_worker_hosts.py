@@ -52,7 +52,7 @@ def _done_by_b_or_c(site: Site, study_root: Path, priority: str) -> tuple[str, d
 
 def test_a_study_submitted_on_a_is_done_by_workers_on_b_and_c(site: Site, tmp_path: Path) -> None:
     """With no worker on A, a batch A submits is de-identified and uploaded by B or C, and A's status names the host."""
-    study = make_study(tmp_path / "study", series=2, images=2)
+    study = make_study(tmp_path / "study-src7q", series=2, images=2)
     batch_id, record = _done_by_b_or_c(site, study.root, "STAT")
     shown = site.hosts["a"].run("status", batch_id)
     assert shown.returncode == 0 and f"on {record['hosts']['deidentify']}" in shown.stdout
@@ -65,7 +65,7 @@ def test_power_off_of_b_mid_batch_is_taken_over_within_60s(site: Site, tmp_path:
     a.stop()  # B and C only: the batch B held must go to C
     b.ensure_worker()
     c.ensure_worker()
-    studies = [make_study(tmp_path / f"big{i}", series=4, images=60, rows=64, cols=64) for i in range(2)]
+    studies = [make_study(tmp_path / f"big{i}-src7q", series=4, images=60, rows=64, cols=64) for i in range(2)]
     ids = [a.submit(s.root, "ROUTINE") for s in studies]
     victim = None
     deadline = time.monotonic() + 120
@@ -106,7 +106,7 @@ def test_the_same_with_the_batch_state_in_redis(site: Site, tmp_path: Path) -> N
         host.stop()  # workers read the state URL at start
     site.state_url = f"redis://{SVC}:{REDIS_PORT}/1"
     try:
-        _done_by_b_or_c(site, make_study(tmp_path / "study", series=1, images=3).root, "URGENT")
+        _done_by_b_or_c(site, make_study(tmp_path / "study-src7q", series=1, images=3).root, "URGENT")
     finally:
         for host in site.hosts.values():
             host.stop()

@@ -20,7 +20,7 @@ def test_join_runs_chunks_nobody_took_and_one_whose_holder_died(shared_url: str,
     """No worker takes the chunks and one is held by a dead worker: the step still finishes the batch, once."""
     settings = load_settings(home=tmp_path / "home", state_url=shared_url, intake_url=(tmp_path / "intake").as_uri(),
                              fanout_files=6, fanout_chunk_files=3, lease_seconds=1.5, host_id="host-a")
-    study = make_study(tmp_path / "study", series=3, images=4)
+    study = make_study(tmp_path / "study-src7q", series=3, images=4)
     batch_id = batch.create_batch(settings, study.root, priority="STAT")
     states = open_state_store(settings)
     dispatched: list[int] = []
@@ -50,7 +50,7 @@ def test_join_runs_chunks_nobody_took_and_one_whose_holder_died(shared_url: str,
 def test_small_studies_and_one_machine_do_not_fan_out(tmp_path: Path) -> None:
     """Below fanout_files, or without a shared state, the step de-identifies in its own process."""
     settings = load_settings(home=tmp_path / "home", intake_url=(tmp_path / "intake").as_uri(), fanout_files=2)
-    study = make_study(tmp_path / "study", series=1, images=4)
+    study = make_study(tmp_path / "study-src7q", series=1, images=4)
     batch_id = batch.create_batch(settings, study.root)
     called: list[int] = []
     batch.deidentify(settings, batch_id, fan_out=lambda *a: called.append(1))

@@ -29,7 +29,8 @@ from pipeline.gateway.submission import (
     record_and_enqueue,
 )
 from pipeline.settings import Priority
-from pipeline.state import BatchState, StateStore
+from pipeline.state import BatchState
+from pipeline.statestore import open_state_store
 
 router = APIRouter(tags=["batches"])
 
@@ -148,7 +149,7 @@ async def submit(
         if upload is not None and exc.status_code == 400:
             shutil.rmtree(upload, ignore_errors=True)
         raise
-    record = StateStore(settings.state_dir).get(batch_id)
+    record = open_state_store(settings).get(batch_id)
     accepted = BatchAccepted(
         batch_id=batch_id, state=record.state, priority=record.priority, organization=record.organization,
         files_received=received, bytes_received=size, status_url=f"/api/batches/{batch_id}",
@@ -211,7 +212,7 @@ async def list_batches(
     gw: Gateway = Depends(gateway),
 ) -> list[BatchSummary]:
     cutoff = _since(since) if since else None
-    records = await run_in_threadpool(StateStore(gw.settings.state_dir).all)
+    records = await run_in_threadpool(open_state_store(gw.settings).all)
     now = datetime.now(timezone.utc)
     rows = []
     for r in records:
@@ -240,7 +241,7 @@ def _since(text: str) -> str:
 
 def _record(gw: Gateway, batch_id: str):
     try:
-        return StateStore(gw.settings.state_dir).get(batch_id)
+        return open_state_store(gw.settings).get(batch_id)
     except SubmissionError:
         raise HTTPException(404, "no such batch on this site") from None
 

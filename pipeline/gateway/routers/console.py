@@ -22,7 +22,8 @@ from pipeline.gateway.auth import COOKIE, Principal, require_scope
 from pipeline.gateway.context import Gateway, gateway
 from pipeline.gateway.routers.batches import BATCH_ID, _manifest_available, _record
 from pipeline.settings import Priority
-from pipeline.state import BatchState, StateStore
+from pipeline.state import BatchState
+from pipeline.statestore import open_state_store
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
@@ -61,7 +62,7 @@ async def logout() -> RedirectResponse:
 @router.get("/console", response_class=HTMLResponse)
 async def batches_page(request: Request, principal: Principal = Depends(require_scope("read")),
                        gw: Gateway = Depends(gateway)) -> HTMLResponse:
-    records = await run_in_threadpool(StateStore(gw.settings.state_dir).all)
+    records = await run_in_threadpool(open_state_store(gw.settings).all)
     rows = views.by_priority([views.summary(gw.settings, r) for r in records])
     groups = [(p.value, [r for r in rows if r.priority == p]) for p in Priority]
     return templates.TemplateResponse(request, "batches.html", {

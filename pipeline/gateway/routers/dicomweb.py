@@ -69,9 +69,10 @@ def collector(gw: Gateway):
         def dispatch(batch_id: str) -> None:
             """As `telerad listen` queues: a batch an earlier try failed to queue is made runnable first."""
             from pipeline.batch import reset_for_retry
-            from pipeline.state import BatchState, StateStore
+            from pipeline.state import BatchState
+            from pipeline.statestore import open_state_store
 
-            if StateStore(settings.state_dir).get(batch_id).state == BatchState.FAILED.value:
+            if open_state_store(settings).get(batch_id).state == BatchState.FAILED.value:
                 reset_for_retry(settings, batch_id)
             gw.enqueue(settings, batch_id)  # raising leaves the study for the collector's next round
 
