@@ -75,6 +75,8 @@ SAFE_DETAILS = COUNT_DETAILS | frozenset(
         "destination_scheme", "verified", "worker", "task_id", "pseudonym_key_id",
         # DICOM network: AE titles only, never anything read from a dataset
         "calling_ae", "calling_ae_titles", "called_ae", "priorities", "follow_up",
+        # HTTP gateway: what an API key may do
+        "scopes",
     }
 )
 _SAFE_STR = re.compile(r"^[A-Za-z0-9._:@+=/-]{0,128}$")

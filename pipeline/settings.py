@@ -147,6 +147,24 @@ class Settings(BaseSettings):
     public_key_file: str = Field("", description="Organisation public key a reader checks manifests with.")
     pseudonym_secret_file: str = Field("", description="HMAC secret file; empty = generated.")
     mapping_key_file: str = Field("", description="Mapping key-encryption key file; empty = generated.")
+    # --- HTTP gateway and web console (`telerad serve`, issue 17) ---------------------------
+    gateway_host: str = Field("127.0.0.1", description="Address `telerad serve` listens on (loopback by default).")
+    gateway_port: int = Field(8760, ge=1, le=65535, description="Port `telerad serve` listens on.")
+    gateway_max_file_bytes: int = Field(
+        512 * 2**20, ge=1024, description="Largest single DICOM file accepted by anonymize-stream and the review step."
+    )
+    gateway_max_upload_bytes: int = Field(
+        8 * 2**30, ge=1024, description="Largest study upload (ZIP, multipart files or a STOW-RS body)."
+    )
+    gateway_rate_per_minute: int = Field(600, ge=1, description="Requests per minute allowed per API key (or per client without one).")
+    gateway_path_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Server folders a batch may be submitted from by path (comma-separated); empty = none.",
+    )
+    gateway_targets: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=lambda: {"STAT": 300, "URGENT": 1800, "ROUTINE": 14400},
+        description="Seconds from submission to the store each priority aims at (the console's 'waiting vs target').",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -174,7 +192,14 @@ class Settings(BaseSettings):
     def _home_default_when_empty(cls, v: Any) -> Any:
         return v or default_home()
 
-    @field_validator("options", mode="before")
+    @field_validator("gateway_targets", mode="before")
+    @classmethod
+    def _targets_from_text(cls, v: Any) -> Any:
+        if isinstance(v, str):  # "STAT=300,URGENT=1800,ROUTINE=14400"
+            return {k.strip().upper(): int(n) for k, _, n in (p.partition("=") for p in v.split(",")) if k.strip()}
+        return v
+
+    @field_validator("options", "gateway_path_roots", mode="before")
     @classmethod
     def _options_from_csv(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -232,6 +257,11 @@ class Settings(BaseSettings):
     def state_dir(self) -> Path:
         """Persistent batch state (survives restarts of workers and watchers)."""
         return self.home / "state"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Uploads received by the gateway, kept until their batch no longer needs them."""
+        return self.home / "spool"
 
     @property
     def secrets_dir(self) -> Path:

@@ -16,9 +16,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from pipeline.cli.common import parse_assignments, shown
+from pipeline.cli.common import parse_assignments, print_table, shown
 from pipeline.settings import Settings, load_settings
 from pipeline.state import BatchRecord, StateStore
 
@@ -101,20 +100,18 @@ def status(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
-    table = Table("priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error")
-    table.add_column("batch", no_wrap=True)
     from pipeline.batch import stale_queued_seconds
 
-    for r in records:
+    def state(r: BatchRecord) -> str:
         stale = stale_queued_seconds(settings, r)
-        state = r.state if stale is None else f"{r.state} (stale {stale // 60} min)"
-        error = shown((r.error[:60] + "…") if len(r.error) > 60 else r.error, markup=True)
-        table.add_row(
-            shown(r.priority, markup=True), shown(state, markup=True), str(r.counts.get("studies", "")),
-            str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), shown(r.submitted_at, markup=True),
-            stage_durations(r), error, shown(r.batch_id, markup=True),
-        )
-    console.print(table)
+        return r.state if stale is None else f"{r.state} (stale {stale // 60} min)"
+
+    print_table(
+        ["priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error", "batch"],
+        [[r.priority, state(r), r.counts.get("studies", ""), r.counts.get("images", ""), r.counts.get("bytes", ""),
+          r.submitted_at, stage_durations(r), r.error, r.batch_id] for r in records],
+        no_wrap=("batch",),
+    )
     from pipeline.netdicom.activity import summary_lines
 
     for line in summary_lines(settings):

@@ -30,6 +30,7 @@ COMMANDS = {
     "listen": "listen",
     "share": "reader", "reader": "reader",
     "reidentify": "reidentify",
+    "serve": "serve",
 }
 
 

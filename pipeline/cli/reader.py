@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from pipeline.cli.common import shown
+from pipeline.cli.common import print_table, shown
 from pipeline.exceptions import ConfigError, TeleradError
 from pipeline.settings import Settings
 
@@ -93,18 +92,13 @@ def list_cmd(
     if not batches:
         typer.echo("no complete batches")
         return
-    table = Table()
-    table.add_column("batch", no_wrap=True)  # a batch ID must stay whole to be copied
-    for name in ("priority", "waiting", "org", "studies", "images", "size", "modalities"):
-        table.add_column(name, overflow="fold")
-    for b in batches:
-        style = "bold red" if b.priority == "STAT" else None
-        table.add_row(  # manifest values (organization, modalities) come from the sender
-            shown(b.batch_id, markup=True), shown(b.priority, markup=True), _age(b.submitted_at),
-            shown(b.organization, markup=True), str(b.studies), str(b.images), _size(b.size),
-            shown(",".join(b.modalities), markup=True), style=style,
-        )
-    console.print(table)
+    print_table(
+        ["batch", "priority", "waiting", "org", "studies", "images", "size", "modalities"],
+        [[b.batch_id, b.priority, _age(b.submitted_at), b.organization, b.studies, b.images, _size(b.size),
+          ",".join(b.modalities)] for b in batches],
+        styles=["bold red" if b.priority == "STAT" else None for b in batches],
+        no_wrap=("batch",),  # a batch ID must stay whole to be copied
+    )
 
 
 @reader_app.command("fetch")

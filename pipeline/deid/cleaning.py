@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
-from pipeline.deid import rawelem, standard
+from pipeline.deid import rawelem, standard, values
 from pipeline.deid.profile import keyword_or_tag
 from pipeline.deid.vocabulary import Vocabulary
 
@@ -102,8 +102,13 @@ class Cleaners:
             del ds[tag]  # binary or unknown content cannot be cleaned, only removed
             ctx.count(tag, "removed")
 
-    def clean_text(self, ctx, ds: Dataset, tag: int, vr: str) -> None:
-        """Keep only the clinical words of a text value (each value of a multi-valued one)."""
+    def clean_text(self, ctx, ds: Dataset, tag: int, vr: str, *, required: bool | None = None) -> None:
+        """Keep only the clinical words of a text value (each value of a multi-valued one).
+
+        Where the IOD requires a value (Type 1 or 1C where this dataset stands;
+        ``required`` says so, else ``ctx.node`` is asked), a value with no clinical
+        word left becomes a dummy instead of empty.
+        """
         if rawelem.is_empty(ds, tag, vr):
             ctx.count(tag, "kept empty")
             return
@@ -111,6 +116,13 @@ class Cleaners:
         new = _map_values(old, self.vocabulary.clean)
         if vr == "CS":  # a code string holds only capitals, digits, space and underscore
             new = _map_values(new, lambda v: re.sub(r"[^A-Z0-9_ ]", "", v.upper())[:16].strip())
+        if required is None:
+            required = ctx.node is not None and ctx.node.type_of(tag) in ("1", "1C")
+        if required and (vr == "PN" or rawelem.is_empty_value(new)
+                         or (isinstance(new, list) and not any(new))):
+            rawelem.set_value(ds, tag, vr, values.dummy_value(vr, int(tag)))
+            ctx.count(tag, "replaced")
+            return
         if new != old:  # an unchanged value stays as it was read
             rawelem.set_value(ds, tag, vr, new)
         ctx.count(tag, "cleaned")

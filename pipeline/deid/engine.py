@@ -22,11 +22,12 @@ from pydicom.dataset import Dataset
 from pipeline import dicomio
 from pipeline.dicomraw import value_of
 from pipeline.deid import completeness, guards, updaters
+from pipeline.deid.iodtypes import IodTypes, TypeNode
 from pipeline.deid.capture import Captured, capture
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
 from pipeline.deid import rawelem
 from pipeline.deid.handlers import (
-    NEED_VR, CodeMeaning, Context, GroupLength, Identity, Plan, Private, TableRule, Unlisted,
+    NEED_VR, CodeMeaning, Context, Dependent, GroupLength, Identity, OverlayPlane, Plan, Private, TableRule, Unlisted,
 )
 from pipeline.deid.overrides import Overrides
 from pipeline.deid.profile import Profile, keyword_or_tag
@@ -111,8 +112,10 @@ class Deidentifier:
         self.never_remap, self.keep_text, self.clean_text = _load_keep_lists(root)
         self.cleaners = Cleaners(Vocabulary.from_files(vocabulary_paths(root)))
         self.guard = guards.BurnedInGuard.from_config(root, profile)
-        self.handlers = [GroupLength(), Private(), Identity(), CodeMeaning(), TableRule(), Unlisted()]
-        self._plans: dict[tuple[int, str | None], Plan] = {}
+        self.handlers = [GroupLength(), Private(), Identity(), CodeMeaning(), OverlayPlane(), Dependent(), TableRule(), Unlisted()]
+        # Plans are cached per Type node (one per SOP Class and sequence path): the same
+        # tag may be Type 1 in one IOD or sequence and Type 3 in another.
+        self.types = IodTypes()
         self._marks_cache: dict[tuple[bool, bool, bool], dict] = {}
 
     def describe_actions(self) -> list[str]:
@@ -121,21 +124,27 @@ class Deidentifier:
                 + [self.overrides.describe()] + updaters.describe())
 
     # --- the walk ----------------------------------------------------------------------
-    def _plan(self, tag: int, vr: str | None) -> Plan:
-        """The first handler's plan for this tag (and VR), cached for the profile."""
+    def _plan(self, node: TypeNode, tag: int, vr: str | None) -> Plan:
+        """The first handler's plan for this tag (and VR) where ``node`` types it, cached on the node."""
         key = (tag, vr)
-        plan = self._plans.get(key)
+        plan = node.plans.get(key)
         if plan is None:
-            plan = next((p for h in self.handlers if (p := h.plan(self, tag, vr)) is not None), None)
+            plan = next((p for h in self.handlers if (p := h.plan(self, tag, vr, node)) is not None), None)
             if plan is None:  # pragma: no cover - Unlisted claims every element it can see
                 raise DeidentificationError(f"internal: no handler for {keyword_or_tag(tag)}")
-            self._plans[key] = plan
+            node.plans[key] = plan
         return plan
+
+    def plan_for(self, sop_class_uid: str, tag: int, vr: str | None = None) -> Plan:
+        """The plan for a top-level ``tag`` in a file of this SOP Class (``need-vr``: ask again with the VR)."""
+        return self._plan(self.types.root(sop_class_uid), tag, vr)
 
     def _walk(self, ctx: Context, ds: Dataset, *, top: bool = False) -> None:
         """Every element of ``ds`` by its plan; then the completeness gate's accounting of ``ds``."""
         d = ds._dict
         counts = ctx.counts
+        node = ctx.node
+        plans = node.plans
         before = list(d)
         removed: set[int] = set()  # what a rule removed: the only elements allowed to be gone
         for tag in before:
@@ -145,12 +154,12 @@ class Deidentifier:
             number = int(tag)  # plain int keys: BaseTag compares in Python, slowly
             if top:
                 ctx.current_tag = number
-            plan = self._plans.get((number, None)) or self._plan(number, None)
+            plan = plans.get((number, None)) or self._plan(node, number, None)
             vr = None
             if plan is NEED_VR:
                 vr = rawelem.settle_vr(ds, tag, number, elem)  # the dictionary's VR, not the file's
                 elem = d[tag]
-                plan = self._plans.get((number, vr)) or self._plan(number, vr)
+                plan = plans.get((number, vr)) or self._plan(node, number, vr)
             kind = plan.kind
             if kind == "remove":
                 del d[tag]
@@ -227,6 +236,7 @@ class Deidentifier:
             never_remap=self.never_remap, keep_text=self.keep_text, cleaners=self.cleaners,
         )
         ctx.walk = self._nested_walk
+        ctx.node = self.types.root(str(value_of(ds, "SOPClassUID", "") or "").strip())
         try:
             self._walk(ctx, ds, top=True)
             self.overrides.apply(ctx, ds)

@@ -291,7 +291,20 @@ def walk_sequence(ctx, ds: Dataset, tag) -> None:
     an item is unchanged when every element in it is the very object it held
     before the walk, so the original bytes are what the walk decided to keep.
     A sequence ``dicomraw`` cannot cut is converted by pydicom, as before.
+    The items are walked with the Types of this sequence's items (``ctx.node``).
     """
+    parent = getattr(ctx, "node", None)
+    if parent is None:  # a walker that does not type its datasets
+        _walk_items(ctx, ds, tag)
+        return
+    ctx.node = parent.child(int(tag))
+    try:
+        _walk_items(ctx, ds, tag)
+    finally:
+        ctx.node = parent
+
+
+def _walk_items(ctx, ds: Dataset, tag) -> None:
     raw = ds.get_item(tag)
     if isinstance(raw, RawDataElement):
         if not raw.value:

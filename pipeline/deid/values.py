@@ -40,8 +40,17 @@ _DUMMY_BY_VR: dict[str, object] = {
 _BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"}
 
 
-def dummy_value(vr: str):
-    """A non-empty value valid for ``vr`` that identifies no one."""
+# Attributes whose value has a form of its own beyond the VR's (PS3.3).
+_DUMMY_BY_TAG: dict[int, object] = {
+    0x00080201: "+0000",  # Timezone Offset From UTC: &ZZXX
+}
+
+
+def dummy_value(vr: str, tag: int = 0):
+    """A non-empty value valid for ``vr`` (and for the attribute's own form) that identifies no one."""
+    special = _DUMMY_BY_TAG.get(tag)
+    if special is not None:
+        return special
     if vr == "SQ":
         return Sequence([Dataset()])
     if vr in _BINARY or vr not in _DUMMY_BY_VR:

@@ -119,6 +119,16 @@ def test_all_runs_a_subset_quickly(tmp_path):
     assert (tmp_path / "r" / "profile_engine-latest.json").exists()
 
 
+def test_gateway_benchmark_runs(tmp_path):
+    """anonymize-stream through a real `telerad serve`, next to telerad anonymize, on a tiny CT corpus."""
+    data = bench(tmp_path, "gateway", "--size-mb", "3", "--requests", "12", "--clients", "2")
+    names = [r["name"] for r in data["rows"]]
+    assert names[0] == "anonymize-stream (2 clients)" and "telerad anonymize --jobs 1" in names
+    stream = data["rows"][0]
+    assert stream["files"] == 12 and stream["files_per_s"] > 0 and stream["peak_rss_mb"] > 0
+    assert all(r["files"] > 0 for r in data["rows"])
+
+
 def test_completeness_benchmark_runs(tmp_path):
     """The gate's cost: the same files with the gate on and off, and the share spent inside it."""
     data = bench(tmp_path, "completeness", "--size-mb", "3", "--repeat", "1")
