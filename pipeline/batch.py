@@ -666,6 +666,7 @@ def _deid_report(deid: Any, record: BatchRecord, produced: list[tuple[str, Any]]
         skipped=len(record.skipped),
         refused_reasons=[e.reason for e in record.refused],
         overrides=record.overrides,
+        steps=deid.describe_actions(),
     )
     report["batch_id"] = record.batch_id
     return report

@@ -225,7 +225,14 @@ class Deidentifier:
         if wants_cleaning:
             source = dicomio.read(src, load_pixels=True, inflate_limits=self.inflate_limits)
             ds = source.dataset
-        snapshot = completeness.Snapshot.of(source)  # before anything changes
+        try:
+            snapshot = completeness.Snapshot.of(source)  # before anything changes
+        except TeleradError:
+            raise
+        except Exception as exc:  # an image attribute with a VR no one knows (b"U\x00")...
+            raise DicomReadError(
+                f"the image attributes the completeness check reads cannot be read ({type(exc).__name__})"
+            ) from None
         if wants_cleaning:
             rule = self.guard.matching_rule(ds)
             cleaned_pixels = self.guard.clean_pixels(source)
