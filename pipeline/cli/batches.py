@@ -110,7 +110,7 @@ def status(
     print_table(
         ["priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error", "batch"],
         [[r.priority, state(r), r.counts.get("studies", ""), r.counts.get("images", ""), r.counts.get("bytes", ""),
-          r.submitted_at, stage_durations(r), r.error, r.batch_id] for r in records],
+          r.submitted_at, stage_durations(r, hosts=bool(settings.state_url)), r.error, r.batch_id] for r in records],
         no_wrap=("batch",),
     )
     from pipeline.netdicom.activity import summary_lines
@@ -131,15 +131,16 @@ def _in_pipeline_order(stage_times: dict[str, dict[str, str]]) -> list[tuple[str
     return sorted(stage_times.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
 
 
-def stage_durations(r: BatchRecord) -> str:
-    """Seconds spent in each finished step, e.g. ``deid 4s upload 2s``."""
+def stage_durations(r: BatchRecord, hosts: bool = False) -> str:
+    """Seconds spent in each finished step, e.g. ``deid 4s upload 2s`` (``deid 4s@b`` with ``hosts``)."""
     from datetime import datetime
 
     parts = []
     for step, times in _in_pipeline_order(r.stage_times):
         if "started" in times and "finished" in times:
             start, end = (datetime.fromisoformat(times[k].replace("Z", "+00:00")) for k in ("started", "finished"))
-            parts.append(f"{STEP_LABELS.get(step, step)} {int((end - start).total_seconds())}s")
+            where = f"@{r.hosts[step]}" if hosts and step in r.hosts else ""  # several hosts: who ran it
+            parts.append(f"{STEP_LABELS.get(step, step)} {int((end - start).total_seconds())}s{where}")
     return " ".join(parts)
 
 

@@ -54,6 +54,8 @@ def test_a_study_submitted_on_a_is_done_by_workers_on_b_and_c(site: Site, tmp_pa
     """With no worker on A, a batch A submits is de-identified and uploaded by B or C, and A's status names the host."""
     study = make_study(tmp_path / "study-src7q", series=2, images=2)
     batch_id, record = _done_by_b_or_c(site, study.root, "STAT")
+    table = site.hosts["a"].run("status")
+    assert table.returncode == 0 and f"@{record['hosts']['deidentify']}" in table.stdout  # the list names hosts too
     shown = site.hosts["a"].run("status", batch_id)
     assert shown.returncode == 0 and f"on {record['hosts']['deidentify']}" in shown.stdout
     assert not find_markers((shown.stdout + shown.stderr).encode(), study.markers())
