@@ -103,3 +103,36 @@ def test_the_same_with_the_batch_state_in_redis(site: Site, tmp_path: Path) -> N
         for host in site.hosts.values():
             host.stop()
         site.state_url = postgres_url
+
+
+def test_a_long_step_redelivered_by_redis_to_another_host_runs_once(site: Site, tmp_path: Path) -> None:
+    """Redis redelivers B's running de-identify to C after 5 s: C waits on the lease, then skips; it runs once."""
+    import json
+
+    a, b, c = site.hosts["a"], site.hosts["b"], site.hosts["c"]
+    for host in site.hosts.values():
+        host.stop()
+    site.extra_env = {"TELERAD_VISIBILITY_TIMEOUT": "5"}
+    try:
+        b.start_worker()
+        study = make_study(tmp_path / "long-src7q", series=6, images=100, rows=32, cols=32)
+        batch_id = a.submit(study.root, "ROUTINE")
+        while not (r := _record(site, batch_id))["running_step"]:
+            time.sleep(0.2)
+        c.start_worker()  # free while B works: Redis hands it B's unacknowledged message after 5 s
+        record = _wait(site, [batch_id], 180)[batch_id]
+        assert record["state"] == "done", record["error"]
+        received_on_c = sum(f"telerad.deidentify[" in line and "received" in line
+                            for log in c.logs for line in log.read_text().splitlines())
+        audits = {h.name: [json.loads(line) for line in (h.home / "audit" / "audit.jsonl").read_text().splitlines()]
+                  for h in (b, c) if (h.home / "audit" / "audit.jsonl").exists()}
+        runs = [(name, e["action"]) for name, entries in audits.items() for e in entries
+                if e.get("batch_id") == batch_id and e["action"] == "batch.deidentified"]
+        assert runs == [("b", "batch.deidentified")], runs
+        assert record["takeovers"] == 0 and record["hosts"]["deidentify"] == "b"
+        assert received_on_c >= 1, "Redis never redelivered the step: the test did not test anything"
+        assert len(_objects_of(a.probe("objects"), batch_id)) == len(study.files) + 3
+    finally:
+        for host in site.hosts.values():
+            host.stop()
+        site.extra_env = {}
