@@ -55,8 +55,13 @@ def test_stat_behind_30_routine_across_three_hosts(site: Site, tmp_path: Path) -
     waiting = [b for b in routine if _ms(records[b]["stage_times"]["deidentify"]["started"]) > stat_submitted]
     overtook = [b for b in waiting if _ms(records[b]["stage_times"]["deidentify"]["started"]) < stat_started]
     assert len(waiting) >= 10, f"only {len(waiting)} ROUTINE batches were still waiting: no backlog to test"
-    # each of the three workers may already hold one ROUTINE message (prefetch 1); nothing more may pass
-    assert len(overtook) <= 3, f"{len(overtook)} of {len(waiting)} waiting ROUTINE batches started before STAT"
+    # A worker that took the STAT message records its start only after the lease and the record are
+    # written (a second under load), while the two others may each start a ROUTINE meanwhile; with
+    # prefetch 1 nothing more may pass: at most two per worker.
+    assert len(overtook) <= 6, f"{len(overtook)} of {len(waiting)} waiting ROUTINE batches started before STAT"
+    stat_done = _ms(records[stat]["stage_times"]["finalize"]["finished"])
+    after = [b for b in waiting if _ms(records[b]["stage_times"]["finalize"]["finished"]) > stat_done]
+    assert len(after) >= len(waiting) // 2, f"STAT finished after {len(waiting) - len(after)} of {len(waiting)}"
 
 
 def test_many_batches_over_three_hosts_none_lost_none_doubled(site: Site, tmp_path: Path) -> None:
