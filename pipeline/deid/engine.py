@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pipeline import dicomio
 from pipeline.dicomraw import value_of
 from pipeline.deid import guards, updaters
+from pipeline.deid.guards import PixelOutcome
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
 from pipeline.deid import rawelem
 from pipeline.deid.handlers import NEED_VR, Context, GroupLength, Identity, Plan, Private, TableRule, Unlisted
@@ -66,6 +67,10 @@ class DeidentifiedFile:
     pseudo_accession_number: str
     actions: dict[str, dict[str, int]] = field(default_factory=dict)
     pixels_cleaned: bool = False
+    # Burned-in text (pipeline/pixels): what was done to a candidate's pixels (None: not a candidate),
+    # and the regions (frame, x, y, w, h) where the output's pixels may differ from the source's.
+    pixels: PixelOutcome | None = None
+    masked_regions: tuple[tuple[int, int, int, int, int], ...] = ()
 
 
 def _keywords_to_tags(words: list[str], what: str) -> frozenset[int]:
@@ -91,14 +96,14 @@ class Deidentifier:
     """De-identifies files with one profile and one keyed pseudonym source."""
 
     def __init__(self, profile: Profile, pseudonyms: Pseudonyms, overrides: dict | None = None,
-                 *, config_root: Path | None = None) -> None:
+                 *, config_root: Path | None = None, review_dir: Path | None = None) -> None:
         root = config_root or config_dir()
         self.profile = profile
         self.pseudonyms = pseudonyms
         self.overrides = Overrides.parse(overrides or {})
         self.never_remap, self.keep_text = _load_keep_lists(root)
         self.cleaners = Cleaners(Vocabulary.from_files(vocabulary_paths(root)))
-        self.guard = guards.BurnedInGuard.from_config(root, profile)
+        self.guard = guards.BurnedInGuard.from_config(root, profile, review_dir)  # review_dir: doubt is held there
         self.handlers = [GroupLength(), Private(), Identity(), TableRule(), Unlisted()]
         self._plans: dict[tuple[int, str | None], Plan] = {}
         self._marks_cache: dict[tuple[bool, bool, bool], dict] = {}
@@ -176,20 +181,16 @@ class Deidentifier:
         source = dicomio.read(src)
         ds = source.dataset
         originals = _originals(ds)
-        try:
-            self.guard.check(ds)  # raises RefusedFileError by policy
-            wants_cleaning = self.guard.wants_cleaning(ds)
+        try:  # burned-in text: candidates' pixels are read by OCR and masked, by policy
+            source, pixels = self.guard.inspect(src, source)
         except TeleradError:
             raise
         except Exception as exc:  # a damaged BurnedInAnnotation, Modality, SOP Class...
             raise DicomReadError(
                 f"the attributes the burned-in policy reads cannot be read ({type(exc).__name__})"
             ) from None
-        cleaned_pixels = False
-        if wants_cleaning:
-            source = dicomio.read(src, load_pixels=True)
-            ds = source.dataset
-            cleaned_pixels = self.guard.clean_pixels(source)
+        ds = source.dataset
+        cleaned_pixels = pixels is not None and pixels.cleaned
         ctx = Context(
             profile=self.profile, pseudonyms=self.pseudonyms, patient_key=originals["patient_key"],
             never_remap=self.never_remap, keep_text=self.keep_text, cleaners=self.cleaners,
@@ -207,15 +208,16 @@ class Deidentifier:
                 f"could not de-identify element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
                 f"({type(exc).__name__}); the file is malformed there"
             ) from None
-        return self._write(source, ds, originals, ctx, out_root, cleaned_pixels, check, digest)
+        return self._write(source, ds, originals, ctx, out_root, pixels, check, digest)
 
     def _write(self, source, ds: Dataset, originals: dict, ctx: Context, out_root: Path,
-               cleaned_pixels: bool, check, digest: bool) -> DeidentifiedFile:
+               pixels: PixelOutcome | None, check, digest: bool) -> DeidentifiedFile:
         study = str(value_of(ds, "StudyInstanceUID", "") or "")
         series = str(value_of(ds, "SeriesInstanceUID", "") or "")
         sop = str(value_of(ds, "SOPInstanceUID", "") or "")
         cloud = self.pseudonyms.study_id(originals["study"])
         relpath = f"{cloud}/{series}/{sop}.dcm"
+        cleaned_pixels = pixels is not None and pixels.cleaned
         if source.pixel_span is not None and cleaned_pixels:
             raise DeidentificationError("internal: cleaned pixels must not be streamed from the source")
         original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"])
@@ -239,6 +241,8 @@ class Deidentifier:
             pseudo_accession_number=str(value_of(ds, "AccessionNumber", "") or ""),
             actions={k: dict(v) for k, v in ctx.counts.items()},
             pixels_cleaned=cleaned_pixels,
+            pixels=pixels,
+            masked_regions=tuple(tuple(r) for r in pixels.regions) if pixels is not None else (),
         )
 
 

@@ -1,0 +1,162 @@
+"""Look at a candidate's frames: where text is, how sure OCR is, and whether masking left any.
+
+Each frame is rendered (``render``) and read by Tesseract (``ocr``). A word is
+*text* (masked) when its confidence reaches ``mask_confidence`` or when it
+matches a value captured from the file's own header (the patient's name, ID,
+birth date, accession number, institution): those are certain hits whatever
+the confidence. A word between ``review_confidence`` and ``mask_confidence``
+with a few letters or digits is *doubt*: the image goes to review. Anything
+less is noise (ultrasound speckle read as letters).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+
+from pipeline.dicomraw import value_of
+from pipeline.pixels.decode import DecodedPixels
+from pipeline.pixels.mask import Region, padded
+from pipeline.pixels.ocr import Word, read_words
+from pipeline.pixels.render import render
+from pipeline.pixels.rules import OcrSettings, PixelRule
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+# Letters and digits OCR confuses with each other, folded to one form before comparing.
+_FOLD = str.maketrans({"O": "0", "Q": "0", "D": "0", "I": "1", "L": "1", "|": "1", "S": "5", "B": "8",
+                       "Z": "2", "G": "6"})
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", text.upper())
+
+
+def _fold(text: str) -> str:
+    return _norm(text).translate(_FOLD)
+
+
+def _close(a: str, b: str) -> bool:
+    """Equal up to a small edit distance (about one edit per four characters)."""
+    if a == b:
+        return True
+    budget = len(b) // 4
+    if budget == 0 or abs(len(a) - len(b)) > budget:
+        return False
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+        prev = cur
+    return prev[-1] <= budget
+
+
+@dataclass
+class HeaderValues:
+    """Identifying values from the file's header, folded for comparison with OCR words (memory only)."""
+
+    tokens: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, ds: Dataset) -> "HeaderValues":
+        raw: list[str] = []
+        for kw in ("PatientName", "PatientID", "AccessionNumber", "InstitutionName", "OtherPatientIDs"):
+            try:
+                value = str(value_of(ds, kw, "") or "")
+            except Exception:  # a damaged value: nothing to compare with
+                continue
+            raw += [t for t in re.split(r"[\s^=,\\]+", value) if t]
+            if kw in ("PatientID", "AccessionNumber") and value.strip():
+                raw.append(value)
+        try:
+            birth = _norm(str(value_of(ds, "PatientBirthDate", "") or ""))
+        except Exception:
+            birth = ""
+        if len(birth) == 8 and birth.isdigit():
+            y, m, d = birth[:4], birth[4:6], birth[6:]
+            month = _MONTHS[int(m) - 1] if 1 <= int(m) <= 12 else m
+            raw += [birth, d + m + y, m + d + y, d + month + y, d + month + y[2:], d + m + y[2:], m + d + y[2:]]
+        tokens = {_fold(t) for t in raw}
+        return cls(tuple(sorted(t for t in tokens if len(t) >= 3)))
+
+    def hit(self, word: str) -> bool:
+        """Whether an OCR word shows one of the header's values (or a piece of one, or one inside it)."""
+        w = _fold(word)
+        if len(w) < 3:
+            return False
+        for t in self.tokens:
+            if t in w or (len(w) >= 4 and w in t) or _close(w, t):
+                return True
+        return False
+
+
+@dataclass
+class Screening:
+    """What OCR saw in the frames it read."""
+
+    frames_examined: int = 0
+    masks: list[Region] = field(default_factory=list)   # padded boxes of text (and rule rectangles)
+    doubts: list[Region] = field(default_factory=list)  # padded boxes of doubtful words
+    words: int = 0          # words taken as text
+    header_hits: int = 0    # of which matched a header value
+    frames_with_text: set[int] = field(default_factory=set)
+    confidences: list[float] = field(default_factory=list)  # of the words masked or doubted
+
+
+def rule_regions(rule: PixelRule, pixels: DecodedPixels) -> list[Region]:
+    """A rule's rectangles on every frame, clipped to the image."""
+    rows, cols = pixels.frames.shape[1:3]
+    out = []
+    for f in range(pixels.count):
+        for x, y, w, h in rule.rectangles:
+            r = padded(f, x, y, w, h, 0, rows, cols)
+            if r is not None:
+                out.append(r)
+    return out
+
+
+def too_small(pixels: DecodedPixels, ocr: OcrSettings) -> bool:
+    rows, cols = pixels.frames.shape[1:3]
+    return rows < ocr.min_size or cols < ocr.min_size
+
+
+def read_frames(pixels: DecodedPixels, ds: Dataset, header: HeaderValues, ocr: OcrSettings,
+                frames: list[int] | None = None) -> Screening:
+    """OCR ``frames`` (default: all) of ``pixels`` as they are now; classify every word."""
+    rows, cols = pixels.frames.shape[1:3]
+    scale = 2 if cols < ocr.upscale_below else 1
+    out = Screening()
+    for f in (range(pixels.count) if frames is None else frames):
+        picture = render(pixels.frames[f], pixels.photometric, ds)
+        out.frames_examined += 1
+        for word in read_words(picture, lang=ocr.lang, psm=ocr.psm, scale=scale):
+            kind = classify(word, header, ocr)
+            if kind is None:
+                continue
+            box = padded(f, word.x, word.y, word.w, word.h, ocr.margin, rows, cols)
+            if box is None:
+                continue
+            out.confidences.append(word.confidence)
+            if kind == "doubt":
+                out.doubts.append(box)
+                continue
+            out.masks.append(box)
+            out.words += 1
+            out.header_hits += kind == "header"
+            out.frames_with_text.add(f)
+    return out
+
+
+def classify(word: Word, header: HeaderValues, ocr: OcrSettings) -> str | None:
+    """"header" (a certain hit), "text", "doubt", or None (noise)."""
+    if word.characters == 0:
+        return None
+    if header.hit(word.text):
+        return "header"
+    if word.confidence >= ocr.mask_confidence and word.characters >= 2:
+        return "text"
+    if word.confidence >= ocr.review_confidence and word.characters >= ocr.min_characters:
+        return "doubt"
+    return None
