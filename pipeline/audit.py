@@ -53,6 +53,7 @@ COUNT_DETAILS = frozenset(
         "studies", "series", "images", "files", "skipped", "refused", "bytes",
         "rewrapped", "already_current", "failed", "mismatched", "missing",
         "reason_length", "studies_returned", "attempt", "findings",
+        "pixel_warnings", "pixels_masked", "frames",
     }
 )
 #: Other detail keys that may appear in an entry (their values are shape-checked too).
@@ -63,6 +64,7 @@ SAFE_DETAILS = COUNT_DETAILS | frozenset(
         "error_code", "duration_s", "step", "state", "store", "store_scheme", "key_provider",
         "key_id", "key_version", "retired_versions", "manifest_sha256", "share_expires_at",
         "destination_scheme", "verified", "worker", "task_id", "pseudonym_key_id",
+        "review_id", "boxes", "decision",
     }
 )
 _SAFE_STR = re.compile(r"^[A-Za-z0-9._:@+=/-]{0,128}$")

@@ -131,9 +131,11 @@ def deidentify(settings: Settings, batch_id: str) -> None:
             _load_profile(record.profile, record.options),
             _pseudonyms(settings, record.organization),
             overrides=record.overrides or None,
+            review_dir=settings.review_dir,
         )
         skipped: list[FileError] = []
         refused: list[FileError] = []
+        warned: list[FileError] = []
         produced: list[Any] = []
         files = list(_study_files(source_root, skipped))
         by_key: dict[str, tuple[int, Any]] = {}  # staged relpath (new SOP UID) -> (index, result)
@@ -148,6 +150,8 @@ def deidentify(settings: Settings, batch_id: str) -> None:
             if first is None:
                 by_key[res.relpath] = (index, res)
                 produced.append((rel, res))
+                if res.pixels is not None and res.pixels.warning:  # burned-in policy "warn": say so
+                    warned.append(FileError(index, rel, res.pixels.warning))
             elif first[1].sha256 == res.sha256:
                 skipped.append(FileError(
                     index, rel, f"same image as file {first[0]} (same SOP Instance UID and content); sent once"
@@ -158,7 +162,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
                     f"it has the same SOP Instance UID as file {first[0]} but different content; "
                     "remove the wrong copy from the study",
                 )
-        record.skipped, record.refused = skipped, refused
+        record.skipped, record.refused, record.warned = skipped, refused, warned
         if not produced:
             raise BatchFailed(
                 f"no DICOM images found in the study ({len(files)} files looked at, "
@@ -180,6 +184,8 @@ def deidentify(settings: Settings, batch_id: str) -> None:
             "bytes": sum(e.size for e in entries),
             "skipped": len(skipped),
             "refused": len(refused),
+            "pixel_warnings": len(warned),
+            "pixels_masked": sum(1 for _rel, res in produced if res.pixels_cleaned),
         }
         _audit(
             settings,
@@ -191,6 +197,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
             studies=record.counts["studies"],
             skipped=len(skipped),
             refused=len(refused),
+            pixel_warnings=len(warned),
         )
 
 
@@ -620,6 +627,7 @@ def _deid_report(deid: Any, record: BatchRecord, produced: list[tuple[str, Any]]
         skipped=len(record.skipped),
         refused_reasons=[e.reason for e in record.refused],
         overrides=record.overrides,
+        pixel_policy=deid.guard.policy,
     )
     report["batch_id"] = record.batch_id
     return report
@@ -634,7 +642,23 @@ def _manifest_deid_section(report: dict[str, Any], report_key: str) -> dict[str,
         "method_codes": report["codes_applied"],
         "pseudonym_key_id": report["pseudonym_key_id"],
         "report_key": report_key,
+        **_manifest_pixel_summary(report.get("pixels") or {}),
     }
+
+
+def _manifest_pixel_summary(pixels: dict[str, Any]) -> dict[str, Any]:
+    """Burned-in text in the manifest: that Clean Pixel Data with OCR was applied (CID 7050 113101), by what."""
+    files = pixels.get("files") or []
+    if not files:
+        return {}
+    return {"pixels": {
+        "method": pixels.get("method"),
+        "ocr_engine": pixels.get("ocr_engine"),
+        "ocr_engine_version": pixels.get("ocr_engine_version"),
+        "files_examined": len(files),
+        "files_masked": sum(1 for f in files if f.get("boxes_masked")),
+        "files_warned": len(pixels.get("warnings") or []),
+    }}
 
 
 def _sha256_file(path: Path) -> str:

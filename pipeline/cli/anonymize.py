@@ -55,7 +55,7 @@ _allowed_names: list[str] = []
 
 
 def _init(profile: str, options: list[str], secret: bytes, organization: str,
-          overrides: dict[str, str], verify: bool) -> None:
+          overrides: dict[str, str], verify: bool, review_dir: str | None = None) -> None:
     """Build this process's engine once (profile, vocabularies, guards)."""
     global _engine, _verify, _allowed_names
     from pipeline.deid import Deidentifier, load_profile
@@ -63,7 +63,8 @@ def _init(profile: str, options: list[str], secret: bytes, organization: str,
 
     pseudonyms = Pseudonyms(secret, organization)
     prof = load_profile(profile, options=options)
-    _engine = Deidentifier(prof, pseudonyms, overrides=overrides or None)
+    _engine = Deidentifier(prof, pseudonyms, overrides=overrides or None,
+                           review_dir=Path(review_dir) if review_dir else None)
     _verify = verify
     # As verify_batch: a per-submission PatientName alias is the only name allowed besides pseudonyms.
     alias = _engine.overrides.as_dict().get("PatientName")
@@ -137,8 +138,9 @@ def _one(src_root: str, work_root: str, out_root: str | None, rel: str, plan: bo
         # Findings name the output's pseudonymous path, the check and the tag, never a value.
         return {"rel": rel, "outcome": "failed", **actions,
                 "reason": f"verification: {len(findings)} finding(s), first: {findings[0]}"}
+    warning = {"warning": res.pixels.warning} if res.pixels is not None and res.pixels.warning else {}
     return {"rel": rel, "outcome": "ok", "relpath": res.relpath, "size": res.size,
-            "study": res.cloud_study_id, **actions}
+            "study": res.cloud_study_id, "masked": res.pixels_cleaned, **warning, **actions}
 
 
 def _chunk(src_root: str, work_root: str, out_root: str | None, rels: list[str],
@@ -176,7 +178,8 @@ def chunks(files: list[tuple[str, int]], *, max_files: int = CHUNK_FILES,
 
 
 def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[str], secret: bytes,
-        organization: str, overrides: dict[str, str], verify: bool = True, work: Path | None = None,
+        organization: str, overrides: dict[str, str], verify: bool = True, review_dir: str | None = None,
+        work: Path | None = None,
         plan: bool = False, files: list[tuple[str, int]] | None = None,
         advance: Callable[[int], None] | None = None) -> dict[str, Any]:
     """De-identify ``src`` into ``out`` with ``jobs`` processes; returns the summary.
@@ -198,7 +201,7 @@ def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[s
     if jobs > 1:  # the costliest first, so no process is left with a big chunk at the end
         sizes = dict(files)
         pieces.sort(key=lambda rels: len(rels) + sum(sizes[r] for r in rels) / 1e6, reverse=True)
-    args = (profile, options, secret, organization, overrides, verify)
+    args = (profile, options, secret, organization, overrides, verify, review_dir)
     out_s = None if out is None else str(out)
     results: list[dict[str, Any]] = []
     if jobs <= 1:
@@ -231,6 +234,9 @@ def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[s
         "skipped": listed("skipped"),
         "refused": listed("refused"),
         "failed": listed("failed"),
+        "masked": sum(1 for r in ok if r.get("masked")),
+        # Burned-in policy "warn": written unmasked, and said here.
+        "warned": [{"file": r["rel"], "reason": r["warning"]} for r in ok if r.get("warning")],
         "jobs": jobs,
         "verified": verify,
         "seconds": round(time.perf_counter() - started, 3),
@@ -415,7 +421,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
                      + " passed the leak verifier")
     if summary.get("quarantined") is not None:
         lines.append(f"  quarantined: {summary['quarantined']} file(s) with reasons")
-    for what in ("refused", "failed"):
+    if summary.get("masked"):
+        lines.append(f"  burned-in text masked in {_count(summary['masked'], 'file', 'files')} (OCR)")
+    for what in ("refused", "failed", "warned"):
         reasons: dict[str, int] = {}
         for item in summary[what]:
             reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
@@ -425,7 +433,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                  f"({rate:.1f} MB/s, {summary['jobs']} processes)")
     for line in lines:
         typer.echo(line)
-    for what in ("refused", "failed"):
+    for what in ("refused", "failed", "warned"):
         for item in summary[what]:
             typer.echo(f"  {what}: {item['file']}: {item['reason']}", err=True)
 
@@ -481,6 +489,7 @@ def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, o
         "organization": (org or settings.organization).upper(),
         "overrides": parse_assignments(set_),
         "verify": verify,
+        "review_dir": None if dry_run else str(settings.review_dir),  # a dry run holds nothing
     }
     _init(**init_args)  # a bad profile, option or --set fails here, once, before any work
 

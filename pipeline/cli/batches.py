@@ -99,7 +99,8 @@ def status(
             r.priority, r.state, str(r.counts.get("studies", "")),
             str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), r.submitted_at,
             stage_durations(r),
-            (r.error[:60] + "…") if len(r.error) > 60 else r.error,
+            ((r.error[:60] + "…") if len(r.error) > 60 else r.error)
+            or (f"{len(r.warned)} burned-in warning(s)" if r.warned else ""),
             r.batch_id,
         )
     console.print(table)
@@ -134,7 +135,8 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
         console.print("counts    " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())))
     for step, times in r.stage_times.items():
         console.print(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}")
-    for label, items in (("skipped", r.skipped), ("refused", r.refused), ("error in", r.errors)):
+    for label, items in (("skipped", r.skipped), ("refused", r.refused), ("warning", r.warned),
+                         ("error in", r.errors)):
         for e in items:
             console.print(f"{label} file {e.index}: {e.relpath}: {e.reason}", markup=False, soft_wrap=True)
     if r.error:

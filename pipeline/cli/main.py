@@ -29,6 +29,7 @@ COMMANDS = {
     "keys": "keys",
     "share": "reader", "reader": "reader",
     "reidentify": "reidentify",
+    "review": "review",
 }
 
 
