@@ -19,6 +19,9 @@ from pipeline.pixels.ocr import OcrUnavailable, engine
 from pipeline.pixels.review import ReviewItem, ReviewQueue, file_digest
 from pipeline.pixels.screen import HeaderValues, Screening, read_frames, rule_regions, too_small
 
+#: Second (and further) OCR passes over masked frames before the file is held for review.
+RECHECKS = 3
+
 if TYPE_CHECKING:
     from pipeline.deid.guards import BurnedInGuard, PixelOutcome
 
@@ -94,11 +97,19 @@ def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.Source
         return source, outcome  # no text: the file passes unchanged, byte for byte
     masking.apply(pixels, seen.masks)
     regions += seen.masks
-    again = read_frames(pixels, ds, header, guard.config.ocr, frames=sorted({r.frame for r in regions}))
-    if again.masks or again.doubts:
-        return source, _doubt(guard, queue, path, outcome, ds, None, regions + again.masks + again.doubts,
-                              seen.confidences + again.confidences,
-                              f"OCR still reads {len(again.masks) + len(again.doubts)} word(s) after masking")
+    # Read the masked frames again: text OCR reads now (a neighbour the first pass merged into
+    # the image, a header value) is masked too, up to RECHECKS times; doubt here is not text.
+    for _ in range(RECHECKS):
+        again = read_frames(pixels, ds, header, guard.config.ocr, frames=sorted({r.frame for r in regions}))
+        if not again.masks:
+            break
+        masking.apply(pixels, again.masks)
+        regions += again.masks
+        outcome.words_masked += again.words
+        outcome.header_hits += again.header_hits
+    else:
+        return source, _doubt(guard, queue, path, outcome, ds, pixels, regions, seen.confidences,
+                              f"OCR still reads text after masking {RECHECKS} times")
     return _masked(full, pixels, regions, outcome, "masked")
 
 

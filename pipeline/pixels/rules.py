@@ -54,7 +54,7 @@ class OcrSettings:
     """How Tesseract is asked, and how its confidences are judged (see pixels.toml [ocr])."""
 
     lang: str = "eng"
-    psm: int = 3
+    psm: int = 11
     mask_confidence: float = 60.0
     review_confidence: float = 30.0
     min_characters: int = 3

@@ -82,7 +82,7 @@ def background(kind: str, rows: int, cols: int, seed: int = 7) -> np.ndarray:
         img = (rng.random((rows, cols)) * 25).astype(np.float32)
         cx, top = cols / 2, -rows * 0.1
         r = np.hypot(xx - cx, yy - top)
-        sector = (r > rows * 0.25) & (r < rows * 0.95) & (np.abs(xx - cx) < (yy - top) * 0.75)
+        sector = (r > rows * 0.3) & (r < rows * 0.8) & (np.abs(xx - cx) < (yy - top) * 0.75)
         img[sector] = 40 + rng.gamma(2.0, 30.0, int(sector.sum())).clip(0, 170)
         return img.astype(np.uint8)
     field_ = 60 + 80 * np.exp(-(((xx - cols / 2) / (cols / 3)) ** 2 + ((yy - rows / 2) / (rows / 3)) ** 2))
@@ -111,6 +111,7 @@ class Drawn:
     who: Identity
     boxes: list[tuple[int, int, int, int, int]]  # (frame, x, y, w, h) of drawn text
     texts: list[str]
+    ink: np.ndarray  # (frames, rows, cols) bool: the pixels the text changed
 
 
 def make_image(path: Path, *, kind: str = "US", rows: int = 480, cols: int = 640, frames: int = 1,
@@ -119,12 +120,14 @@ def make_image(path: Path, *, kind: str = "US", rows: int = 480, cols: int = 640
     """Write one image of ``kind`` (US, SC or XA) with ``labels`` drawn in every frame."""
     who = who or Identity()
     labels = labels or []
-    stack, boxes = [], []
+    stack, boxes, ink = [], [], []
     for f in range(frames):
         img = background("US" if kind == "US" else "XA", rows, cols, seed + f)
+        plain = img.copy()
         for box in draw(img, labels):
             boxes.append((f, *box))
         stack.append(img)
+        ink.append(img != plain)
     arr = np.stack(stack)
     if rgb:
         arr = np.repeat(arr[..., None], 3, axis=-1)
@@ -184,7 +187,7 @@ def make_image(path: Path, *, kind: str = "US", rows: int = 480, cols: int = 640
             ds.compress(target, data, generate_instance_uid=False, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
-    return Drawn(path, who, boxes, [lab.text for lab in labels])
+    return Drawn(path, who, boxes, [lab.text for lab in labels], np.stack(ink))
 
 
 def _jpeg_frames(arr: np.ndarray, rgb: bool) -> list[bytes]:
@@ -210,6 +213,6 @@ def identity_labels(who: Identity, *, size: int = 16, level: int = 255, font_nam
     elif where == "bottom":
         x, y = 8, rows - 3 * step - 6
     else:  # right
-        x, y = cols - 20 * size // 2 - 10, 6
+        x, y = max(8, cols - 17 * size), 6
     return [Label(line1, x, y, size, font_name, level), Label(line2, x, y + step, size, font_name, level),
             Label(line3, x, y + 2 * step, size, font_name, level)]
