@@ -27,14 +27,11 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pipeline.exceptions import (
-    NotDicomError,
     PermanentError,
-    RefusedFileError,
     SubmissionError,
-    TeleradError,
     VerificationError,
 )
 from pipeline.manifest import (
@@ -120,53 +117,72 @@ def deidentify(settings: Settings, batch_id: str) -> None:
     with _step(settings, batch_id, "deidentify", BatchState.DEIDENTIFYING) as record:
         if record is None:
             return
+        from pipeline import study
         from pipeline.deid import Deidentifier
 
         states = StateStore(settings.state_dir)
         work = states.batch_dir(batch_id)
         staging = settings.staging_root / batch_id
+        scratch = settings.staging_root / f".{batch_id}.incoming"  # same disk: placed by rename
         _reset_dir(staging)
+        _reset_dir(scratch)
         source_root = _unpacked_source(Path(record.source), work)
         deid = Deidentifier(
             _load_profile(record.profile, record.options),
             _pseudonyms(settings, record.organization),
             overrides=record.overrides or None,
-            review_dir=settings.review_dir,
+            inflate_limits=settings.inflate_limits,
+            review_dir=settings.review_dir,  # images OCR is unsure about are held there
         )
-        skipped: list[FileError] = []
-        refused: list[FileError] = []
-        warned: list[FileError] = []
-        produced: list[Any] = []
-        files = list(_study_files(source_root, skipped))
-        by_key: dict[str, tuple[int, Any]] = {}  # staged relpath (new SOP UID) -> (index, result)
-        progress = _Progress(states, record, "deidentify", len(files))
-        for index, path in enumerate(files, start=1):
-            rel = str(path.relative_to(source_root))
-            res = _deidentify_one(deid, path, staging, record, (index, len(files), rel), skipped, refused)
-            progress.advance()
-            if res is None:
-                continue
-            first = by_key.get(res.relpath)
-            if first is None:
-                by_key[res.relpath] = (index, res)
-                produced.append((rel, res))
-                if res.pixels is not None and res.pixels.warning:  # burned-in policy "warn": say so
-                    warned.append(FileError(index, rel, res.pixels.warning))
-            elif first[1].sha256 == res.sha256:
-                skipped.append(FileError(
-                    index, rel, f"same image as file {first[0]} (same SOP Instance UID and content); sent once"
-                ))
-            else:  # it overwrote the first one in staging: neither may be sent as it is
-                raise _file_failure(
-                    record, index, len(files), rel,
-                    f"it has the same SOP Instance UID as file {first[0]} but different content; "
-                    "remove the wrong copy from the study",
-                )
-        record.skipped, record.refused, record.warned = skipped, refused, warned
+        walked = study.walk(source_root)
+        placement = study.Placement(staging)
+        outcomes = list(walked.passed_over)
+        results: dict[int, Any] = {}
+        progress = _Progress(states, record, "deidentify", len(walked.files))
+        try:
+            for f in walked.files:
+                try:
+                    res = deid.deidentify_file(source_root / f.rel, scratch, out_path=scratch / f"{f.index}.dcm")
+                except Exception as exc:  # classified: skipped, refused, or failed (fails the batch below)
+                    outcome, reason = study.classify(exc)
+                    outcomes.append(study.FileOutcome(f.index, f.rel, outcome, reason))
+                else:
+                    results[f.index] = res
+                    item = study.FileOutcome(f.index, f.rel, study.Outcome.WRITTEN, relpath=res.relpath,
+                                             size=res.size, sha256=res.sha256)
+                    placement.place(item, scratch / f"{f.index}.dcm")
+                    outcomes.append(item)
+                progress.advance()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        outcomes.sort(key=lambda o: o.index)
+
+        def listed(kind: study.Outcome) -> list[FileError]:
+            return [FileError(o.index, o.rel, o.reason) for o in outcomes if o.outcome is kind]
+
+        record.skipped, record.refused = listed(study.Outcome.SKIPPED), listed(study.Outcome.REFUSED)
+        failed = listed(study.Outcome.FAILED)
+        tally = study.counts(outcomes)
+        record.counts = {"files_seen": walked.seen, **{k: v for k, v in tally.items() if k != "written"}}
+        if failed:
+            record.errors = failed
+            raise BatchFailed(
+                f"{len(failed)} of {walked.seen} files could not be de-identified "
+                f"(first, file {failed[0].index}: {failed[0].reason}). "
+                "Nothing was uploaded; `telerad status` names the files"
+            )
+        produced: list[tuple[str, Any]] = [
+            (o.rel, results[o.index]) for o in outcomes if o.outcome is study.Outcome.WRITTEN
+        ]
+        skipped, refused = record.skipped, record.refused
+        # Burned-in policy "warn": uploaded unmasked, and said in status and the report.
+        record.warned = [FileError(o.index, o.rel, results[o.index].pixels.warning) for o in outcomes
+                         if o.outcome is study.Outcome.WRITTEN and results[o.index].pixels is not None
+                         and results[o.index].pixels.warning]
         if not produced:
             raise BatchFailed(
-                f"no DICOM images found in the study ({len(files)} files looked at, "
-                f"{len(skipped)} not DICOM, {len(refused)} refused)"
+                f"no DICOM images to send in the study ({walked.seen} files looked at, "
+                f"{tally['skipped']} skipped, {tally['refused']} refused)"
             )
         _check_one_patient_per_batch(settings, produced)
         _verify_staging(settings, deid, staging, produced)
@@ -176,17 +192,14 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         (work / "files.json").write_text(json.dumps([asdict(e) for e in entries]))
         (work / "deid-report.json").write_text(json.dumps(_deid_report(deid, record, produced)))
         _mapping_store(settings, pending=True).put(batch_id, _mapping(record, produced, entries))
-        record.counts = {
-            "files_seen": len(files),
+        record.counts.update({
             "images": len(entries),
             "studies": len({e.cloud_study_id for e in entries}),
             "series": len({e.series_instance_uid for e in entries}),
             "bytes": sum(e.size for e in entries),
-            "skipped": len(skipped),
-            "refused": len(refused),
-            "pixel_warnings": len(warned),
+            "pixel_warnings": len(record.warned),
             "pixels_masked": sum(1 for _rel, res in produced if res.pixels_cleaned),
-        }
+        })
         _audit(
             settings,
             "batch.deidentified",
@@ -197,7 +210,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
             studies=record.counts["studies"],
             skipped=len(skipped),
             refused=len(refused),
-            pixel_warnings=len(warned),
+            pixel_warnings=len(record.warned),
         )
 
 
@@ -474,41 +487,6 @@ class _Progress:
                 self.states._write(self.record)
 
 
-def _deidentify_one(
-    deid: Any,
-    path: Path,
-    staging: Path,
-    record: BatchRecord,
-    where: tuple[int, int, str],
-    skipped: list[FileError],
-    refused: list[FileError],
-) -> Any:
-    """One file: its result, or None when it is skipped (not DICOM) or refused (policy).
-
-    Anything else fails the batch closed, with a reason that echoes no value from the file.
-    """
-    index, total, rel = where
-    try:
-        return deid.deidentify_file(path, staging)
-    except NotDicomError as exc:
-        skipped.append(FileError(index, rel, str(exc)))
-    except RefusedFileError as exc:
-        refused.append(FileError(index, rel, str(exc)))
-    except TeleradError as exc:
-        raise _file_failure(record, index, total, rel, str(exc))
-    except Exception as exc:  # a parser bug must fail closed, without echoing values
-        raise _file_failure(record, index, total, rel, f"unexpected {type(exc).__name__} while reading")
-    return None
-
-
-def _file_failure(record: BatchRecord, index: int, total: int, rel: str, reason: str) -> BatchFailed:
-    record.errors = [FileError(index, rel, reason)]
-    return BatchFailed(
-        f"file {index} of {total} could not be de-identified: {reason}. "
-        "Nothing was uploaded; `telerad status` names the file"
-    )
-
-
 def _reset_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
@@ -526,19 +504,6 @@ def _unpacked_source(source: Path, work: Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     safe_extract(source, dest)
     return dest
-
-
-def _study_files(root: Path, skipped: list[FileError]) -> Iterator[Path]:
-    """Every regular file under the study, sorted; links leaving the study are refused."""
-    real_root = root.resolve()
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(real_root):
-                skipped.append(FileError(0, str(path.relative_to(root)), "symbolic link leaves the study folder; not followed"))
-                continue
-        if path.is_file():
-            yield path
 
 
 def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, Any]]) -> None:

@@ -57,11 +57,57 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 IMPLEMENTATION_CLASS_UID = "2.25.148939371387591563436155633391563728945"
 IMPLEMENTATION_VERSION_NAME = "TELERAD_0_1"
 _CHUNK = 4 * 1024 * 1024
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_VRS = {
-    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
-    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
-} | _LONG_VRS
+_LONG_VRS = {vr.encode() for vr in dicomraw.LONG_VRS}
+_VRS = set(dicomraw.VR_CODES)
+
+
+@dataclass(frozen=True)
+class InflateLimits:
+    """How far a Deflated Explicit VR Little Endian dataset may inflate before it is refused.
+
+    A deflated dataset is held in memory whole (its pixels cannot be streamed),
+    so a small file that inflates to gigabytes is a memory bomb. Real deflated
+    images compress a few times; a blank one compresses far more, so the ratio
+    limit applies only above ``ratio_floor`` bytes.
+    """
+
+    max_bytes: int = 256 * 1024 * 1024
+    max_ratio: int = 200
+    ratio_floor: int = 16 * 1024 * 1024
+
+
+DEFAULT_INFLATE = InflateLimits()
+
+
+def inflate(data: bytes | memoryview, limits: InflateLimits = DEFAULT_INFLATE) -> bytes:
+    """Inflate a raw deflate stream, refusing one that grows past ``limits``.
+
+    The output is produced in bounded steps (``max_length``), so memory never
+    exceeds the limit however small the compressed input is.
+    """
+    unpacker = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    pending = bytes(data)
+    step = 4 * 1024 * 1024
+    while True:
+        piece = unpacker.decompress(pending, step)
+        out += piece
+        if len(out) > limits.max_bytes:
+            raise DicomReadError(
+                f"the deflated dataset inflates to more than {limits.max_bytes // (1024 * 1024)} MB "
+                "(TELERAD_DEFLATED_MAX_BYTES); refused as a possible decompression bomb"
+            )
+        if len(out) > limits.ratio_floor and len(out) > limits.max_ratio * max(1, len(data)):
+            raise DicomReadError(
+                f"the deflated dataset inflates more than {limits.max_ratio}:1 "
+                "(TELERAD_DEFLATED_MAX_RATIO); refused as a possible decompression bomb"
+            )
+        pending = unpacker.unconsumed_tail
+        if unpacker.eof or (not pending and not piece):
+            break
+    if not unpacker.eof:
+        raise DicomReadError("the deflated dataset is truncated (its deflate stream does not end)")
+    return bytes(out)
 
 
 @dataclass
@@ -81,10 +127,6 @@ class SourceFile:
             return self.head
         with open(self.path, "rb") as fh:
             return fh.read() if self.pixel_span is None else fh.read(self.pixel_span[0])
-
-    @property
-    def streams_pixels(self) -> bool:
-        return self.pixel_span is not None
 
 
 def _kind(head: bytes) -> str:
@@ -133,7 +175,8 @@ class _BoundedReader(io.BufferedReader):
         return super().read(n)
 
 
-def read(path: Path, *, load_pixels: bool = False, header_only: bool = False) -> SourceFile:
+def read(path: Path, *, load_pixels: bool = False, header_only: bool = False,
+         inflate_limits: InflateLimits = DEFAULT_INFLATE) -> SourceFile:
     """Parse ``path`` once; NotDicomError for non-DICOM, DicomReadError when it cannot be parsed.
 
     A Part 10 file is cut into raw elements by ``dicomraw`` (the fast path);
@@ -149,7 +192,7 @@ def read(path: Path, *, load_pixels: bool = False, header_only: bool = False) ->
             kind = _kind(buf[:132])
             if kind == "part10":
                 try:
-                    fast = _read_raw(path, fh, buf, size, load_pixels)
+                    fast = _read_raw(path, fh, buf, size, load_pixels, inflate_limits)
                 except (NotDicomError, DicomReadError, OSError):
                     raise
                 except Exception:  # Unparsed, or a damaged meta: pydicom decides, as it always did
@@ -175,7 +218,13 @@ def _read_pydicom(path: Path, kind: str, load_pixels: bool) -> SourceFile:
             implicit, little = ds.original_encoding
             ts = _transfer_syntax(getattr(ds, "file_meta", None), implicit, little)
             span = None
-            if not load_pixels:
+            if ts == DeflatedExplicitVRLittleEndian and not load_pixels:
+                # pydicom inflates the whole stream; stopping "before the pixels" would drop
+                # them and every element after them. Read it whole (the raw path already
+                # checked that it inflates within the limits).
+                fh.seek(0)
+                ds = pydicom.dcmread(fh, force=(kind == "raw"))
+            elif not load_pixels:
                 span = _pixel_span(fh, stop, size, ts)
                 if span is None and stop < size:
                     # Elements after the pixel data, or a layout we do not stream: read whole.
@@ -193,12 +242,12 @@ def _read_pydicom(path: Path, kind: str, load_pixels: bool) -> SourceFile:
     return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path)
 
 
-def read_header_bytes(buf: bytes) -> SourceFile:
+def read_header_bytes(buf: bytes, inflate_limits: InflateLimits = DEFAULT_INFLATE) -> SourceFile:
     """Parse a Part 10 header held in memory (up to its pixel element), as ``read`` parses a file."""
     kind = _kind(buf[:132])
     if kind == "part10":
         try:
-            fast = _read_raw(None, None, buf, len(buf), False)
+            fast = _read_raw(None, None, buf, len(buf), False, inflate_limits)
         except (NotDicomError, DicomReadError):
             raise
         except Exception:  # Unparsed, or a damaged meta: pydicom decides
@@ -220,7 +269,8 @@ _WHOLE_READ = 1024 * 1024  # files up to this size are read whole: their pixels 
 _HEADER_READ = 64 * 1024
 
 
-def _read_raw(path: Path | None, fh, buf: bytes, size: int, load_pixels: bool) -> SourceFile | None:
+def _read_raw(path: Path | None, fh, buf: bytes, size: int, load_pixels: bool,
+              inflate_limits: InflateLimits = DEFAULT_INFLATE) -> SourceFile | None:
     """The fast path: header bytes cut by ``dicomraw``; None (or Unparsed) leaves it to pydicom.
 
     ``fh`` is None for bytes already in memory (``read_header_bytes``).
@@ -230,8 +280,10 @@ def _read_raw(path: Path | None, fh, buf: bytes, size: int, load_pixels: bool) -
     if declared is None or start >= size:
         return None
     declared = UID(str(declared))
-    if not declared.is_transfer_syntax or declared == DeflatedExplicitVRLittleEndian:
-        return None  # unknown (pydicom guesses) or deflated (pydicom inflates it)
+    if not declared.is_transfer_syntax:
+        return None  # unknown: pydicom guesses
+    if declared == DeflatedExplicitVRLittleEndian:
+        return _read_deflated(path, fh, buf, size, meta, start, inflate_limits)
     little = declared.is_little_endian
     while True:
         if start + 6 > len(buf) and len(buf) < size:
@@ -269,6 +321,35 @@ def _read_raw(path: Path | None, fh, buf: bytes, size: int, load_pixels: bool) -
     head = buf if span is None else buf[:span[0]]
     whole = buf if span is not None and len(buf) == size else None
     return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path, head=head, data=whole)
+
+
+def _read_deflated(path: Path | None, fh, buf: bytes, size: int, meta: FileMetaDataset, start: int,
+                   limits: InflateLimits) -> SourceFile:
+    """A Deflated Explicit VR Little Endian file, inflated within ``limits`` and held whole.
+
+    Its pixels cannot be streamed from the source (they are inside the deflate
+    stream), so the whole dataset, pixels and all, is parsed and written again.
+    ``head`` is the inflated file (preamble, meta, dataset), so the verifier
+    searches readable bytes, not compressed ones.
+    """
+    if fh is not None and len(buf) < size:
+        if size > limits.max_bytes:
+            raise DicomReadError(
+                f"the deflated file is larger than {limits.max_bytes // (1024 * 1024)} MB "
+                "(TELERAD_DEFLATED_MAX_BYTES)"
+            )
+        fh.seek(len(buf))
+        buf += fh.read(size - len(buf))
+    body = inflate(memoryview(buf)[start:], limits)
+    elements, _stop, _ = dicomraw.parse_elements(body, 0, len(body), implicit=False, little=True)
+    if not elements:
+        raise DicomReadError("the file has a DICOM preamble but no readable data elements")
+    ds = dicomraw.dataset_of(elements, implicit=False, little=True)
+    ds.file_meta = meta
+    ds.preamble = buf[:128]
+    _check_not_dicomdir(ds)
+    return SourceFile(dataset=ds, transfer_syntax=DeflatedExplicitVRLittleEndian, pixel_span=None,
+                      path=path, head=bytes(buf[:start]) + body)
 
 
 def _file_meta(buf: bytes) -> tuple[FileMetaDataset, int]:

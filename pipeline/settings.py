@@ -13,7 +13,7 @@ import os
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
@@ -26,6 +26,9 @@ from pydantic_settings import (
 )
 
 from pipeline.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.dicomio import InflateLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,6 +85,15 @@ class Settings(BaseSettings):
     )
     task_retry_backoff_max: float = Field(60.0, ge=0, description="Longest pause between step retries, seconds.")
     allow_mixed_patients: bool = Field(False, description="Accept a study holding two patients.")
+    # --- reading input (nothing lost, nothing unbounded) ---------------------------------
+    deflated_max_bytes: int = Field(
+        256 * 2**20, ge=2**20,
+        description="Largest size a Deflated Explicit VR Little Endian dataset may inflate to.",
+    )
+    deflated_max_ratio: int = Field(200, ge=2, description="Largest inflation ratio of a deflated dataset over 16 MB.")
+    queued_stale_seconds: int = Field(
+        300, ge=1, description="A batch queued this long with no worker taking it is shown as stale.",
+    )
     # --- storage transfers -------------------------------------------------------------
     azure_account_url: str = Field("", description="Azure blob account URL for DefaultAzureCredential.")
     part_concurrency: int = Field(4, ge=1, le=64, description="Parallel parts of one large object.")
@@ -185,6 +197,13 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.home / "broker"
+
+    @property
+    def inflate_limits(self) -> "InflateLimits":
+        """How far a deflated dataset may inflate (``dicomio.InflateLimits``)."""
+        from pipeline.dicomio import InflateLimits
+
+        return InflateLimits(max_bytes=self.deflated_max_bytes, max_ratio=self.deflated_max_ratio)
 
     @cached_property
     def pseudonym_secret(self) -> bytes:

@@ -98,64 +98,48 @@ def _gate(header: bytes, relpath: str, original: Any) -> None:
         raise _Unverified(findings)
 
 
-def _move(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dest)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        shutil.move(str(src), str(dest))  # DEST on another disk than its parent folder
-
-
-def _one(src_root: str, work_root: str, out_root: str | None, rel: str, plan: bool) -> dict[str, Any]:
+def _one(src_root: str, scratch_root: str, index: int, rel: str, plan: bool) -> dict[str, Any]:
+    """De-identify one file into this process's scratch folder; the parent places it."""
+    from pipeline import study
     from pipeline.deid.dryrun import plan_file
-    from pipeline.exceptions import NotDicomError, RefusedFileError, TeleradError
 
-    work = Path(work_root)
+    scratch = Path(scratch_root) / f"p{os.getpid()}"
     try:
         if plan:
-            res, findings = plan_file(_engine, Path(src_root) / rel, work, _check if _verify else None)
+            res, findings = plan_file(_engine, Path(src_root) / rel, scratch, _check if _verify else None)
         else:
             # No manifest lists these files, so no SHA-256 is computed for them.
-            res = _engine.deidentify_file(Path(src_root) / rel, work, _gate if _verify else None, digest=False)
+            out_path = scratch / f"{index}.dcm"  # one name per source file: nothing overwrites another
+            res = _engine.deidentify_file(Path(src_root) / rel, scratch, _gate if _verify else None, digest=False,
+                                          out_path=out_path)
             findings = []
-            if out_root is not None and out_root != work_root:
-                _move(work / res.relpath, Path(out_root) / res.relpath)
     except _Unverified as exc:
-        return {"rel": rel, "outcome": "failed", "reason": str(exc)}
-    except NotDicomError as exc:
-        return {"rel": rel, "outcome": "skipped", "reason": str(exc)}
-    except RefusedFileError as exc:
-        return {"rel": rel, "outcome": "refused", "reason": str(exc)}
-    except TeleradError as exc:
-        return {"rel": rel, "outcome": "failed", "reason": str(exc)}
-    except Exception as exc:  # a parser bug fails the file closed, without echoing values
-        return {"rel": rel, "outcome": "failed", "reason": f"unexpected {type(exc).__name__}"}
+        return {"index": index, "rel": rel, "outcome": "failed", "reason": str(exc)}
+    except Exception as exc:
+        outcome, reason = study.classify(exc)
+        return {"index": index, "rel": rel, "outcome": outcome.value, "reason": reason}
     # Action counts only for a plan: a real run would carry them across processes for nothing.
     actions = {"actions": res.actions} if plan else {}
     if findings:
         # Findings name the output's pseudonymous path, the check and the tag, never a value.
-        return {"rel": rel, "outcome": "failed", **actions,
+        return {"index": index, "rel": rel, "outcome": "failed", **actions,
                 "reason": f"verification: {len(findings)} finding(s), first: {findings[0]}"}
     warning = {"warning": res.pixels.warning} if res.pixels is not None and res.pixels.warning else {}
-    return {"rel": rel, "outcome": "ok", "relpath": res.relpath, "size": res.size,
-            "study": res.cloud_study_id, "masked": res.pixels_cleaned, **warning, **actions}
+    return {"index": index, "rel": rel, "outcome": "written", "relpath": res.relpath, "size": res.size,
+            "sha256": res.sha256, "study": res.cloud_study_id, "masked": res.pixels_cleaned,
+            "scratch": None if plan else str(out_path), **warning, **actions}
 
 
-def _chunk(src_root: str, work_root: str, out_root: str | None, rels: list[str],
-           plan: bool) -> list[dict[str, Any]]:
-    return [_one(src_root, work_root, out_root, rel, plan) for rel in rels]
+def _chunk(src_root: str, scratch_root: str, items: list[tuple[int, str]], plan: bool) -> list[dict[str, Any]]:
+    return [_one(src_root, scratch_root, index, rel, plan) for index, rel in items]
 
 
-def study_files(root: Path) -> Iterator[tuple[str, int]]:
-    """(relative path, size) of every regular file under ``root``, sorted; links out are not followed."""
-    real_root = root.resolve()
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink() and not path.resolve().is_relative_to(real_root):
-            continue
-        if path.is_file():
-            yield path.relative_to(root).as_posix(), path.stat().st_size
+def _ignore_interrupts(*init_args: Any) -> None:
+    """Pool processes leave Ctrl-C to the parent, which stops them and says what was written."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init(*init_args)
 
 
 def chunks(files: list[tuple[str, int]], *, max_files: int = CHUNK_FILES,
@@ -178,23 +162,26 @@ def chunks(files: list[tuple[str, int]], *, max_files: int = CHUNK_FILES,
 
 
 def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[str], secret: bytes,
-        organization: str, overrides: dict[str, str], verify: bool = True, review_dir: str | None = None,
-        work: Path | None = None,
-        plan: bool = False, files: list[tuple[str, int]] | None = None,
+        organization: str, overrides: dict[str, str], verify: bool = True, scratch: Path,
+        plan: bool = False, walked: Any = None, review_dir: str | None = None,
         advance: Callable[[int], None] | None = None) -> dict[str, Any]:
     """De-identify ``src`` into ``out`` with ``jobs`` processes; returns the summary.
 
-    The engine writes into ``work`` (default ``out``); files are moved from
-    there into ``out`` once verified. With ``plan`` every output is deleted as
-    soon as it is counted (``work`` is then a scratch folder and ``out`` unused).
-    ``advance(n)`` is called as files are done.
+    Each process writes into its own folder under ``scratch`` (on the same disk
+    as ``out``); this process places every file under ``out`` through
+    ``study.Placement``, so duplicates are decided in one place and no file
+    overwrites another. With ``plan`` nothing is kept (``out`` is None).
+    Ctrl-C stops the processes; the summary then says ``interrupted`` and
+    lists the files not written. ``advance(n)`` is called as files are done.
     """
+    import multiprocessing
+
+    from pipeline import study
+
     started = time.perf_counter()
-    work = work or out
-    if work is None:
-        raise ValueError("run() needs a folder to write into (out or work)")
-    if files is None:
-        files = list(study_files(src))
+    walked = walked or study.walk(src)
+    files = [(f.rel, f.size) for f in walked.files]
+    index_of = {f.rel: f.index for f in walked.files}
     # Enough chunks that every process stays busy to the end (about 4 per process).
     per_chunk = max(1, min(CHUNK_FILES, -(-len(files) // (4 * jobs)))) if jobs > 1 else CHUNK_FILES
     pieces = chunks(files, max_files=per_chunk)
@@ -202,46 +189,76 @@ def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[s
         sizes = dict(files)
         pieces.sort(key=lambda rels: len(rels) + sum(sizes[r] for r in rels) / 1e6, reverse=True)
     args = (profile, options, secret, organization, overrides, verify, review_dir)
-    out_s = None if out is None else str(out)
-    results: list[dict[str, Any]] = []
-    if jobs <= 1:
-        _init(*args)
-        for rels in pieces:
-            for rel in rels:
-                results.append(_one(str(src), str(work), out_s, rel, plan))
-                if advance:
-                    advance(1)
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=args) as pool:
-            futures = [pool.submit(_chunk, str(src), str(work), out_s, rels, plan) for rels in pieces]
-            for fut in as_completed(futures):
-                done = fut.result()
-                results += done
-                if advance:
-                    advance(len(done))
-    results.sort(key=lambda r: r["rel"])
-    ok = [r for r in results if r["outcome"] == "ok"]
+    placement = study.Placement(out)
+    outcomes: list[study.FileOutcome] = list(walked.passed_over)
+    extra: dict[int, dict[str, Any]] = {}
 
-    def listed(outcome: str) -> list[dict[str, str]]:
-        return [{"file": r["rel"], "reason": r["reason"]} for r in results if r["outcome"] == outcome]
+    def take(done: list[dict[str, Any]]) -> None:
+        for r in done:
+            item = study.FileOutcome(r["index"], r["rel"], study.Outcome(r["outcome"]), r.get("reason", ""),
+                                     relpath=r.get("relpath", ""), size=r.get("size", 0),
+                                     sha256=r.get("sha256", ""))
+            extra[item.index] = {k: r[k] for k in ("actions", "study", "masked", "warning") if k in r}
+            if item.outcome is study.Outcome.WRITTEN:
+                placement.place(item, Path(r["scratch"]) if r.get("scratch") else None)
+            outcomes.append(item)
+        if advance:
+            advance(len(done))
+
+    src_s, scratch_s = str(src), str(scratch)
+    work = [[(index_of[rel], rel) for rel in rels] for rels in pieces]
+    interrupted = False
+    pool = None
+    try:
+        if jobs <= 1:
+            _init(*args)
+            for items in work:
+                for item in items:
+                    take([_one(src_s, scratch_s, *item, plan)])
+        else:
+            pool = multiprocessing.Pool(jobs, initializer=_ignore_interrupts, initargs=args)
+            for done in pool.imap_unordered(_chunk_star, [(src_s, scratch_s, items, plan) for items in work]):
+                take(done)
+            pool.close()
+            pool.join()
+    except KeyboardInterrupt:
+        interrupted = True
+        if pool is not None:
+            pool.terminate()  # our own processes; their unplaced outputs are in scratch, removed
+            pool.join()
+    outcomes.sort(key=lambda o: o.index)
+    written = [o for o in outcomes if o.outcome is study.Outcome.WRITTEN]
+    done_indexes = {o.index for o in outcomes}
+
+    def listed(kind: study.Outcome) -> list[dict[str, Any]]:
+        return [{"file": o.rel, "reason": o.reason} for o in outcomes if o.outcome is kind]
 
     return {
-        "files_seen": len(files),
+        "files_seen": walked.seen,
         "bytes_in": sum(n for _rel, n in files),
-        "studies": len({r["study"] for r in ok}),
-        "written": 0 if plan else len(ok),
-        "bytes_out": 0 if plan else sum(r["size"] for r in ok),
-        "skipped": listed("skipped"),
-        "refused": listed("refused"),
-        "failed": listed("failed"),
-        "masked": sum(1 for r in ok if r.get("masked")),
+        "studies": len({extra[o.index].get("study") for o in written}),
+        "written": 0 if plan else len(written),
+        "bytes_out": 0 if plan else sum(o.size for o in written),
+        "skipped": listed(study.Outcome.SKIPPED),
+        "refused": listed(study.Outcome.REFUSED),
+        "failed": listed(study.Outcome.FAILED),
+        "masked": sum(1 for o in written if extra[o.index].get("masked")),
         # Burned-in policy "warn": written unmasked, and said here.
-        "warned": [{"file": r["rel"], "reason": r["warning"]} for r in ok if r.get("warning")],
+        "warned": [{"file": o.rel, "reason": extra[o.index]["warning"]} for o in written
+                   if extra[o.index].get("warning")],
+        "not_processed": [f.rel for f in walked.files if f.index not in done_indexes],
+        "interrupted": interrupted,
         "jobs": jobs,
         "verified": verify,
         "seconds": round(time.perf_counter() - started, 3),
-        "results": results,
+        "results": [{"rel": o.rel, "outcome": o.outcome.value, "relpath": o.relpath,
+                     **({"reason": o.reason} if o.reason else {}), **extra.get(o.index, {})}
+                    for o in outcomes],
     }
+
+
+def _chunk_star(job: tuple[str, str, list[tuple[int, str]], bool]) -> list[dict[str, Any]]:
+    return _chunk(*job)
 
 
 # --- around the run: sources, destinations, quarantine ---------------------------------------
@@ -378,12 +395,12 @@ class _Progress:
 def _print_plan(summary: dict[str, Any], summary_only: bool) -> None:
     from pipeline.deid.dryrun import action_counts, file_lines, totals_lines
 
-    say = {"ok": "would be written", "skipped": "would be skipped", "refused": "would be refused",
+    say = {"written": "would be written", "skipped": "would be skipped", "refused": "would be refused",
            "failed": "would fail"}
     if not summary_only:
         for r in summary["results"]:
             line = f"{r['rel']}: {say[r['outcome']]}"
-            if r["outcome"] != "ok":
+            if r["outcome"] != "written":
                 line += f" ({r['reason']})"
             typer.echo(line)
             for text in file_lines(r.get("actions") or {}):
@@ -473,6 +490,7 @@ def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, o
                org: str | None, set_: list[str] | None, verify: bool, to_zip: bool,
                quarantine: Path | None, dry_run: bool, summary_only: bool, as_json: bool) -> int:
     from pipeline.cli.common import parse_assignments
+    from pipeline.deid.engine import action_totals
     from pipeline.settings import load_settings
 
     src = src.absolute()
@@ -493,24 +511,28 @@ def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, o
     }
     _init(**init_args)  # a bad profile, option or --set fails here, once, before any work
 
+    from pipeline import study
+
     with ExitStack() as stack:
         src_root = _unpack(src, settings, stack) if src.is_file() else src
-        files = list(study_files(src_root))
+        walked = study.walk(src_root)
         if dry_run:
-            work = Path(tempfile.mkdtemp(prefix="telerad-dry-run-"))
-            stack.callback(shutil.rmtree, work, True)
+            scratch = Path(tempfile.mkdtemp(prefix="telerad-dry-run-"))
+            stack.callback(shutil.rmtree, scratch, True)
             target = None
         elif to_zip:
-            work = target = _work_dir(out, stack, "zipping")
+            target = _work_dir(out, stack, "zipping")
+            scratch = _work_dir(out, stack, "incoming")
         else:
-            target = work = out  # each header is verified before it is written
+            target = out  # each file is verified before it is written, then placed by rename
+            scratch = _work_dir(out, stack, "incoming")
         with _Progress(enabled=not as_json) as progress:
-            summary = run(src_root, target, jobs=jobs, work=work, plan=dry_run, files=files,
-                          advance=progress.task("planning" if dry_run else "de-identifying", len(files)),
+            summary = run(src_root, target, jobs=jobs, scratch=scratch, plan=dry_run, walked=walked,
+                          advance=progress.task("planning" if dry_run else "de-identifying", len(walked.files)),
                           **init_args)
-            written = [r["relpath"] for r in summary["results"] if r["outcome"] == "ok"]
-            if to_zip and not dry_run:
-                summary["bytes_out"] = _write_zip(work, written, out, progress.task("writing ZIP", len(written)))
+            written = [r["relpath"] for r in summary["results"] if r["outcome"] == "written"]
+            if to_zip and not dry_run and not summary["interrupted"]:
+                summary["bytes_out"] = _write_zip(target, written, out, progress.task("writing ZIP", len(written)))
         summary["quarantined"] = None
         if quarantine is not None and not dry_run:
             summary["quarantined"] = _quarantine(src_root, quarantine, summary)
@@ -519,13 +541,16 @@ def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, o
     summary["dry_run"] = dry_run
     summary["zip"] = to_zip
     summary["output"] = None if dry_run or out is None else out.name
+    if to_zip and summary["interrupted"]:
+        summary["written"] = 0  # nothing reaches DEST: the ZIP is written whole or not at all
     if dry_run:
-        ok = [r for r in results if r["outcome"] == "ok"]
+        ok = [r for r in results if r["outcome"] == "written"]
         summary["would_write"] = len(ok)
-        summary["actions"] = _totals(ok)
+        summary["actions"] = action_totals(r.get("actions") or {} for r in ok)
         summary["files"] = [{"file": r["rel"], "outcome": r["outcome"], **({"reason": r["reason"]}
                              if "reason" in r else {}), "actions": r.get("actions") or {}} for r in results]
         summary["results"] = results
+    dicom_found = summary["files_seen"] - len(summary["skipped"]) + _duplicates(summary)
     if as_json:
         summary.pop("results", None)
         typer.echo(json.dumps(summary, indent=2))
@@ -533,17 +558,30 @@ def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, o
         if dry_run:
             _print_plan(summary, summary_only)
         _print_summary(summary)
+    if summary["interrupted"]:
+        typer.secho(_interrupted_line(summary, to_zip), fg=typer.colors.RED, err=True)
+        return 130
+    if dicom_found == 0:
+        typer.secho(f"error: no DICOM files in {src.name} ({summary['files_seen']} files looked at); "
+                    "nothing was written: give the folder or ZIP that holds the study",
+                    fg=typer.colors.RED, err=True)
+        return 1
     return 1 if summary["failed"] else 0
 
 
-def _totals(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    from collections import Counter
+def _duplicates(summary: dict[str, Any]) -> int:
+    """Skipped files that were DICOM after all (copies written once)."""
+    return sum(1 for item in summary["skipped"] if "written once" in item["reason"])
 
-    total: dict[str, Counter] = {}
-    for r in results:
-        for attr, counts in (r.get("actions") or {}).items():
-            total.setdefault(attr, Counter()).update(counts)
-    return {k: dict(v) for k, v in sorted(total.items())}
+
+def _interrupted_line(summary: dict[str, Any], to_zip: bool) -> str:
+    left = len(summary["not_processed"])
+    if to_zip:
+        return (f"interrupted: no ZIP was written ({left} of {summary['files_seen']} files not processed); "
+                "run the same command again")
+    return (f"interrupted: {summary['written']} of {summary['files_seen']} files were written to "
+            f"{summary['output']}, {left} were not processed; run the same command again to finish "
+            "(files already written are written again, identically)")
 
 
 def register(app: typer.Typer) -> None:

@@ -145,14 +145,17 @@ class Cleaners:
         return (creator, group, elem & 0xFF) in standard.safe_private()
 
 
-def drop_empty_private_blocks(ds: Dataset) -> None:
-    """Remove private creators whose blocks no longer hold any element."""
+def drop_empty_private_blocks(ds: Dataset) -> list[int]:
+    """Remove private creators whose blocks no longer hold any element; returns their tags."""
     creators = [t for t in ds.keys() if t.group & 1 and 0x0010 <= t.element <= 0x00FF]
+    dropped = []
     for ct in creators:
         block = ct.element
         used = any(t.group == ct.group and t.element >> 8 == block for t in ds.keys() if t.element >= 0x1000)
         if not used:
             del ds[ct]
+            dropped.append(int(ct))
+    return dropped
 
 
 def vocabulary_paths(config_root: Path) -> list[Path]:

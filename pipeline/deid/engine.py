@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tomllib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 
 from pipeline import dicomio
 from pipeline.dicomraw import value_of
-from pipeline.deid import guards, updaters
+from pipeline.deid import completeness, guards, updaters
 from pipeline.deid.guards import PixelOutcome
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
 from pipeline.deid import rawelem
@@ -96,8 +96,10 @@ class Deidentifier:
     """De-identifies files with one profile and one keyed pseudonym source."""
 
     def __init__(self, profile: Profile, pseudonyms: Pseudonyms, overrides: dict | None = None,
-                 *, config_root: Path | None = None, review_dir: Path | None = None) -> None:
+                 *, config_root: Path | None = None, review_dir: Path | None = None,
+                 inflate_limits: dicomio.InflateLimits = dicomio.DEFAULT_INFLATE) -> None:
         root = config_root or config_dir()
+        self.inflate_limits = inflate_limits
         self.profile = profile
         self.pseudonyms = pseudonyms
         self.overrides = Overrides.parse(overrides or {})
@@ -126,9 +128,12 @@ class Deidentifier:
         return plan
 
     def _walk(self, ctx: Context, ds: Dataset, *, top: bool = False) -> None:
+        """Every element of ``ds`` by its plan; then the completeness gate's accounting of ``ds``."""
         d = ds._dict
         counts = ctx.counts
-        for tag in list(d):
+        before = list(d)
+        removed: set[int] = set()  # what a rule removed: the only elements allowed to be gone
+        for tag in before:
             elem = d.get(tag)
             if elem is None:
                 continue  # removed while an earlier element was handled
@@ -143,16 +148,20 @@ class Deidentifier:
             kind = plan.kind
             if kind == "remove":
                 del d[tag]
+                removed.add(number)
             elif kind == "check":
                 rawelem.check_kept(ds, tag, vr, plan.check_label, elem)
             elif kind == "walk":
                 rawelem.walk_sequence(ctx, ds, tag)
             elif kind == "call":
                 plan.handler(ctx, ds, tag, vr=vr, top=top)
+                if tag not in d:
+                    removed.add(number)
             if plan.what:
                 counts[plan.label][plan.what] += 1
         if self.profile.has("retain-safe-private"):
-            drop_empty_private_blocks(ds)
+            removed.update(drop_empty_private_blocks(ds))
+        completeness.account(set(before), d, removed, "" if top else " inside a sequence item")
 
     def _nested_walk(self, ctx: Context, ds: Dataset) -> None:
         self._walk(ctx, ds, top=False)
@@ -169,20 +178,25 @@ class Deidentifier:
     # --- one file --------------------------------------------------------------------
     def deidentify_file(self, src: Path, out_root: Path,
                         check: Callable[[bytes, str, OriginalIds], None] | None = None, *,
-                        digest: bool = True) -> DeidentifiedFile:
+                        digest: bool = True, out_path: Path | None = None) -> DeidentifiedFile:
         """De-identify ``src`` into ``out_root/relpath``; see the module docstring for the steps.
 
         ``check(header, relpath, originals)`` sees the encoded header before
         the file is written and raises (VerificationError) to stop it. Without
         ``digest`` no SHA-256 is computed (``sha256`` is ""): for outputs no
-        manifest will list.
+        manifest will list. ``out_path`` writes the file there instead (a
+        scratch name that ``study.Placement`` later moves to ``relpath``).
         """
         src = Path(src)
-        source = dicomio.read(src)
+        source = dicomio.read(src, inflate_limits=self.inflate_limits)
         ds = source.dataset
         originals = _originals(ds)
+        snapshot = completeness.Snapshot.of(source)  # before anything changes
+        masked_snapshot: list[completeness.Snapshot] = []
         try:  # burned-in text: candidates' pixels are read by OCR and masked, by policy
-            source, pixels = self.guard.inspect(src, source)
+            source, pixels = self.guard.inspect(
+                src, source, inflate_limits=self.inflate_limits,
+                before_change=lambda full: masked_snapshot.append(completeness.Snapshot.of(full, keep_pixels=True)))
         except TeleradError:
             raise
         except Exception as exc:  # a damaged BurnedInAnnotation, Modality, SOP Class...
@@ -191,6 +205,9 @@ class Deidentifier:
             ) from None
         ds = source.dataset
         cleaned_pixels = pixels is not None and pixels.cleaned
+        if cleaned_pixels:  # masked: the gate compares with the source as decoded, outside the regions
+            snapshot = masked_snapshot[0]
+            snapshot.cleaned([completeness.PixelRegion(x, y, w, h, frame=f) for f, x, y, w, h in pixels.regions])
         ctx = Context(
             profile=self.profile, pseudonyms=self.pseudonyms, patient_key=originals["patient_key"],
             never_remap=self.never_remap, keep_text=self.keep_text, cleaners=self.cleaners,
@@ -208,10 +225,11 @@ class Deidentifier:
                 f"could not de-identify element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
                 f"({type(exc).__name__}); the file is malformed there"
             ) from None
-        return self._write(source, ds, originals, ctx, out_root, pixels, check, digest)
+        snapshot.check_output(ds, source.transfer_syntax, streamed=source.pixel_span is not None)
+        return self._write(source, ds, originals, ctx, out_root, pixels, check, digest, out_path)
 
     def _write(self, source, ds: Dataset, originals: dict, ctx: Context, out_root: Path,
-               pixels: PixelOutcome | None, check, digest: bool) -> DeidentifiedFile:
+               pixels: PixelOutcome | None, check, digest: bool, out_path: Path | None) -> DeidentifiedFile:
         study = str(value_of(ds, "StudyInstanceUID", "") or "")
         series = str(value_of(ds, "SeriesInstanceUID", "") or "")
         sop = str(value_of(ds, "SOPInstanceUID", "") or "")
@@ -223,7 +241,7 @@ class Deidentifier:
         original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"])
         gate = None if check is None else (lambda header: check(header, relpath, original))
         try:
-            size, sha = dicomio.write(source, ds, Path(out_root) / relpath, gate, digest=digest)
+            size, sha = dicomio.write(source, ds, out_path or Path(out_root) / relpath, gate, digest=digest)
         except TeleradError:
             raise
         except Exception as exc:
@@ -270,10 +288,10 @@ def _originals(ds: Dataset) -> dict:
     return {"patient_id": pid, "study": study, "accession": acc, "patient_key": key}
 
 
-def action_totals(files: list[DeidentifiedFile]) -> dict[str, dict[str, int]]:
-    """Sum per-file action counts into per-attribute totals."""
+def action_totals(actions: Iterable[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Sum per-file action counts (``DeidentifiedFile.actions``) into per-attribute totals."""
     total: dict[str, Counter] = {}
-    for f in files:
-        for attr, counts in f.actions.items():
+    for per_file in actions:
+        for attr, counts in per_file.items():
             total.setdefault(attr, Counter()).update(counts)
     return {k: dict(v) for k, v in sorted(total.items())}

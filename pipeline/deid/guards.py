@@ -23,6 +23,7 @@ happens then is the policy of ``config/deid/pixels.toml`` (or the profile's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,18 +137,23 @@ class BurnedInGuard:
         return self.config.matching_rule(ds) if self.clean else None
 
     # --- the one call the engine makes -------------------------------------------------
-    def inspect(self, path: Path, source: dicomio.SourceFile) -> tuple[dicomio.SourceFile, PixelOutcome | None]:
+    def inspect(self, path: Path, source: dicomio.SourceFile, *,
+                inflate_limits: dicomio.InflateLimits = dicomio.DEFAULT_INFLATE,
+                before_change: Callable[[dicomio.SourceFile], None] | None = None,
+                ) -> tuple[dicomio.SourceFile, PixelOutcome | None]:
         """Examine a candidate's pixels by the policy; returns the source to walk and what was done.
 
         Not a candidate: ``(source, None)``, pixels untouched. Raises
         RefusedFileError (quarantine, review) or DeidentificationError (fail).
+        ``before_change(full)`` sees the file read with its pixels just before
+        they are masked (the completeness gate's snapshot).
         """
         reason = self.suspect(source.dataset)
         if reason is None:
             return source, None
         from pipeline.pixels.inspect import inspect_candidate
 
-        return inspect_candidate(self, Path(path), source, reason)
+        return inspect_candidate(self, Path(path), source, reason, inflate_limits, before_change)
 
     # --- what the policy says about a finding -----------------------------------------
     def refuse(self, what: str) -> None:

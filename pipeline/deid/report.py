@@ -60,7 +60,7 @@ def build_report(
             "pixel_warnings": sum(1 for f in files if f.pixels is not None and f.pixels.warning),
         },
         "refused": [{"reason": r, "files": n} for r, n in sorted(refused.items())],
-        "actions": action_totals(files),
+        "actions": action_totals(f.actions for f in files),
         "pixels": pixel_section(files, pixel_policy),
     }
 

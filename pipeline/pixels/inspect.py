@@ -7,6 +7,7 @@ text was found) and the ``PixelOutcome`` every report reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +27,10 @@ if TYPE_CHECKING:
     from pipeline.deid.guards import BurnedInGuard, PixelOutcome
 
 
-def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.SourceFile,
-                      reason: str) -> tuple[dicomio.SourceFile, "PixelOutcome"]:
+def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.SourceFile, reason: str,
+                      inflate_limits: dicomio.InflateLimits = dicomio.DEFAULT_INFLATE,
+                      before_change: Callable[[dicomio.SourceFile], None] | None = None,
+                      ) -> tuple[dicomio.SourceFile, "PixelOutcome"]:
     from pipeline.deid.guards import PixelOutcome
 
     try:
@@ -43,7 +46,7 @@ def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.Source
     header = HeaderValues.of(source.dataset)  # before the walk replaces them
     flag_yes = reason.startswith("BurnedInAnnotation is YES")
 
-    full = dicomio.read(path, load_pixels=True)
+    full = dicomio.read(path, load_pixels=True, inflate_limits=inflate_limits)
     ds = full.dataset
     try:
         pixels = decode(ds, full.transfer_syntax)
@@ -58,7 +61,7 @@ def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.Source
             source.dataset.BurnedInAnnotation = "NO"
             outcome.action = "no text (reviewed)"
             return source, outcome
-        return _masked(full, pixels, regions, outcome, "masked (reviewed)")
+        return _masked(full, pixels, regions, outcome, "masked (reviewed)", before_change)
 
     if too_small(pixels, guard.config.ocr):
         if flag_yes:
@@ -110,7 +113,7 @@ def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.Source
     else:
         return source, _doubt(guard, queue, path, outcome, ds, pixels, regions, seen.confidences,
                               f"OCR still reads text after masking {RECHECKS} times")
-    return _masked(full, pixels, regions, outcome, "masked")
+    return _masked(full, pixels, regions, outcome, "masked", before_change)
 
 
 def _doubt_reason(seen: Screening, flag_yes: bool) -> str:
@@ -120,9 +123,12 @@ def _doubt_reason(seen: Screening, flag_yes: bool) -> str:
 
 
 def _masked(full: dicomio.SourceFile, pixels: DecodedPixels, regions: list[masking.Region],
-            outcome: "PixelOutcome", action: str) -> tuple[dicomio.SourceFile, "PixelOutcome"]:
+            outcome: "PixelOutcome", action: str, before_change: Callable | None,
+            ) -> tuple[dicomio.SourceFile, "PixelOutcome"]:
     """Write the masked frames into the dataset; the engine then walks and writes it."""
     ds = full.dataset
+    if before_change is not None:
+        before_change(full)
     if action == "masked (reviewed)":
         masking.apply(pixels, regions)
     syntax, note = masking.write_back(ds, pixels)

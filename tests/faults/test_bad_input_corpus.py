@@ -192,7 +192,8 @@ CASES = [
     ("no SpecificCharacterSet, Latin-1 bytes", charset_missing_latin1_bytes, "done", ""),
     ("ISO 2022 IR 87 (Japanese)", japanese_iso2022, "done", ""),
     ("duplicate SOP Instance UID, same content", duplicate_sop_same_content, "skipped", "same image as file"),
-    ("duplicate SOP Instance UID, other content", duplicate_sop_different_content, "failed", "same SOP Instance UID"),
+    ("duplicate SOP Instance UID, other content", duplicate_sop_different_content, "refused",
+     "shares its SOP Instance UID"),
     ("file name holding PHI", phi_in_file_name, "done", ""),
     ("symlinks leaving the study", symlinks_out_of_the_study, "skipped", "leaves the study"),
 ]
@@ -250,7 +251,9 @@ def test_bad_input_gives_a_clear_outcome_and_loses_nothing(tmp_path, ledger, nam
               if raw in obj["body"]]
     images = record.counts.get("images", 0)
     lost = 0 if tree_digest(study.root) == before else 1
-    if outcome != "failed":
+    if outcome == "refused":  # both copies are kept out, with the reason: the study less one image
+        lost += max(0, IMAGES - 1 - images)
+    elif outcome != "failed":
         lost += max(0, IMAGES - images)
     ledger.record(f"bad input: {name}", faults=[name], batches=1, completed=int(record.state == "done"),
                   failed_as_expected=int(outcome == "failed" and record.state == "failed"),
@@ -264,6 +267,14 @@ def test_bad_input_gives_a_clear_outcome_and_loses_nothing(tmp_path, ledger, nam
         assert [e.relpath for e in record.errors] == [rel], record.errors
         assert reason.lower() in record.errors[0].reason.lower(), record.errors[0].reason
         assert objects == {}, "nothing uploaded from a failed batch"
+    elif outcome == "refused":
+        assert record.state == "done", f"{name}: {record.error}"
+        refused = {e.relpath: e.reason for e in record.refused}
+        first = str(study.files[0].relative_to(study.root))
+        assert set(refused) == {rel, first}, record.refused
+        assert all(reason in r for r in refused.values()), refused
+        assert images == IMAGES - 1 and sum(k.endswith(".dcm") for k in objects) == IMAGES - 1
+        assert record.counts["refused"] == 2 and record.counts["files_seen"] == IMAGES + 1
     else:
         assert record.state == "done", f"{name}: {record.error}"
         assert images == IMAGES, record.counts
