@@ -32,6 +32,12 @@ class Word:
     def characters(self) -> int:
         return sum(1 for c in self.text if c.isalnum())
 
+    @property
+    def capitals(self) -> float:
+        """The share of its letters and digits that are capitals or digits (annotations mostly are)."""
+        alnum = [c for c in self.text if c.isalnum()]
+        return sum(1 for c in alnum if c.isupper() or c.isdigit()) / len(alnum) if alnum else 0.0
+
 
 @lru_cache(maxsize=1)
 def engine() -> tuple[str, str]:
@@ -48,7 +54,7 @@ def engine() -> tuple[str, str]:
             "tesseract-ocr and tesseract-ocr-eng") from None
 
 
-def read_words(picture: np.ndarray, *, lang: str = "eng", psm: int = 3, scale: int = 1) -> list[Word]:
+def read_words(picture: np.ndarray, *, lang: str = "eng", psm: int = 11, scale: int = 1) -> list[Word]:
     """Every word Tesseract finds in ``picture`` (uint8, rows x columns), boxes in its own pixels."""
     import pytesseract
     from PIL import Image

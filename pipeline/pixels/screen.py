@@ -5,8 +5,9 @@ Each frame is rendered (``render``) and read by Tesseract (``ocr``). A word is
 matches a value captured from the file's own header (the patient's name, ID,
 birth date, accession number, institution): those are certain hits whatever
 the confidence. A word between ``review_confidence`` and ``mask_confidence``
-with a few letters or digits is *doubt*: the image goes to review. Anything
-less is noise (ultrasound speckle read as letters).
+with a few letters or digits, mostly capitals or digits, is *doubt*: the image
+goes to review. Anything less is noise (ultrasound speckle or film grain read
+as short lower-case jumble).
 """
 
 from __future__ import annotations
@@ -155,8 +156,12 @@ def classify(word: Word, header: HeaderValues, ocr: OcrSettings) -> str | None:
         return None
     if header.hit(word.text):
         return "header"
-    if word.confidence >= ocr.mask_confidence and word.characters >= 2:
+    # Noise read into speckle or grain is mostly short lower-case jumble ("ae", "oe", "mite");
+    # scanners print annotations in capitals and digits.
+    if word.confidence >= ocr.mask_confidence and word.characters >= 2 and (
+            word.characters >= 4 or word.capitals >= 0.5):
         return "text"
-    if word.confidence >= ocr.review_confidence and word.characters >= ocr.min_characters:
+    if (word.confidence >= ocr.review_confidence and word.characters >= ocr.min_characters
+            and word.capitals >= 0.6):
         return "doubt"
     return None

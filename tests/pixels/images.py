@@ -116,15 +116,16 @@ class Drawn:
 
 def make_image(path: Path, *, kind: str = "US", rows: int = 480, cols: int = 640, frames: int = 1,
                labels: list[Label] | None = None, who: Identity | None = None, rgb: bool = False,
-               burned_in: str | None = None, syntax: str = "native", seed: int = 7) -> Drawn:
-    """Write one image of ``kind`` (US, SC or XA) with ``labels`` drawn in every frame."""
+               burned_in: str | None = None, syntax: str = "native", seed: int = 7,
+               per_frame: list[list[Label]] | None = None) -> Drawn:
+    """Write one image of ``kind`` (US, SC or XA) with ``labels`` drawn in every frame (or ``per_frame``)."""
     who = who or Identity()
     labels = labels or []
     stack, boxes, ink = [], [], []
     for f in range(frames):
         img = background("US" if kind == "US" else "XA", rows, cols, seed + f)
         plain = img.copy()
-        for box in draw(img, labels):
+        for box in draw(img, per_frame[f] if per_frame else labels):
             boxes.append((f, *box))
         stack.append(img)
         ink.append(img != plain)
