@@ -100,10 +100,12 @@ def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.Source
         return source, outcome  # no text: the file passes unchanged, byte for byte
     masking.apply(pixels, seen.masks)
     regions += seen.masks
-    # Read the masked frames again: text OCR reads now (a neighbour the first pass merged into
-    # the image, a header value) is masked too, up to RECHECKS times; doubt here is not text.
+    # Read the masked frames again, apart from their background: text OCR reads now (light text
+    # on a light ground, a neighbour the first pass merged into the image, a header value) is
+    # masked too, up to RECHECKS times; doubt here is not text.
     for _ in range(RECHECKS):
-        again = read_frames(pixels, ds, header, guard.config.ocr, frames=sorted({r.frame for r in regions}))
+        again = read_frames(pixels, ds, header, guard.config.ocr, frames=sorted({r.frame for r in regions}),
+                            second_look=True)
         if not again.masks:
             break
         masking.apply(pixels, again.masks)

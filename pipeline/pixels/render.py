@@ -54,3 +54,15 @@ def render(frame: np.ndarray, photometric: str, ds: Dataset) -> np.ndarray:
 def _has_window(ds: Dataset) -> bool:
     d = ds._dict
     return (0x00281050 in d and 0x00281051 in d) or 0x00283010 in d
+
+
+def apart_from_background(picture: np.ndarray, threshold: int = 24) -> np.ndarray:
+    """Black where a pixel differs from the background level (the median), white elsewhere.
+
+    The second look at a masked frame: text lighter than a light background
+    (white on grey) or darker than a dark one vanishes in Tesseract's own
+    binarisation of the plain picture, but not here.
+    """
+    level = int(np.median(picture))
+    apart = np.abs(picture.astype(np.int16) - level) > threshold
+    return np.where(apart, 0, 255).astype(np.uint8)

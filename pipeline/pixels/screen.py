@@ -21,7 +21,7 @@ from pipeline.dicomraw import value_of
 from pipeline.pixels.decode import DecodedPixels
 from pipeline.pixels.mask import Region, padded
 from pipeline.pixels.ocr import Word, read_words
-from pipeline.pixels.render import render
+from pipeline.pixels.render import apart_from_background, render
 from pipeline.pixels.rules import OcrSettings, PixelRule
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -124,13 +124,20 @@ def too_small(pixels: DecodedPixels, ocr: OcrSettings) -> bool:
 
 
 def read_frames(pixels: DecodedPixels, ds: Dataset, header: HeaderValues, ocr: OcrSettings,
-                frames: list[int] | None = None) -> Screening:
-    """OCR ``frames`` (default: all) of ``pixels`` as they are now; classify every word."""
+                frames: list[int] | None = None, *, second_look: bool = False) -> Screening:
+    """OCR ``frames`` (default: all) of ``pixels`` as they are now; classify every word.
+
+    ``second_look`` reads each frame as "apart from its background" instead
+    (``render.apart_from_background``): the check after masking sees what the
+    first reading may have lost in the background.
+    """
     rows, cols = pixels.frames.shape[1:3]
     scale = 2 if cols < ocr.upscale_below else 1
     out = Screening()
     for f in (range(pixels.count) if frames is None else frames):
         picture = render(pixels.frames[f], pixels.photometric, ds)
+        if second_look:
+            picture = apart_from_background(picture)
         out.frames_examined += 1
         for word in read_words(picture, lang=ocr.lang, psm=ocr.psm, scale=scale):
             kind = classify(word, header, ocr)
@@ -159,7 +166,7 @@ def classify(word: Word, header: HeaderValues, ocr: OcrSettings) -> str | None:
     # Noise read into speckle or grain is mostly short lower-case jumble ("ae", "oe", "mite");
     # scanners print annotations in capitals and digits.
     if word.confidence >= ocr.mask_confidence and word.characters >= 2 and (
-            word.characters >= 4 or word.capitals >= 0.5):
+            word.characters >= 4 or word.capitals >= 0.5 or word.confidence >= 85):
         return "text"
     if (word.confidence >= ocr.review_confidence and word.characters >= ocr.min_characters
             and word.capitals >= 0.6):
