@@ -117,7 +117,7 @@ class Drawn:
 def make_image(path: Path, *, kind: str = "US", rows: int = 480, cols: int = 640, frames: int = 1,
                labels: list[Label] | None = None, who: Identity | None = None, rgb: bool = False,
                burned_in: str | None = None, syntax: str = "native", seed: int = 7,
-               per_frame: list[list[Label]] | None = None) -> Drawn:
+               per_frame: list[list[Label]] | None = None, study_uid: str | None = None) -> Drawn:
     """Write one image of ``kind`` (US, SC or XA) with ``labels`` drawn in every frame (or ``per_frame``)."""
     who = who or Identity()
     labels = labels or []
@@ -141,7 +141,7 @@ def make_image(path: Path, *, kind: str = "US", rows: int = 480, cols: int = 640
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid or generate_uid(), generate_uid()
     ds.PatientName = f"{who.family}^{who.given}"
     ds.PatientID = who.patient_id
     ds.PatientBirthDate = who.birth_date
