@@ -108,3 +108,16 @@ def test_all_runs_a_subset_quickly(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "r" / "deid-latest.json").exists()
     assert (tmp_path / "r" / "profile_engine-latest.json").exists()
+
+
+def test_ocr_benchmark_runs(tmp_path):
+    """The OCR path on two frames of each size, one and two processes, next to plain CT anonymize."""
+    data = bench(tmp_path, "ocr", "--frames", "2", "--ct-mb", "2", "--jobs", "2")
+    rows = {(r["row"], r["jobs"]): r for r in data["rows"]}
+    assert set(rows) == {(f"ocr {s}", j) for s in ("640x480", "1024x768") for j in (1, 2)} | {
+        ("plain ct", 1), ("plain ct", 2)}
+    for (row, _jobs), r in rows.items():
+        assert r["failed"] == 0 and r["refused"] == 0 and r["seconds"] > 0
+        if row.startswith("ocr"):
+            assert r["written"] == r["masked"] == 2 and r["frames_per_s"] > 0
+    assert data["ocr_engine"][0] == "tesseract"
