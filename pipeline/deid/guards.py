@@ -47,7 +47,7 @@ class PixelOutcome:
     regions: list[list[int]] = field(default_factory=list)  # masked: [frame, x, y, w, h], output pixels
     words_masked: int = 0
     header_hits: int = 0
-    rule: str | None = None
+    rules: list[str] = field(default_factory=list)  # names of the region rules applied
     engine: str = ""
     engine_version: str = ""
     transfer_syntax_in: str = ""
@@ -66,8 +66,8 @@ class PixelOutcome:
                "masked_regions": self.regions, "words_masked": self.words_masked,
                "header_values_found": self.header_hits,
                "ocr_engine": self.engine, "ocr_engine_version": self.engine_version}
-        if self.rule:
-            out["rule"] = self.rule
+        if self.rules:
+            out["rules"] = self.rules
         if self.reviewed:
             out["review_id"] = self.reviewed
         if self.transfer_syntax_out:
@@ -133,8 +133,9 @@ class BurnedInGuard:
             return "its modality commonly carries burned-in text and BurnedInAnnotation is absent"
         return None
 
-    def matching_rule(self, ds: Dataset) -> PixelRule | None:
-        return self.config.matching_rule(ds) if self.clean else None
+    def matching_rules(self, ds: Dataset) -> tuple[PixelRule, ...]:
+        """The region rules to apply before OCR: only with the Clean Pixel Data option."""
+        return self.config.matching_rules(ds) if self.clean else ()
 
     # --- the one call the engine makes -------------------------------------------------
     def inspect(self, path: Path, source: dicomio.SourceFile, *,

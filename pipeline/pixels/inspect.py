@@ -70,11 +70,10 @@ def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.Source
         return source, outcome  # too small to hold legible text: unchanged
 
     regions: list[masking.Region] = []
-    rule = guard.matching_rule(ds)
-    if rule is not None:
-        regions = rule_regions(rule, pixels)
-        masking.apply(pixels, regions)
-        outcome.rule = rule.name
+    for rule in guard.matching_rules(ds):
+        regions += rule_regions(rule, pixels)
+        outcome.rules.append(rule.name)
+    masking.apply(pixels, regions)
     seen = read_frames(pixels, ds, header, guard.config.ocr)
     outcome.frames_examined = seen.frames_examined
     outcome.words_masked, outcome.header_hits = seen.words, seen.header_hits

@@ -103,8 +103,9 @@ class PixelConfig:
             rules=tuple(_rule_from(r, where) for r in data.get("rule", [])),
         )
 
-    def matching_rule(self, ds: Dataset) -> PixelRule | None:
-        return next((r for r in self.rules if r.matches(ds)), None)
+    def matching_rules(self, ds: Dataset) -> tuple[PixelRule, ...]:
+        """Every rule that matches (a generic banner and a model's own clock may both apply)."""
+        return tuple(r for r in self.rules if r.matches(ds))
 
 
 def _rule_from(d: dict, where: str) -> PixelRule:

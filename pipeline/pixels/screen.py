@@ -6,7 +6,8 @@ matches a value captured from the file's own header (the patient's name, ID,
 birth date, accession number, institution): those are certain hits whatever
 the confidence. A word between ``review_confidence`` and ``mask_confidence``
 with a few letters or digits, mostly capitals or digits, is *doubt*: the image
-goes to review. Anything less is noise (ultrasound speckle or film grain read
+goes to review, unless the word sits on a line of text right next to a word
+that is masked (then it is a piece of that text, and masked). Anything less is noise (ultrasound speckle or film grain read
 as short lower-case jumble).
 """
 
@@ -88,7 +89,7 @@ class HeaderValues:
         if len(w) < 3:
             return False
         for t in self.tokens:
-            if t in w or (len(w) >= 4 and w in t) or _close(w, t):
+            if t in w or w in t or _close(w, t):
                 return True
         return False
 
@@ -154,14 +155,37 @@ def read_frames(pixels: DecodedPixels, ds: Dataset, header: HeaderValues, ocr: O
             out.words += 1
             out.header_hits += kind == "header"
             out.frames_with_text.add(f)
+    _join_lines(out)
     return out
+
+
+def _join_lines(out: Screening) -> None:
+    """A doubtful word on the same line as text, right next to it, is part of that text: masked."""
+    kept = []
+    for d in out.doubts:
+        if any(_same_line(d, m) for m in out.masks):
+            out.masks.append(d)
+            out.words += 1
+        else:
+            kept.append(d)
+    out.doubts = kept
+
+
+def _same_line(a: Region, b: Region) -> bool:
+    if a.frame != b.frame:
+        return False
+    overlap = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    gap = max(a.x, b.x) - min(a.x + a.w, b.x + b.w)
+    return overlap >= 0.5 * min(a.h, b.h) and gap <= max(a.h, b.h)
 
 
 def classify(word: Word, header: HeaderValues, ocr: OcrSettings) -> str | None:
     """"header" (a certain hit), "text", "doubt", or None (noise)."""
     if word.characters == 0:
         return None
-    if header.hit(word.text):
+    # A header value is a certain hit at any confidence; a three-character piece of one only
+    # when OCR is at least doubtful (noise reads as three letters often enough).
+    if header.hit(word.text) and (word.characters >= 4 or word.confidence >= ocr.review_confidence):
         return "header"
     # Noise read into speckle or grain is mostly short lower-case jumble ("ae", "oe", "mite");
     # scanners print annotations in capitals and digits.

@@ -23,6 +23,8 @@ from pipeline.pixels.rules import OcrSettings
 from pipeline.pixels.screen import HeaderValues, read_frames
 from tests.pixels.images import Identity, Label, identity_labels, make_image
 
+pytestmark = [pytest.mark.slow]
+
 # kind, transfer syntax, frames, rgb, text size, grey level, font, where
 CASES = [
     ("US", "native", 1, False, 12, 255, "sans", "top"),
@@ -30,8 +32,6 @@ CASES = [
     ("US", "jpeg", 1, False, 20, 255, "serif-bold", "bottom"),
     ("US", "j2k", 1, False, 16, 255, "mono", "top"),
     ("US", "native", 1, False, 24, 120, "sans", "bottom"),
-    ("US", "native", 1, True, 16, 230, "sans", "top"),
-    ("SC", "native", 1, True, 16, 255, "sans", "top"),
     ("SC", "jpeg", 1, True, 16, 220, "sans", "bottom"),
     ("SC", "jpegls", 1, False, 18, 200, "serif-bold", "top"),
     ("XA", "native", 3, False, 16, 255, "sans", "top"),
