@@ -22,6 +22,7 @@ from bench.common import REPO, python_env, stderr
 FULL = {
     "deid": ["--size-mb", "500", "--repeat", "2"],
     "profile_engine": ["--size-mb", "100", "--repeat", "3"],
+    "completeness": ["--size-mb", "300", "--repeat", "4"],
     "profile_upload": ["--size-mb", "100"],
     "e2e": ["--studies", "10", "--size-mb", "200"],
     "priority": ["--routine", "30", "--study-mb", "4"],
@@ -30,6 +31,7 @@ FULL = {
 QUICK = {
     "deid": ["--size-mb", "3"],
     "profile_engine": ["--size-mb", "3", "--repeat", "1"],
+    "completeness": ["--size-mb", "3", "--repeat", "1"],
     "profile_upload": ["--size-mb", "3"],
     "e2e": ["--studies", "2", "--size-mb", "3"],
     "priority": ["--routine", "3", "--study-mb", "1", "--workers", "1", "--baseline-runs", "1"],

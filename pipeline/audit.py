@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.exceptions import AuditError, TeleradError
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +134,10 @@ class AuditLog:
         return f"AuditLog({str(self.path)!r})"
 
     @classmethod
-    def from_settings(cls, settings: Any, *, strict: bool = False) -> "AuditLog":
+    def from_settings(cls, settings: Settings, *, strict: bool = False) -> "AuditLog":
         """The log at ``settings.audit_log_path``; mirrored when ``audit_mirror`` is on."""
         mirror = None
-        if getattr(settings, "audit_mirror", False):
+        if settings.audit_mirror:
             from pipeline.storage import open_store
 
             mirror = open_store(settings.effective_mapping_url, settings)

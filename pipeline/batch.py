@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 import zipfile
+from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -163,7 +164,9 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         record.skipped, record.refused = listed(study.Outcome.SKIPPED), listed(study.Outcome.REFUSED)
         failed = listed(study.Outcome.FAILED)
         tally = study.counts(outcomes)
-        record.counts = {"files_seen": walked.seen, **{k: v for k, v in tally.items() if k != "written"}}
+        # "deidentified": written to staging (uploaded only if the batch goes on to finish).
+        record.counts = {"files_seen": walked.seen, "deidentified": tally["written"],
+                         **{k: v for k, v in tally.items() if k != "written"}}
         if failed:
             record.errors = failed
             raise BatchFailed(
@@ -181,7 +184,7 @@ def deidentify(settings: Settings, batch_id: str) -> None:
                          and results[o.index].pixels.warning]
         if not produced:
             raise BatchFailed(
-                f"no DICOM images to send in the study ({walked.seen} files looked at, "
+                f"no DICOM images found to send in the study ({walked.seen} files looked at, "
                 f"{tally['skipped']} skipped, {tally['refused']} refused)"
             )
         _check_one_patient_per_batch(settings, produced)
@@ -330,8 +333,13 @@ def run_all(settings: Settings, batch_id: str) -> None:
         raise
 
 
-def mark_failed(settings: Settings, batch_id: str, reason: str) -> None:
-    """Record a final failure; an inbox original goes to quarantine with the reason."""
+def mark_failed(settings: Settings, batch_id: str, reason: str, *, dispose: bool = True) -> None:
+    """Record a final failure; an inbox original goes to quarantine with the reason.
+
+    ``dispose=False`` leaves an inbox original where it is: for failures that
+    say nothing about the study (the broker did not take it), which
+    ``telerad retry`` resolves.
+    """
     states = StateStore(settings.state_dir)
     with states.update(batch_id) as record:
         if record.state == BatchState.DONE.value:
@@ -340,7 +348,7 @@ def mark_failed(settings: Settings, batch_id: str, reason: str) -> None:
         record.error = reason
     _audit(settings, "batch.failed", batch_id, outcome="failed")
     log.warning("batch %s failed (see `telerad status %s`)", batch_id, batch_id)
-    if record.origin == "inbox":
+    if record.origin == "inbox" and dispose:
         from pipeline.inbox.disposal import quarantine_original
 
         quarantine_original(settings, record, reason)
@@ -362,18 +370,37 @@ def missing_objects(settings: Settings, batch_id: str) -> list[str] | None:
     return [k for k in wanted if store.head(k) is None]
 
 
+def stale_queued_seconds(settings: Settings, record: BatchRecord) -> int | None:
+    """Seconds a queued batch has waited with no worker taking it, once past the threshold; else None.
+
+    Such a batch was lost between the broker and the workers (a broker that
+    lost its data, a worker looking at another state folder); ``telerad
+    retry`` puts it on the queue again (its steps are idempotent).
+    """
+    if record.state != BatchState.QUEUED.value or record.steps_done:
+        return None
+    since = record.queued_at or record.submitted_at
+    try:
+        waited = time.time() - datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return int(waited) if waited >= settings.queued_stale_seconds else None
+
+
 def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
-    """Make a failed batch runnable again; finished steps stay finished."""
+    """Make a failed (or stale queued) batch runnable again; finished steps stay finished."""
     with StateStore(settings.state_dir).update(batch_id) as record:
-        if record.state != BatchState.FAILED.value:
+        if record.state != BatchState.FAILED.value and stale_queued_seconds(settings, record) is None:
             raise SubmissionError(
-                f"batch {batch_id} is {record.state}; only a failed batch can be retried"
+                f"batch {batch_id} is {record.state}; only a failed batch, or one queued for more than "
+                f"{settings.queued_stale_seconds} s with no worker taking it, can be retried"
             )
         if not Path(record.source).exists() and "deidentify" not in record.steps_done:
             raise SubmissionError(
                 f"batch {batch_id} cannot be retried: its source is no longer on disk"
             )
         record.state = BatchState.QUEUED.value
+        record.queued_at = utcnow()  # the caller enqueues it now: the stale clock starts again
         record.error = ""
         record.errors = []
     return record
@@ -508,7 +535,7 @@ def _unpacked_source(source: Path, work: Path) -> Path:
 
 def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, Any]]) -> None:
     patients = {res.original.patient_id for _rel, res in produced}
-    if len(patients) > 1 and not getattr(settings, "allow_mixed_patients", False):
+    if len(patients) > 1 and not settings.allow_mixed_patients:
         raise BatchFailed(
             f"the study mixes {len(patients)} different patients; split it, or set "
             "TELERAD_ALLOW_MIXED_PATIENTS=true if this is intended"

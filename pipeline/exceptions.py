@@ -55,6 +55,10 @@ class VerificationError(PermanentError):
     """De-identified output still holds something it must not: nothing is uploaded."""
 
 
+class EnqueueError(SubmissionError):
+    """The broker did not take a recorded batch: it is marked failed, and ``telerad retry`` re-enqueues it."""
+
+
 class UnsafeArchiveError(SubmissionError):
     """A ZIP escapes its folder, holds links, or unpacks past the size limits."""
 

@@ -64,7 +64,6 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home, description="Root of all run-time state.")
     organization: str = Field("TELERAD", description="Prefix of cloud study and patient pseudonyms.")
     broker_url: str = Field("", description="Celery broker; empty = embedded filesystem broker.")
-    result_backend: str = Field("", description="Celery result backend; empty = derived.")
     store_url: str = Field("", description="Upload target; empty = local folder bucket.")
     key_prefix: str = Field("", description="Prefix inside the store before BATCH_ID/.")
     s3_endpoint_url: str = Field("", description="S3-compatible endpoint URL.")
@@ -91,6 +90,9 @@ class Settings(BaseSettings):
         description="Largest size a Deflated Explicit VR Little Endian dataset may inflate to.",
     )
     deflated_max_ratio: int = Field(200, ge=2, description="Largest inflation ratio of a deflated dataset over 16 MB.")
+    worker_shutdown_seconds: int = Field(
+        30, ge=1, description="On SIGTERM a worker lets a running step finish this long, then requeues it and exits.",
+    )
     queued_stale_seconds: int = Field(
         300, ge=1, description="A batch queued this long with no worker taking it is shown as stale.",
     )
@@ -238,6 +240,11 @@ def check_mapping_apart(store_url: str, mapping_url: str) -> None:
             "mapping must never be stored in or around the upload location. "
             "Set TELERAD_MAPPING_URL to a different bucket, container or folder."
         )
+
+
+def default_settings() -> Settings:
+    """Settings with every default and nothing from the environment (library callers with no settings)."""
+    return Settings.model_construct()
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from pipeline.exceptions import ConfigError, IntegrityError
+from pipeline.settings import Settings
 
 PRIVATE_KEY_NAME = "signing-ed25519.pem"
 
@@ -28,8 +29,8 @@ class SignatureError(IntegrityError):
     """A manifest's signature is missing, malformed, or not made by the expected key."""
 
 
-def private_key_path(settings: Any) -> Path:
-    configured = getattr(settings, "signing_key_file", "") or ""
+def private_key_path(settings: Settings) -> Path:
+    configured = settings.signing_key_file
     return Path(configured) if configured else Path(settings.secrets_dir) / PRIVATE_KEY_NAME
 
 
@@ -43,11 +44,11 @@ def _create(path: Path) -> None:
     create_private_once(path, pem)
 
 
-def load_private_key(settings: Any) -> Ed25519PrivateKey:
+def load_private_key(settings: Settings) -> Ed25519PrivateKey:
     """The organisation's signing key, generated on first use when not configured."""
     path = private_key_path(settings)
     if not path.exists():
-        if getattr(settings, "signing_key_file", ""):
+        if settings.signing_key_file:
             raise ConfigError(f"signing key file {path} does not exist; create it or unset signing_key_file")
         _create(path)
     try:
@@ -64,19 +65,19 @@ def sign_bytes(key: Ed25519PrivateKey, data: bytes) -> bytes:
     return base64.b64encode(key.sign(data))
 
 
-def sign_manifest(settings: Any, body: bytes) -> bytes:
+def sign_manifest(settings: Settings, body: bytes) -> bytes:
     """Sign the exact manifest bytes with the organisation's key."""
     return sign_bytes(load_private_key(settings), body)
 
 
-def public_key_pem(settings: Any) -> bytes:
+def public_key_pem(settings: Settings) -> bytes:
     """The public half, as PEM, to hand to readers (``telerad keys public``)."""
     return load_private_key(settings).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def export_public_key(settings: Any, dest: Path) -> Path:
+def export_public_key(settings: Settings, dest: Path) -> Path:
     """Write the public key PEM to ``dest`` (world-readable: it is not a secret)."""
     dest = Path(dest)
     dest.write_bytes(public_key_pem(settings))

@@ -92,6 +92,7 @@ class BatchRecord:
     missing: list[str] = field(default_factory=list)
     progress: dict[str, Any] = field(default_factory=dict)  # {"step", "done", "total"} of the running step
     updated_at: str = ""
+    queued_at: str = ""  # when a retry last put it on the queue (submitted_at before that)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BatchRecord":

@@ -28,10 +28,14 @@ def broker_settings(settings: Settings) -> dict:
             d.mkdir(parents=True, exist_ok=True)
         return {
             "broker_url": "filesystem://",
+            # kombu's filesystem transport with atomic put and claim, so several workers
+            # (and the submitters beside them) can share it: workers/embedded.py.
+            "broker_transport": "workers.embedded:Transport",
             "broker_transport_options": {
                 "data_folder_in": str(queue_dir),
                 "data_folder_out": str(queue_dir),
                 "processed_folder": str(processed),
+                "claimed_folder": str(settings.broker_dir / "claimed"),
                 "control_folder": str(control),
                 "store_processed": False,
                 "polling_interval": 0.1,
@@ -55,6 +59,11 @@ def broker_settings(settings: Settings) -> dict:
     }
 
 
+def shutdown_seconds(settings: Settings) -> int:
+    """How long a stopping worker lets its running step go on: never past the visibility timeout."""
+    return max(1, min(settings.worker_shutdown_seconds, settings.visibility_timeout - 1))
+
+
 def make_app(settings: Settings | None = None) -> Celery:
     """Build the app; pass settings explicitly in tests, or let it read the environment."""
     settings = settings or load_settings()
@@ -69,11 +78,15 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         task_ignore_result=True,
-        result_backend=settings.result_backend or None,
         task_serializer="json",
         accept_content=["json"],
         worker_send_task_events=False,
         broker_heartbeat=0,
+        # SIGTERM (remapped to a cold shutdown by `telerad worker`) first lets the running step
+        # finish for a bounded time (Celery's soft shutdown), then stops it and requeues its
+        # message (late acks), so a worker always exits, and within the visibility timeout.
+        worker_soft_shutdown_timeout=float(shutdown_seconds(settings)),
+        worker_enable_soft_shutdown_on_idle=False,  # idle: exit at once
     )
     app.telerad_settings = settings  # type: ignore[attr-defined]
     return app

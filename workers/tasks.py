@@ -14,6 +14,7 @@ from typing import Callable
 from pipeline import batch
 from pipeline.exceptions import PermanentError, TransientError
 from pipeline.settings import Settings, load_settings
+from pipeline.state import StateStore
 from workers.app import app
 
 log = logging.getLogger("telerad.worker")
@@ -30,6 +31,13 @@ def worker_settings() -> Settings:
 
 def _run(task, step: Callable[[Settings, str], None], batch_id: str) -> str:
     settings = worker_settings()
+    if not StateStore(settings.state_dir).exists(batch_id):
+        # Another machine's batch, or a state folder this worker does not share: say so, drop the task.
+        log.error("batch %s is not known in the state folder %s: this worker does not share the "
+                  "submitter's TELERAD_HOME (or TELERAD_STATE_URL); the task is dropped, and "
+                  "`telerad retry %s` on the submitting host queues it again", batch_id,
+                  settings.state_dir, batch_id)
+        return batch_id
     budget = settings.task_max_retries
     try:
         step(settings, batch_id)

@@ -44,6 +44,7 @@ from typing import Any, Optional
 import typer
 
 from pipeline.exceptions import VerificationError
+from pipeline.settings import Settings
 
 CHUNK_FILES = 64
 CHUNK_BYTES = 64 * 1024 * 1024
@@ -262,7 +263,7 @@ def _chunk_star(job: tuple[str, str, list[tuple[int, str]], bool]) -> list[dict[
 
 
 # --- around the run: sources, destinations, quarantine ---------------------------------------
-def _unpack(zip_path: Path, settings: Any, stack: ExitStack) -> Path:
+def _unpack(zip_path: Path, settings: Settings, stack: ExitStack) -> Path:
     """Unpack a ZIP source safely into a private temporary folder, removed when ``stack`` closes."""
     from pipeline.inbox.zipsafe import ZipLimits, safe_extract
 

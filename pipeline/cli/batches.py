@@ -63,7 +63,14 @@ def worker(
     concurrency: int = typer.Option(os.cpu_count() or 1, "--concurrency", "-c", help="Worker processes."),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
 ) -> None:
-    """Run a Celery worker on the configured broker (embedded by default)."""
+    """Run a Celery worker on the configured broker (embedded by default).
+
+    SIGTERM stops it within TELERAD_WORKER_SHUTDOWN_SECONDS: the running step
+    finishes or is put back on the queue. Ctrl-C twice stops it at once.
+    """
+    # Celery's SIGTERM is a warm shutdown that waits for the pool without a bound; as a cold
+    # shutdown it goes through the bounded soft shutdown first (workers/app.py) and requeues.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     from workers.app import app as celery_app
 
     celery_app.worker_main(
@@ -94,9 +101,13 @@ def status(
         return
     table = Table("priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error")
     table.add_column("batch", no_wrap=True)
+    from pipeline.batch import stale_queued_seconds
+
     for r in records:
+        stale = stale_queued_seconds(settings, r)
         table.add_row(
-            r.priority, r.state, str(r.counts.get("studies", "")),
+            r.priority, r.state if stale is None else f"{r.state} (stale {stale // 60} min)",
+            str(r.counts.get("studies", "")),
             str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), r.submitted_at,
             stage_durations(r),
             ((r.error[:60] + "…") if len(r.error) > 60 else r.error)
@@ -128,6 +139,13 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
     console.print(f"priority  {r.priority}   organization {r.organization}")
     console.print(f"profile   {r.profile}  options {', '.join(r.options) or '-'}")
     console.print(f"submitted {r.submitted_at}")
+    from pipeline.batch import stale_queued_seconds
+
+    stale = stale_queued_seconds(settings, r)
+    if stale is not None:
+        console.print(f"[yellow]waiting[/yellow]   queued {stale // 60} min {stale % 60} s with no worker taking it: "
+                      "check that a worker runs on the same TELERAD_BROKER_URL and state, then "
+                      f"`telerad retry {r.batch_id}`", highlight=False, soft_wrap=True)
     if r.progress and not r.final:
         p = r.progress
         console.print(f"progress  {p['step']} {p['done']}/{p['total']} files")
@@ -158,8 +176,8 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
                 console.print(f"  … and {len(missing) - 20} more")
 
 
-def retry(batch_id: str = typer.Argument(..., help="A failed batch.")) -> None:
-    """Put a failed batch back on the queue; finished steps are not redone."""
+def retry(batch_id: str = typer.Argument(..., help="A failed batch, or one stuck in the queue.")) -> None:
+    """Put a failed (or stale queued) batch back on the queue; finished steps are not redone."""
     from pipeline import batch
     from workers.dispatch import start_batch
 
@@ -192,7 +210,8 @@ def demo(
 
             batch_id = batch.create_batch(settings, study.root, priority="STAT")
             start_batch(settings, batch_id)
-            console.print(f"submitted batch {batch_id}; a worker (pid {proc.pid}) is processing it")
+            console.print(f"submitted batch {batch_id}; a worker (pid {proc.pid}) is processing it",
+                          soft_wrap=True)
             record = StateStore(settings.state_dir).wait_final(batch_id, timeout)
         finally:
             proc.terminate()
@@ -201,11 +220,32 @@ def demo(
         console.print(f"[red]batch {record.state}[/red]: {record.error} (worker log: {log_path})")
         raise typer.Exit(1)
     store = open_store(settings.effective_store_url, settings)
-    console.print(f"\n[bold]bucket[/bold] {store.url}")
-    for info in sorted(store.list(f"{batch_id}/"), key=lambda i: i.key):
-        console.print(f"  {info.size:>8}  {info.key}", highlight=False)
-    console.print(f"\n[bold]{batch_id}/manifest.json[/bold]")
-    console.print_json(store.get_bytes(f"{batch_id}/manifest.json").decode())
+    objects = sorted(store.list(f"{batch_id}/"), key=lambda i: i.key)
+    images = [o for o in objects if o.key.endswith(".dcm")]
+    console.print(f"\n[bold]bucket[/bold] {store.url}  ({len(images)} de-identified images, "
+                  f"{sum(o.size for o in images) / 1e6:.1f} MB)")
+    for info in objects:
+        if not info.key.endswith(".dcm"):
+            console.print(f"  {info.size:>8}  {info.key}", highlight=False)
+    console.print(f"  {'':>8}  {batch_id}/<cloud study>/<series>/<instance>.dcm  x {len(images)}",
+                  highlight=False, soft_wrap=True)
+    console.print("\n[bold]Where everything went[/bold]")
+    for label, where in (
+        ("TELERAD_HOME", f"{settings.home}  (state, secrets, staging; nothing here leaves the site)"),
+        ("bucket", f"{store.url}  (what the remote reader sees: images, deid-report.json, signed manifest)"),
+        ("mapping store", f"{settings.effective_mapping_url}  (the encrypted re-identification mapping; "
+                          "never the bucket)"),
+        ("audit log", f"{settings.audit_log_path}  (every act, hash-chained, no PHI)"),
+        ("the study", f"{study.root}  (the original, untouched)"),
+    ):
+        console.print(f"  {label:<14} {where}", highlight=False, soft_wrap=True)
+    console.print("\n[bold]Try next[/bold]")
+    for cmd, why in (
+        (f"telerad status {batch_id}", "counts, stage times, what was skipped and why"),
+        (f"telerad reader fetch {batch_id} --dest ./reading", "download and verify it as a reader would"),
+        (f"telerad reidentify {batch_id} --reason \"demo\"", "the authorised, audited way back to the patient"),
+    ):
+        console.print(f"  {cmd}\n      {why}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

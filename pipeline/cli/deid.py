@@ -38,6 +38,10 @@ def verify(
     verifier = Verifier(Pseudonyms(settings.pseudonym_secret, settings.organization), prof,
                         originals=originals, allowed_names=allow_name)
     report = verifier.verify_tree(directory)
+    if report.files == 0:
+        typer.secho(f"error: {directory.name} holds no files to verify: nothing was checked "
+                    "(give the folder the de-identified files were written to)", fg=typer.colors.RED, err=True)
+        sys.exit(1)
     from pipeline.audit import AuditLog
 
     AuditLog.from_settings(settings).append(
@@ -66,13 +70,19 @@ def _operator() -> str:
 
 @profile_app.command("show")
 def show(
-    name: str = typer.Argument("basic", help="A preset or a file under config/profiles/."),
+    name: Optional[str] = typer.Argument(
+        None, help="A preset or a profile file; default: the configured profile (TELERAD_PROFILE) and options."),
     option: list[str] = typer.Option([], "--option", help="Extra option."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Print the effective action for every attribute of a profile."""
+    """Print the effective action for every attribute of a profile (the configured one by default)."""
     from pipeline.deid import load_profile
 
+    if name is None:
+        from pipeline.settings import load_settings
+
+        settings = load_settings()
+        name, option = settings.profile, list(settings.options) + list(option)
     prof = load_profile(name, option)
     rows = prof.effective_actions()
     if as_json:

@@ -122,7 +122,7 @@ class BatchProgress:
 
 
 def _inbox_path(inbox: Optional[Path], settings: Settings) -> Path:
-    configured = str(getattr(settings, "inbox_dir", "") or "")
+    configured = settings.inbox_dir
     if inbox is None and not configured:
         raise ConfigError("no inbox given: pass INBOX, or set TELERAD_INBOX_DIR")
     return (inbox or Path(configured)).expanduser().absolute()

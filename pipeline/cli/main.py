@@ -71,6 +71,11 @@ def __getattr__(name: str) -> typer.Typer:
 
 def main() -> None:
     """Run the CLI; Telerad's own errors become one clear line and exit code 2."""
+    import logging
+
+    # A command speaks through its own output; the library's log lines reach the terminal
+    # only where a command sets up logging (worker, watch, up), never as stray stderr lines.
+    logging.getLogger("telerad").addHandler(logging.NullHandler())
     app = build_app(sys.argv[1] if len(sys.argv) > 1 else None)
     try:
         app()

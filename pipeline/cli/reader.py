@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.exceptions import ConfigError, TeleradError
+from pipeline.settings import Settings
 
 reader_app = typer.Typer(
     name="reader",
@@ -37,7 +38,7 @@ def _context() -> tuple[Any, Any, str]:
     return settings, open_store(settings.effective_store_url, settings), settings.key_prefix
 
 
-def _audit(settings: Any, action: str, batch_id: str, outcome: str = "ok", **details: Any) -> None:
+def _audit(settings: Settings, action: str, batch_id: str, outcome: str = "ok", **details: Any) -> None:
     from pipeline.audit import AuditLog
 
     AuditLog.from_settings(settings).append(
@@ -124,7 +125,7 @@ def fetch_cmd(
     settings = None
     try:
         settings = load_settings()
-        key_file = public_key or getattr(settings, "public_key_file", "") or None
+        key_file = public_key or settings.public_key_file or None
         if not key_file:
             raise ConfigError(
                 "fetch needs the sending organisation's public key: --public-key FILE "

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from pipeline.pixels.review import ReviewQueue
+    from pipeline.settings import Settings
 
 review_app = typer.Typer(name="review", no_args_is_help=True,
                          help="Images held for a person's decision about burned-in text.")
 
 
-def _queue():
+def _queue() -> tuple[Settings, ReviewQueue]:
     from pipeline.pixels.review import ReviewQueue
     from pipeline.settings import load_settings
 
@@ -27,7 +31,7 @@ def _queue():
     return settings, ReviewQueue(settings.review_dir)
 
 
-def _audit(settings, action: str, item_id: str, **details) -> None:
+def _audit(settings: Settings, action: str, item_id: str, **details: str | int) -> None:
     import getpass
 
     from pipeline.audit import AuditLog

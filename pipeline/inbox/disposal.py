@@ -25,6 +25,7 @@ from typing import Any
 
 from pipeline.inbox.claim import CLAIM_FILE, SPOOL, EntryLock, InboxLayout
 from pipeline.state import BatchRecord, StateStore, utcnow
+from pipeline.settings import Settings
 
 log = logging.getLogger("telerad.inbox")
 
@@ -82,7 +83,7 @@ def _lock_spool_entry(source: Path, record: BatchRecord):
     return lock
 
 
-def archive_original(settings: Any, record: BatchRecord) -> Path | None:
+def archive_original(settings: Settings, record: BatchRecord) -> Path | None:
     """Archive (or delete, by setting) an uploaded batch's inbox original; returns where it went."""
     source = Path(record.source)
     layout = InboxLayout.from_source(source)
@@ -96,7 +97,7 @@ def archive_original(settings: Any, record: BatchRecord) -> Path | None:
         return None
     try:
         entry = source.parent
-        if getattr(settings, "inbox_delete_after_upload", False):
+        if settings.inbox_delete_after_upload:
             if source.is_dir():
                 shutil.rmtree(source)
             else:
@@ -104,7 +105,7 @@ def archive_original(settings: Any, record: BatchRecord) -> Path | None:
             _remove_entry(entry)
             log.info("batch %s: original deleted after upload", record.batch_id)
             return None
-        days = int(getattr(settings, "inbox_archive_days", 30))
+        days = settings.inbox_archive_days
         target = layout.archive / record.batch_id
         dest = move_out(entry, source, target)
         now = datetime.now(timezone.utc).replace(microsecond=0)
@@ -144,7 +145,7 @@ def write_reason(target: Path, ident: str, reason: str, *, batch: bool) -> None:
     )
 
 
-def quarantine_original(settings: Any, record: BatchRecord, reason: str) -> Path | None:
+def quarantine_original(settings: Settings, record: BatchRecord, reason: str) -> Path | None:
     """Move a failed batch's inbox original to ``quarantine/BATCH_ID/`` with ``reason.txt``."""
     source = Path(record.source)
     layout = InboxLayout.from_source(source)

@@ -33,6 +33,7 @@ from pipeline.inbox.sidecar import BESIDE_SUFFIX, Submission, beside_path, load_
 from pipeline.inbox.zipsafe import ZipLimits, inspect
 from pipeline.settings import Priority
 from pipeline.state import BatchState, StateStore
+from pipeline.settings import Settings
 
 log = logging.getLogger("telerad.inbox")
 
@@ -81,14 +82,13 @@ class WatcherConfig:
     limits: ZipLimits = field(default_factory=ZipLimits)
 
     @classmethod
-    def from_settings(cls, settings: Any, **given: Any) -> "WatcherConfig":
-        d = cls()
+    def from_settings(cls, settings: Settings, **given: Any) -> "WatcherConfig":
         values = {
-            "quiet_seconds": float(getattr(settings, "inbox_quiet_seconds", d.quiet_seconds)),
-            "marker": str(getattr(settings, "inbox_ready_marker", d.marker)),
-            "polling": bool(getattr(settings, "inbox_polling", d.polling)),
-            "scan_interval": float(getattr(settings, "inbox_scan_interval", d.scan_interval)),
-            "archive_days": int(getattr(settings, "inbox_archive_days", d.archive_days)),
+            "quiet_seconds": settings.inbox_quiet_seconds,
+            "marker": settings.inbox_ready_marker,
+            "polling": settings.inbox_polling,
+            "scan_interval": settings.inbox_scan_interval,
+            "archive_days": settings.inbox_archive_days,
             "limits": ZipLimits.from_settings(settings),
         }
         values.update({k: v for k, v in given.items() if v is not None})
@@ -150,7 +150,7 @@ class Watcher:
     def __init__(
         self,
         inbox: Path,
-        settings: Any,
+        settings: Settings,
         submit: SubmitFn,
         *,
         dispatch: DispatchFn | None = None,
@@ -174,7 +174,7 @@ class Watcher:
         self._tracking: dict[str, InboxEvent] = {}
         self._wake = threading.Event()
         self._last_purge = float("-inf")
-        self.state_dir: Path | None = getattr(settings, "state_dir", None)
+        self.state_dir: Path | None = settings.state_dir
 
     # --- events ------------------------------------------------------------------
     def _emit(self, event: InboxEvent) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.exceptions import UnsafeArchiveError
+from pipeline.settings import Settings
 
 _CHUNK = 1 << 20
 
@@ -48,13 +49,12 @@ class ZipLimits:
             raise ValueError("zip limits must be positive (max_ratio at least 1)")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "ZipLimits":
+    def from_settings(cls, settings: Settings) -> "ZipLimits":
         """Limits from settings ``zip_max_entries``, ``zip_max_unpacked_bytes``, ``zip_max_ratio``."""
-        d = cls()
         return cls(
-            max_entries=int(getattr(settings, "zip_max_entries", d.max_entries)),
-            max_unpacked_bytes=int(getattr(settings, "zip_max_unpacked_bytes", d.max_unpacked_bytes)),
-            max_ratio=float(getattr(settings, "zip_max_ratio", d.max_ratio)),
+            max_entries=settings.zip_max_entries,
+            max_unpacked_bytes=settings.zip_max_unpacked_bytes,
+            max_ratio=settings.zip_max_ratio,
         )
 
 

@@ -38,6 +38,7 @@ from typing import Any, Iterator, Protocol, Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline.settings import Settings
 from pipeline.exceptions import ConfigError, KeyError_, TransientError
 
 LOCAL = "local"
@@ -200,7 +201,7 @@ class KmsKek:
         return KmsKek(meta["Arn"], self._client)
 
 
-def kms_client(settings: Any = None) -> Any:
+def kms_client() -> Any:
     """A boto3 KMS client; endpoint from AWS_ENDPOINT_URL(_KMS), credentials the SDK's usual way."""
     try:
         import boto3
@@ -348,17 +349,16 @@ class LocalKeyringFile:
 
 
 # --- the keyring ---------------------------------------------------------------
-def local_key_path(settings: Any) -> Path:
+def local_key_path(settings: Settings) -> Path:
     """``mapping_key_file``, or ``secrets/mapping.key`` when unset."""
-    configured = getattr(settings, "mapping_key_file", "") or ""
+    configured = settings.mapping_key_file
     return Path(configured) if configured else settings.secrets_dir / "mapping.key"
 
 
-def would_generate_key(settings: Any) -> bool:
+def would_generate_key(settings: Settings) -> bool:
     """True when Keyring.from_settings would create a new local key (none configured or present)."""
-    return not getattr(settings, "mapping_kms_key_id", "") and not getattr(
-        settings, "mapping_key_file", ""
-    ) and not local_key_path(settings).exists()
+    return (not settings.mapping_kms_key_id and not settings.mapping_key_file
+            and not local_key_path(settings).exists())
 
 
 class Keyring:
@@ -391,22 +391,18 @@ class Keyring:
             kek = KmsKek(ref.key_id, self._kms)
         return kek
 
-    def with_current(self, current: Kek) -> "Keyring":
-        """The same keyring whose new records use ``current`` (the others stay readable)."""
-        return Keyring(current, list(self._keks.values()), kms=self._kms, local_file=self.local_file)
-
     @classmethod
-    def from_settings(cls, settings: Any, *, kms: Any = None) -> "Keyring":
+    def from_settings(cls, settings: Settings, *, kms: Any = None) -> "Keyring":
         """Local keyring file (created 0600 when unset and absent) or AWS KMS as current."""
-        kms_key_id = getattr(settings, "mapping_kms_key_id", "") or ""
-        configured = getattr(settings, "mapping_key_file", "") or ""
+        kms_key_id = settings.mapping_kms_key_id
+        configured = settings.mapping_key_file
         local = LocalKeyringFile(local_key_path(settings))
         local_keks: list[LocalKek] = []
         local_current: LocalKek | None = None
         if kms_key_id:
             if local.exists():  # still readable: records from before the move to KMS
                 local_keks, local_current = local.keks()
-            client = kms if kms is not None else kms_client(settings)
+            client = kms if kms is not None else kms_client()
             current: Kek = KmsKek(kms_key_id, client).resolved()
             return cls(current, local_keks, kms=client, local_file=local if local.exists() else None)
         if not local.exists():

@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipeline.settings import Settings
 from pipeline.audit import AuditLog, reason_digest
 from pipeline.exceptions import MappingError, PermanentError, TeleradError
 from pipeline.mapping.store import MappingStore, check_batch_id
@@ -52,7 +53,7 @@ class ReidentifiedStudy:
         return asdict(self)
 
 
-def reason_secret(settings: Any) -> bytes:
+def reason_secret(settings: Settings) -> bytes:
     """The key of reason digests (``secrets/audit-reason.key``, 0600, created on first use)."""
     from pipeline.secrets import load_or_create_secret
 
@@ -95,7 +96,7 @@ def _studies(mapping: dict, batch_id: str, cloud_study_id: str | None) -> list[R
 
 
 def reidentify(
-    settings: Any,
+    settings: Settings,
     batch_id: str,
     cloud_study_id: str | None = None,
     *,

@@ -28,6 +28,7 @@ from typing import Any, Iterator
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline.settings import Settings
 from pipeline.exceptions import KeyError_, MappingError, ObjectNotFound
 from pipeline.mapping.keys import (
     Keyring,
@@ -90,7 +91,7 @@ class MappingStore:
 
     @classmethod
     def from_settings(
-        cls, settings: Any, *, url: str | None = None, keyring: Keyring | None = None
+        cls, settings: Settings, *, url: str | None = None, keyring: Keyring | None = None
     ) -> "MappingStore":
         """The store at ``url`` (default ``settings.effective_mapping_url``) with the configured keyring.
 

@@ -7,8 +7,8 @@ birth date, accession number, institution): those are certain hits whatever
 the confidence. A word between ``review_confidence`` and ``mask_confidence``
 with a few letters or digits, mostly capitals or digits, is *doubt*: the image
 goes to review, unless the word sits on a line of text right next to a word
-that is masked (then it is a piece of that text, and masked). Anything less is noise (ultrasound speckle or film grain read
-as short lower-case jumble).
+that is masked (then it is a piece of that text, and masked). Anything less
+is noise (ultrasound speckle or film grain read as short lower-case jumble).
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ without the ``[s3]`` or ``[azure]`` extra still runs on the local store.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlparse
 
 from pipeline.exceptions import ConfigError
+from pipeline.settings import Settings
 from pipeline.storage.base import (
     CONTENT_TYPE_DICOM,
     CONTENT_TYPE_JSON,
@@ -30,7 +30,7 @@ def _missing(extra: str, exc: ImportError) -> ConfigError:
     )
 
 
-def open_store(url: str, settings: Any = None) -> ObjectStore:
+def open_store(url: str, settings: Settings | None = None) -> ObjectStore:
     """The store behind ``url``; ``settings`` tunes endpoints, concurrency and retries."""
     scheme = urlparse(url).scheme
     if scheme == "file":

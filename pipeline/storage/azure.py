@@ -42,9 +42,9 @@ from pipeline.exceptions import (
     StorageTransientError,
 )
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import check_key, download_via_temp, join, prepare_put, setting, with_sha256
+from pipeline.settings import Settings, default_settings
+from pipeline.storage.keys import check_key, download_via_temp, join, prepare_put, with_sha256
 
-MiB = 1024 * 1024
 ACCOUNT_URL_ENV = "TELERAD_AZURE_ACCOUNT_URL"
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 _CLOCK_SKEW = timedelta(minutes=5)
@@ -78,26 +78,26 @@ def _classify(exc: BaseException, what: str, where: str) -> StorageError:
     return StoragePermanentError(f"{where} failed on {what}: {type(exc).__name__}: {exc}")
 
 
-def _service_client(settings: Any) -> BlobServiceClient:
-    threshold = int(setting(settings, "multipart_threshold", 16 * MiB))
+def _service_client(settings: Settings) -> BlobServiceClient:
+    threshold = settings.multipart_threshold
     options = dict(
         retry_policy=ExponentialRetry(
-            initial_backoff=int(setting(settings, "azure_initial_backoff", 2)),
+            initial_backoff=int(settings.azure_initial_backoff),
             increment_base=2,
-            retry_total=int(setting(settings, "storage_max_attempts", 6)) - 1,
+            retry_total=settings.storage_max_attempts - 1,
             random_jitter_range=1,
         ),
         max_single_put_size=threshold,
-        max_block_size=int(setting(settings, "multipart_chunksize", max(threshold, 8 * MiB))),
+        max_block_size=settings.multipart_chunksize,
         max_single_get_size=threshold,
-        max_chunk_get_size=int(setting(settings, "multipart_chunksize", 4 * MiB)),
+        max_chunk_get_size=settings.multipart_chunksize,
         connection_timeout=10,
         read_timeout=60,
     )
     conn = os.environ.get(CONNECTION_STRING_ENV)
     if conn:
         return BlobServiceClient.from_connection_string(conn, **options)
-    account_url = setting(settings, "azure_account_url", None) or os.environ.get(ACCOUNT_URL_ENV)
+    account_url = settings.azure_account_url or os.environ.get(ACCOUNT_URL_ENV)
     if not account_url:
         raise ConfigError(
             f"an az:// store needs credentials: set {CONNECTION_STRING_ENV}, or {ACCOUNT_URL_ENV} "
@@ -121,14 +121,12 @@ class AzureStore:
         self.concurrency = concurrency
 
     @classmethod
-    def from_url(cls, url: str, settings: Any = None) -> "AzureStore":
+    def from_url(cls, url: str, settings: Settings | None = None) -> "AzureStore":
         p = urlparse(url)
         if not p.netloc:
             raise ConfigError(f"Azure store URL {url!r} must be az://container[/prefix]")
-        return cls(
-            p.netloc, p.path, service=_service_client(settings),
-            concurrency=int(setting(settings, "part_concurrency", 4)),
-        )
+        settings = settings or default_settings()
+        return cls(p.netloc, p.path, service=_service_client(settings), concurrency=settings.part_concurrency)
 
     def _blob(self, key: str):
         return self.container.get_blob_client(join(self.prefix, check_key(key)))

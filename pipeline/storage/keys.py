@@ -76,12 +76,6 @@ def with_sha256(metadata: dict[str, str], digest: str, what: str) -> dict[str, s
     return {**metadata, "sha256": digest}
 
 
-def setting(settings: Any, name: str, default: Any) -> Any:
-    """A tuning setting, or ``default`` when there are no settings or it is unset."""
-    value = getattr(settings, name, None) if settings is not None else None
-    return default if value in (None, "") else value
-
-
 def listing(store: Any, prefix: str) -> dict[str, Any]:
     """Everything under ``prefix`` by key: one LIST replaces a HEAD per file on a fresh batch."""
     return {info.key: info for info in store.list(prefix)}

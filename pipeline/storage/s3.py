@@ -43,6 +43,7 @@ from pipeline.exceptions import (
     StoragePermanentError,
     StorageTransientError,
 )
+from pipeline.settings import Settings, default_settings
 from pipeline.storage.base import ObjectInfo
 from pipeline.storage.keys import (
     PutPlan,
@@ -50,13 +51,11 @@ from pipeline.storage.keys import (
     download_via_temp,
     join,
     prepare_put,
-    setting,
     source_sha256,
     staged_size,
     with_sha256,
 )
 
-MiB = 1024 * 1024
 MAX_PRESIGN = timedelta(days=7)  # SigV4 limit
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
@@ -113,15 +112,16 @@ class S3Store:
         self._transfers: TransferManager | None = None
 
     @classmethod
-    def from_url(cls, url: str, settings: Any = None) -> "S3Store":
+    def from_url(cls, url: str, settings: Settings | None = None) -> "S3Store":
         p = urlparse(url)
         if not p.netloc:
             raise ConfigError(f"S3 store URL {url!r} must be s3://bucket[/prefix]")
-        endpoint = setting(settings, "s3_endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL")
+        settings = settings or default_settings()
+        endpoint = settings.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
         config = Config(
             retries={
-                "mode": setting(settings, "s3_retry_mode", "standard"),
-                "total_max_attempts": int(setting(settings, "storage_max_attempts", 6)),
+                "mode": settings.s3_retry_mode,
+                "total_max_attempts": settings.storage_max_attempts,
             },
             connect_timeout=10,
             read_timeout=60,
@@ -131,11 +131,10 @@ class S3Store:
             response_checksum_validation="when_supported",
         )
         client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
-        threshold = int(setting(settings, "multipart_threshold", 16 * MiB))
         transfer = TransferConfig(
-            multipart_threshold=threshold,
-            multipart_chunksize=int(setting(settings, "multipart_chunksize", max(threshold, 8 * MiB))),
-            max_concurrency=int(setting(settings, "part_concurrency", 4)),
+            multipart_threshold=settings.multipart_threshold,
+            multipart_chunksize=settings.multipart_chunksize,
+            max_concurrency=settings.part_concurrency,
             use_threads=True,
         )
         return cls(p.netloc, p.path, client=client, transfer=transfer)

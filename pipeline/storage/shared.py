@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from typing import Any
 
+from pipeline.settings import Settings, default_settings
 from pipeline.storage.base import ObjectStore
 
 CLIENT_SETTINGS = (
@@ -38,15 +38,15 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def _key(url: str, settings: Any) -> tuple:
-    tuned = tuple(getattr(settings, name, None) if settings is not None else None for name in CLIENT_SETTINGS)
+def _key(url: str, settings: Settings | None) -> tuple:
+    tuned = tuple(getattr(settings or default_settings(), name) for name in CLIENT_SETTINGS)
     env = hashlib.sha256(
         repr(sorted((k, v) for k, v in os.environ.items() if k.startswith(CLIENT_ENV_PREFIXES))).encode()
     ).hexdigest()
     return (url, repr(tuned), env)
 
 
-def shared_store(url: str, settings: Any = None) -> ObjectStore:
+def shared_store(url: str, settings: Settings | None = None) -> ObjectStore:
     """The process's store for ``url`` (built by ``open_store`` on first use; thread-safe)."""
     from pipeline.storage import open_store
 

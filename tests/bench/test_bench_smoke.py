@@ -110,6 +110,14 @@ def test_all_runs_a_subset_quickly(tmp_path):
     assert (tmp_path / "r" / "profile_engine-latest.json").exists()
 
 
+def test_completeness_benchmark_runs(tmp_path):
+    """The gate's cost: the same files with the gate on and off, and the share spent inside it."""
+    data = bench(tmp_path, "completeness", "--size-mb", "3", "--repeat", "1")
+    assert data["files"] > 0 and 0 <= data["gate_share"] < 1
+    assert {r["name"] for r in data["rows"]} == {"anonymize per-file work, gate off",
+                                                 "anonymize per-file work, gate on (as shipped)"}
+
+
 def test_ocr_benchmark_runs(tmp_path):
     """The OCR path on two frames of each size, one and two processes, next to plain CT anonymize."""
     data = bench(tmp_path, "ocr", "--frames", "2", "--ct-mb", "2", "--jobs", "2")

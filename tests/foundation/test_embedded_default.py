@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 
 def test_demo_runs_a_study_through_a_real_worker_on_the_embedded_broker(tmp_path):
-    """The README's demo: a synthetic study through a worker, then the bucket listing and manifest."""
+    """The README's demo: a study through a worker, the bucket listing, where everything went, what to try next."""
     env = telerad_env(tmp_path / "home")
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.cli.main", "demo"],
@@ -29,6 +29,11 @@ def test_demo_runs_a_study_through_a_real_worker_on_the_embedded_broker(tmp_path
     manifest = json.loads(manifests[0].read_text())
     assert manifest["total_images"] == 6
     assert manifest["batch_id"] in out
+    # It ends by saying where everything went and what to try next.
+    for said in ("Where everything went", "TELERAD_HOME", "mapping store", "audit log", "Try next",
+                 f"telerad status {manifest['batch_id']}", "telerad reader fetch", "telerad reidentify"):
+        assert said in out, said
+    assert str(tmp_path / "home" / "mapping") in out
     # Everything the demo wrote lives under TELERAD_HOME: broker, state, secrets, bucket, mapping.
     for part in ("broker", "state", "secrets", "bucket", "mapping"):
         assert (tmp_path / "home" / part).exists(), part

@@ -58,8 +58,9 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(dir: Path, *, appendonly: bool = False) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), dir=dir, appendonly=appendonly)
+def redis_server(dir: Path, *, appendonly: bool = False, port: int | None = None) -> Iterator[RedisServer]:
+    dir.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(port=port or free_port(), dir=dir, appendonly=appendonly)
     server.start()
     try:
         yield server

@@ -42,20 +42,14 @@ def test_nothing_is_deleted_before_upload_is_confirmed(tmp_path: Path) -> None:
     """Even with delete-after-upload on, an original whose upload is not recorded stays."""
     record, inbox = spooled(tmp_path, ["deidentify"])
 
-    class S:
-        inbox_delete_after_upload = True
-
-    assert archive_original(S(), record) is None
+    assert archive_original(load_settings(inbox_delete_after_upload=True), record) is None
     assert len(list((Path(record.source) / "series1").iterdir())) == 3
 
 
 def test_delete_after_upload_removes_the_original(tmp_path: Path) -> None:
     record, inbox = spooled(tmp_path, ["upload"])
 
-    class S:
-        inbox_delete_after_upload = True
-
-    assert archive_original(S(), record) is None
+    assert archive_original(load_settings(inbox_delete_after_upload=True), record) is None
     assert not Path(record.source).exists()
     assert list((inbox / ".spool").iterdir()) == [] and list((inbox / "archive").iterdir()) == []
 
@@ -82,10 +76,7 @@ def test_failed_original_goes_to_quarantine_with_reason(tmp_path: Path) -> None:
 def test_retention_deletes_only_expired_archives(tmp_path: Path) -> None:
     record, inbox = spooled(tmp_path, ["upload"])
 
-    class S:
-        inbox_archive_days = 7
-
-    archive_original(S(), record)
+    archive_original(load_settings(inbox_archive_days=7), record)
     archive = inbox / "archive"
     assert purge_archive(archive, 7) == []
     later = datetime.now(timezone.utc) + timedelta(days=8)

@@ -98,14 +98,14 @@ def test_fetch_without_a_public_key_says_how_to_get_one(reader_env, tmp_path, mo
 
 SLOW_FETCH = """
 import sys, time
-from types import SimpleNamespace
 from pathlib import Path
+from pipeline.settings import default_settings
 from pipeline.reader import fetch_batch
 from pipeline.signing import load_public_key
 from pipeline.storage import open_store
 
 url, endpoint, batch_id, dest, key = sys.argv[1:6]
-store = open_store(url, SimpleNamespace(s3_endpoint_url=endpoint))
+store = open_store(url, default_settings().model_copy(update={"s3_endpoint_url": endpoint}))
 
 class Slow:
     url = store.url

@@ -11,11 +11,11 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from pipeline.settings import Settings, default_settings
 from pipeline.storage import ObjectStore, open_store
 from tests.harness.azurite import Azurite, azurite
 from tests.harness.moto_server import TEST_CREDENTIALS, moto_server
@@ -45,11 +45,11 @@ class Backend:
         return open_store(f"{self.base}/{prefix}", self.settings)
 
 
-def small_parts_settings(**extra: Any) -> SimpleNamespace:
+def small_parts_settings(**extra: Any) -> Settings:
     """Settings that make a 12 MiB file go up in 5 MiB parts (the S3 minimum)."""
-    return SimpleNamespace(
+    return default_settings().model_copy(update=dict(
         multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, part_concurrency=3, **extra
-    )
+    ))
 
 
 @pytest.fixture(scope="session")

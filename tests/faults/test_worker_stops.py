@@ -1,0 +1,86 @@
+"""A worker given SIGTERM stops: it finishes or requeues its step and exits, every time.
+
+Real processes: redis-server, `telerad worker` (its main process is signalled,
+as a service manager would), `telerad submit`.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.state import StateStore
+from pipeline.testing import make_study
+from tests.faults.site import HookedWorker
+from tests.harness.worker import REPO, Worker, telerad_env
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+
+def _submit(env: dict[str, str], study: Path) -> str:
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "submit", str(study)], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip().splitlines()[-1]
+
+
+def _sigterm_and_time(worker: Worker, limit: float) -> float:
+    """SIGTERM the worker's main process only; seconds until it has exited (fails past ``limit``)."""
+    started = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    try:
+        worker.proc.wait(limit)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        pytest.fail(f"the worker did not stop within {limit} s of SIGTERM:\n{worker.log_path.read_text()[-2000:]}")
+    return time.monotonic() - started
+
+
+def test_an_idle_worker_stops_on_sigterm_every_time(tmp_path, redis_url):
+    """After processing batches, SIGTERM stops the worker within seconds (four times in a row)."""
+    env = telerad_env(tmp_path / "home", TELERAD_BROKER_URL=redis_url)
+    states = StateStore(tmp_path / "home" / "state")
+    for attempt in range(4):
+        worker = Worker(env, tmp_path / f"worker-{attempt}.log").start()
+        try:
+            batch_id = _submit(env, make_study(tmp_path / f"study-{attempt}", series=1, images=3).root)
+            assert states.wait_final(batch_id, 60).state == "done"
+            took = _sigterm_and_time(worker, 20)
+        finally:
+            worker.stop()
+        assert took < 20
+        assert worker.proc.returncode is not None
+
+
+def test_sigterm_mid_step_requeues_it_and_another_worker_finishes(tmp_path, redis_url):
+    """A worker stopped inside de-identification exits within its shutdown time; the batch still completes."""
+    fault_dir = tmp_path / "fault"
+    fault_dir.mkdir()
+    env = telerad_env(tmp_path / "home", TELERAD_BROKER_URL=redis_url, TELERAD_WORKER_SHUTDOWN_SECONDS="2",
+                      TELERAD_VISIBILITY_TIMEOUT="30")
+    hooked = dict(env, TELERAD_FAULT_PAUSE="deid-write:1", TELERAD_FAULT_DIR=str(fault_dir))
+    states = StateStore(tmp_path / "home" / "state")
+    worker = HookedWorker(hooked, tmp_path / "hooked.log").start()
+    try:
+        batch_id = _submit(env, make_study(tmp_path / "study", series=1, images=4).root)
+        deadline = time.monotonic() + 60
+        while not (fault_dir / "paused-deid-write").exists():
+            assert time.monotonic() < deadline, worker.log_path.read_text()[-2000:]
+            time.sleep(0.05)
+        took = _sigterm_and_time(worker, 25)  # 2 s to finish the step, then it is stopped and requeued
+    finally:
+        worker.stop()
+    assert took < 25
+    assert states.get(batch_id).state != "done"
+    second = Worker(env, tmp_path / "second.log").start()
+    try:
+        record = states.wait_final(batch_id, 90)
+    finally:
+        second.stop()
+    assert record.state == "done", record.error
+    assert record.counts["images"] == 4
