@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from pydicom.dataset import Dataset
 
@@ -157,7 +158,7 @@ class BurnedInGuard:
         return inspect_candidate(self, Path(path), source, reason, inflate_limits, before_change)
 
     # --- what the policy says about a finding -----------------------------------------
-    def refuse(self, what: str) -> None:
+    def refuse(self, what: str) -> NoReturn:
         """Text was found and the policy is not ``mask``: refuse the file or fail the batch."""
         msg = f"possible burned-in annotation: {what}"
         if self.policy == "fail":

@@ -150,7 +150,6 @@ def _found(guard: "BurnedInGuard", outcome: "PixelOutcome", what: str) -> "Pixel
         outcome.warning = f"burned-in text uploaded unmasked (policy warn): {what}"
         return outcome
     guard.refuse(what)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _doubt(guard: "BurnedInGuard", queue: ReviewQueue | None, path: Path, outcome: "PixelOutcome", ds,

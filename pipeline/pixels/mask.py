@@ -113,10 +113,8 @@ def _describe_pixels(ds: Dataset, pixels: DecodedPixels) -> None:
 def _native(ds: Dataset, pixels: DecodedPixels) -> None:
     bits = int(value_of(ds, "BitsAllocated", 8) or 8)
     arr = pixels.frames
-    want = {8: np.uint8, 16: np.uint16, 32: np.uint32}.get(bits)
-    if want is not None and arr.dtype.itemsize != np.dtype(want).itemsize:
-        arr = arr.astype(arr.dtype.newbyteorder("<").kind + str(np.dtype(want).itemsize))
-    data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    size = bits // 8 if bits in (8, 16, 32) else arr.dtype.itemsize  # as many bytes as Bits Allocated says
+    data = arr.astype(f"<{arr.dtype.kind}{size}", copy=False).tobytes()
     if len(data) % 2:
         data += b"\x00"
     ds.PixelData = data
