@@ -113,3 +113,23 @@ def test_the_gate_refuses_a_masked_image_changed_outside_its_regions(tmp_path):
     snap.cleaned([PixelRegion(100, 100, 10, 9, frame=0)])
     with pytest.raises(IncompleteOutputError, match="outside the recorded regions"):
         snap.check_output(source.dataset, syntax, streamed=False)
+
+
+def _iod_errors(path) -> set[str]:
+    import subprocess
+
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return {line.split(" - ", 1)[-1] for line in (out.stdout + out.stderr).splitlines() if "Error" in line}
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("kind,syntax,rgb,frames", [("US", "jpeg", True, 1), ("XA", "rle", False, 2)])
+def test_masked_output_is_as_valid_as_its_source(tmp_path, pseudonyms, kind, syntax, rgb, frames):
+    """dciodvfy (dicom3tools) finds no error in a masked, re-encoded file that it did not find in the source."""
+    who = Identity(tag="VLDTY")
+    rows, cols = (512, 512) if kind == "XA" else (480, 640)
+    drawn = make_image(tmp_path / "in.dcm", kind=kind, rows=rows, cols=cols, frames=frames, rgb=rgb, syntax=syntax,
+                       who=who, labels=identity_labels(who, cols=cols, rows=rows))
+    res = Deidentifier(load_profile("teleradiology"), pseudonyms).deidentify_file(drawn.path, tmp_path / "out")
+    assert res.pixels.action == "masked"
+    assert _iod_errors(tmp_path / "out" / res.relpath) - _iod_errors(drawn.path) == set()

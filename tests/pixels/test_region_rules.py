@@ -61,3 +61,18 @@ def test_a_broken_rule_is_a_config_error_naming_the_file(tmp_path, pseudonyms, s
     path.write_text(path.read_text().replace('policy = "mask"', 'policy = "blur"'))
     with pytest.raises(ConfigError, match="policy must be one of mask, quarantine, warn, fail"):
         Deidentifier(load_profile("teleradiology"), pseudonyms, config_root=site_config)
+
+
+def test_a_site_listed_sop_class_is_examined_even_when_flagged_no(tmp_path, pseudonyms, site_config):
+    """BurnedInAnnotation NO is believed, except for SOP classes the site lists in site_sop_classes."""
+    who = Identity(tag="STLSX")
+    drawn = make_image(tmp_path / "in.dcm", kind="XA", rows=512, cols=512, who=who, burned_in="NO",
+                       labels=identity_labels(who, cols=512, rows=512))
+    believed = Deidentifier(load_profile("teleradiology"), pseudonyms, config_root=site_config)
+    assert believed.deidentify_file(drawn.path, tmp_path / "a").pixels is None
+    path = site_config / "deid" / "pixels.toml"
+    path.write_text(path.read_text().replace("site_sop_classes = []",
+                                             'site_sop_classes = ["1.2.840.10008.5.1.4.1.1.12.1"]'))
+    listed = Deidentifier(load_profile("teleradiology"), pseudonyms, config_root=site_config)
+    res = listed.deidentify_file(drawn.path, tmp_path / "b")
+    assert res.pixels.reason == "the site lists its SOP class for examination" and res.pixels.action == "masked"
