@@ -104,7 +104,7 @@ def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.Source
     # masked too, up to RECHECKS times; doubt here is not text.
     for _ in range(RECHECKS):
         again = read_frames(pixels, ds, header, guard.config.ocr, frames=sorted({r.frame for r in regions}),
-                            second_look=True)
+                            second_look=True, masked=regions)
         if not again.masks:
             break
         masking.apply(pixels, again.masks)

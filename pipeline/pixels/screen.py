@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from pipeline.dicomraw import value_of
@@ -125,12 +126,14 @@ def too_small(pixels: DecodedPixels, ocr: OcrSettings) -> bool:
 
 
 def read_frames(pixels: DecodedPixels, ds: Dataset, header: HeaderValues, ocr: OcrSettings,
-                frames: list[int] | None = None, *, second_look: bool = False) -> Screening:
+                frames: list[int] | None = None, *, second_look: bool = False,
+                masked: list[Region] | None = None) -> Screening:
     """OCR ``frames`` (default: all) of ``pixels`` as they are now; classify every word.
 
     ``second_look`` reads each frame as "apart from its background" instead
     (``render.apart_from_background``): the check after masking sees what the
-    first reading may have lost in the background.
+    first reading may have lost in the background. The ``masked`` regions are
+    painted in the background level first, so their edges do not read as text.
     """
     rows, cols = pixels.frames.shape[1:3]
     scale = 2 if cols < ocr.upscale_below else 1
@@ -138,6 +141,10 @@ def read_frames(pixels: DecodedPixels, ds: Dataset, header: HeaderValues, ocr: O
     for f in (range(pixels.count) if frames is None else frames):
         picture = render(pixels.frames[f], pixels.photometric, ds)
         if second_look:
+            level = int(np.median(picture))
+            for r in masked or ():
+                if r.frame == f:
+                    picture[r.y:r.y + r.h, r.x:r.x + r.w] = level
             picture = apart_from_background(picture)
         out.frames_examined += 1
         for word in read_words(picture, lang=ocr.lang, psm=ocr.psm, scale=scale):
