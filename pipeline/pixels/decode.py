@@ -52,14 +52,26 @@ class DecodedPixels:
         return 1 if self.frames.ndim == 3 else int(self.frames.shape[3])
 
 
-def decode(ds: Dataset, transfer_syntax: UID) -> DecodedPixels:
-    """Every frame of ``ds`` (its pixel data loaded), writable; PixelDecodeError if it cannot be."""
+def decode(ds: Dataset, transfer_syntax: UID, *, max_bytes: int | None = None) -> DecodedPixels:
+    """Every frame of ``ds`` (its pixel data loaded), writable; PixelDecodeError if it cannot be.
+
+    ``max_bytes`` refuses an image whose frames would take more memory than
+    that once decoded (a long cine), before anything is decoded.
+    """
     from pydicom.pixels import get_decoder
 
     if 0x7FE00010 not in ds._dict:
         raise PixelDecodeError("it has no Pixel Data (float or double pixel data is not examined)")
     if int(value_of(ds, "BitsAllocated", 0) or 0) == 1:
         raise PixelDecodeError("its pixel data is 1 bit per pixel, which OCR cannot read")
+    if max_bytes is not None:
+        size = 1
+        for kw in ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel"):
+            size *= max(1, int(float(value_of(ds, kw, 1) or 1)))
+        size *= max(1, int(value_of(ds, "BitsAllocated", 8) or 8) // 8)
+        if size > max_bytes:
+            raise PixelDecodeError(f"its frames take {size / 2**20:.1f} MB decoded, more than the "
+                                   f"{max_bytes // 2**20} MB examined in memory (max_decoded_mb)")
     try:
         decoder = get_decoder(transfer_syntax)
     except NotImplementedError:

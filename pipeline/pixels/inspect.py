@@ -49,7 +49,7 @@ def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.Source
     full = dicomio.read(path, load_pixels=True, inflate_limits=inflate_limits)
     ds = full.dataset
     try:
-        pixels = decode(ds, full.transfer_syntax)
+        pixels = decode(ds, full.transfer_syntax, max_bytes=guard.config.ocr.max_decoded_mb * 2**20)
     except PixelDecodeError as exc:
         return source, _doubt(guard, queue, path, outcome, ds, None, [], [],
                               f"{reason}, and its pixels cannot be examined: {exc}")

@@ -61,12 +61,13 @@ class OcrSettings:
     margin: int = 4
     upscale_below: int = 400
     min_size: int = 48
+    max_decoded_mb: int = 1024
 
     def __post_init__(self) -> None:
         if not 0 <= self.review_confidence <= self.mask_confidence <= 100:
             raise ValueError("need 0 <= review_confidence <= mask_confidence <= 100")
-        if self.margin < 0 or self.min_characters < 1 or self.min_size < 1:
-            raise ValueError("margin >= 0, min_characters >= 1 and min_size >= 1")
+        if self.margin < 0 or self.min_characters < 1 or self.min_size < 1 or self.max_decoded_mb < 1:
+            raise ValueError("margin >= 0, min_characters >= 1, min_size >= 1 and max_decoded_mb >= 1")
 
 
 @dataclass(frozen=True)

@@ -38,3 +38,20 @@ def test_ct_is_not_a_candidate_and_costs_no_decoding(tmp_path, pseudonyms):
     info = make_study(tmp_path / "in", series=1, images=1)
     res = Deidentifier(load_profile("teleradiology"), pseudonyms).deidentify_file(info.files[0], tmp_path / "out")
     assert res.pixels is None and res.masked_regions == ()
+
+
+def test_a_cine_too_large_to_examine_goes_to_review_undecoded(tmp_path, pseudonyms):
+    """Frames larger than max_decoded_mb are not decoded (no worker runs out of memory): held for a person."""
+    import shutil
+
+    from pipeline.exceptions import RefusedFileError
+    from pipeline.settings import config_dir
+
+    root = tmp_path / "config"
+    shutil.copytree(config_dir(), root)
+    path = root / "deid" / "pixels.toml"
+    path.write_text(path.read_text().replace("max_decoded_mb = 1024", "max_decoded_mb = 1"))
+    drawn = make_image(tmp_path / "in.dcm", kind="XA", rows=512, cols=512, frames=5)  # 1.25 MB decoded
+    deid = Deidentifier(load_profile("teleradiology"), pseudonyms, config_root=root)
+    with pytest.raises(RefusedFileError, match=r"its frames take 1.2 MB decoded, more than the 1 MB examined"):
+        deid.deidentify_file(drawn.path, tmp_path / "out")
