@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 Patches whichever of ``sha256_file`` / ``source_sha256`` the storage modules
                 look up (the storage code moves them around); None when there is none to patch.
                 """
-                from pipeline.storage import keys as keys_mod
+                from pipeline.storage import transfer as keys_mod
 
                 fakes = {"sha256_file": lambda path, *a: hashes[str(path)],
                          "source_sha256": lambda path, *a: (hashes[str(path)], Path(path).stat().st_size)}

@@ -3,7 +3,8 @@
 Each line is one entry::
 
     {"seq": 7, "ts": "2026-11-21T10:00:00.123456Z", "action": "reidentify",
-     "batch_id": "...", "actor": "alice", "outcome": "ok", "host": "...", "pid": 123,
+     "batch_id": "...", "actor": "alice", "outcome": "ok",
+     "os_user": "radiology", "uid": 1001, "host": "...", "pid": 123,
      "details": {"cloud_study_id": "ACME-...", "reason_length": 42, "reason_hmac": "..."},
      "prev": "<hash of entry 6>", "hash": "<SHA-256 of this entry without 'hash'>"}
 
@@ -21,6 +22,11 @@ values of a safe shape (numbers, booleans, short identifiers, lists and dicts of
 those). Anything else is redacted (its key is listed under ``redacted``) or, with
 ``strict=True``, refused with ``AuditError``. Free text, such as an operator's
 reason, never goes in: record its length and a keyed digest (``reason_digest``).
+
+Who did it: ``os_user`` (from the process's effective UID, not from ``$USER``,
+which anyone can set), ``uid`` and ``host`` are recorded for every entry by the
+log itself. ``actor`` is only what the caller *claims* (``--actor``, or the login
+name by default): useful to name a person behind a shared account, never proof.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import hmac
 import json
 import logging
 import os
+import pwd
 import re
 import socket
 from dataclasses import dataclass
@@ -105,6 +112,14 @@ def entry_hash(entry: dict[str, Any]) -> str:
 def reason_digest(secret: bytes, text: str) -> str:
     """A keyed digest of free text (which may hold PHI): lets an auditor match a reason, not read it."""
     return hmac.new(secret, b"telerad audit reason\0" + text.strip().encode(), "sha256").hexdigest()[:32]
+
+
+def os_user() -> str:
+    """The account this process runs as, from the OS (``$USER`` and ``$LOGNAME`` can say anything)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a UID with no passwd entry (containers)
+        return f"uid-{os.geteuid()}"
 
 
 def _now() -> str:
@@ -188,7 +203,9 @@ class AuditLog:
             "batch_id": self._clean("batch_id", batch_id, _ID, redacted),
             "actor": self._clean("actor", actor, _ACTOR, redacted),
             "outcome": self._clean("outcome", outcome, _OUTCOME, redacted),
-            "host": socket.gethostname()[:64],
+            "os_user": self._clean("os_user", os_user(), _ACTOR, redacted),
+            "uid": os.geteuid(),
+            "host": self._clean("host", socket.gethostname()[:64], _ACTOR, redacted),
             "pid": os.getpid(),
             "details": self._details(details, redacted),
         }
@@ -197,7 +214,7 @@ class AuditLog:
             log.warning("audit entry %r: redacted fields %s", action, ", ".join(entry["redacted"]))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         except OSError as exc:
             raise AuditError(
                 f"cannot open the audit log {self.path} ({exc.strerror}); check its folder's permissions"

@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pipeline.checksums import sha256_file
 from pipeline.exceptions import (
     PermanentError,
     SubmissionError,
@@ -43,6 +44,7 @@ from pipeline.manifest import (
     build_manifest,
     manifest_bytes,
 )
+from pipeline.permissions import remove_unpacked_originals
 from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow, utcnow_ms
 from pipeline.storage.base import CONTENT_TYPE_DICOM, CONTENT_TYPE_JSON
@@ -248,7 +250,7 @@ def upload(settings: Settings, batch_id: str) -> None:
         if record is None:
             return
         from pipeline.storage import shared_store
-        from pipeline.storage.keys import listing
+        from pipeline.storage.transfer import listing
 
         store = shared_store(settings.effective_store_url, settings)
         work = StateStore(settings.state_dir).batch_dir(batch_id)
@@ -289,7 +291,7 @@ def upload(settings: Settings, batch_id: str) -> None:
                 _key(settings, batch_id, name),
                 path,
                 content_type=CONTENT_TYPE_JSON if name.endswith(".json") else "text/plain",
-                metadata=meta(_sha256_file(path)),
+                metadata=meta(sha256_file(path)),
                 known=known,
             )
         # The manifest went last: from now on the batch is complete in the store.
@@ -304,7 +306,7 @@ def store_mapping(settings: Settings, batch_id: str) -> None:
         if record is None:
             return
         pending = _mapping_store(settings, pending=True)
-        _mapping_store(settings).copy_from(pending, batch_id)
+        _mapping_store(settings).move_from(pending, batch_id)  # the pending copy is deleted
 
 
 def finalize(settings: Settings, batch_id: str) -> None:
@@ -346,6 +348,7 @@ def mark_failed(settings: Settings, batch_id: str, reason: str, *, dispose: bool
             return
         record.state = BatchState.FAILED.value
         record.error = reason
+    remove_unpacked_originals(settings.state_dir, batch_id)
     _audit(settings, "batch.failed", batch_id, outcome="failed")
     log.warning("batch %s failed (see `telerad status %s`)", batch_id, batch_id)
     if record.origin == "inbox" and dispose:
@@ -465,6 +468,8 @@ class _step:
             if record is None:
                 return False
             if exc is None:
+                if self.name == "deidentify":  # staging holds all later steps need
+                    remove_unpacked_originals(self.settings.state_dir, self.batch_id)
                 record.steps_done.append(self.name)
                 record.stage_times[self.name]["finished"] = utcnow_ms()
                 if self.name == "finalize":
@@ -575,8 +580,9 @@ def _load_entries(work: Path) -> list[FileEntry]:
 
 
 def _key(settings: Settings, batch_id: str, name: str) -> str:
-    prefix = settings.key_prefix.strip("/")
-    return f"{prefix}/{batch_id}/{name}" if prefix else f"{batch_id}/{name}"
+    from pipeline.storage.keys import batch_key
+
+    return batch_key(settings.key_prefix, batch_id, name)
 
 
 def _mapping(record: BatchRecord, produced: list[tuple[str, Any]], entries: list[FileEntry]) -> dict[str, Any]:
@@ -653,16 +659,6 @@ def _manifest_pixel_summary(pixels: dict[str, Any]) -> dict[str, Any]:
     }}
 
 
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_profile(name: str, options: list[str]) -> Any:
     from pipeline.deid import load_profile
 
@@ -676,11 +672,10 @@ def _pseudonyms(settings: Settings, organization: str) -> Any:
 
 
 def _mapping_store(settings: Settings, *, pending: bool = False) -> Any:
-    from pipeline.mapping import MappingStore
+    from pipeline.mapping import MappingStore, pending_mapping_store
 
     if pending:
-        url = (settings.state_dir / "pending-mappings").resolve().as_uri()
-        return MappingStore.from_settings(settings, url=url)
+        return pending_mapping_store(settings)
     return MappingStore.from_settings(settings)
 
 

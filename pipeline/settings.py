@@ -14,7 +14,6 @@ from enum import Enum
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -26,6 +25,7 @@ from pydantic_settings import (
 )
 
 from pipeline.exceptions import ConfigError
+from pipeline.locations import check_mapping_apart
 
 if TYPE_CHECKING:
     from pipeline.dicomio import InflateLimits
@@ -221,25 +221,6 @@ class Settings(BaseSettings):
         for d in (self.home, self.staging_root, self.state_dir, self.secrets_dir):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(self.secrets_dir, 0o700)
-
-
-def check_mapping_apart(store_url: str, mapping_url: str) -> None:
-    """Refuse a mapping store at, inside, or around the upload location."""
-
-    def norm(u: str) -> tuple[str, str, str]:
-        p = urlparse(u)
-        path = p.path.rstrip("/") + "/"
-        if p.scheme == "file":
-            path = str(Path(p.path).resolve()).rstrip("/") + "/"
-        return p.scheme, p.netloc, path
-
-    s, m = norm(store_url), norm(mapping_url)
-    if s[0] == m[0] and s[1] == m[1] and (m[2].startswith(s[2]) or s[2].startswith(m[2])):
-        raise ConfigError(
-            "mapping_url must be a separate place from store_url: the re-identification "
-            "mapping must never be stored in or around the upload location. "
-            "Set TELERAD_MAPPING_URL to a different bucket, container or folder."
-        )
 
 
 def default_settings() -> Settings:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ def export_public_key(settings: Settings, dest: Path) -> Path:
     """Write the public key PEM to ``dest`` (world-readable: it is not a secret)."""
     dest = Path(dest)
     dest.write_bytes(public_key_pem(settings))
+    os.chmod(dest, 0o644)  # the process umask makes new files private; this one is meant to travel
     return dest
 
 

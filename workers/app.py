@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from celery import Celery
 
+from pipeline.permissions import make_process_private
 from pipeline.settings import Settings, load_settings
+
+# However the worker was started (`telerad worker`, `celery -A workers.app worker`, `telerad up`).
+make_process_private()
 
 QUEUE = "telerad"
 

@@ -43,6 +43,7 @@ from typing import Any, Optional
 
 import typer
 
+from pipeline.cli.common import shown
 from pipeline.exceptions import VerificationError
 from pipeline.settings import Settings
 
@@ -403,12 +404,12 @@ def _print_plan(summary: dict[str, Any], summary_only: bool) -> None:
             line = f"{r['rel']}: {say[r['outcome']]}"
             if r["outcome"] != "written":
                 line += f" ({r['reason']})"
-            typer.echo(line)
+            typer.echo(shown(line))
             for text in file_lines(r.get("actions") or {}):
-                typer.echo(text)
+                typer.echo(shown(text))
     else:
         for text in totals_lines(summary["actions"]):
-            typer.echo(text)
+            typer.echo(shown(text))
     counts = action_counts(summary["actions"])
     if counts:
         typer.echo("elements: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
@@ -450,10 +451,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     lines.append(f"  {summary['bytes_in'] / 1e6:.1f} MB in {summary['seconds']:.1f} s "
                  f"({rate:.1f} MB/s, {summary['jobs']} processes)")
     for line in lines:
-        typer.echo(line)
+        typer.echo(shown(line))
     for what in ("refused", "failed", "warned"):
         for item in summary[what]:
-            typer.echo(f"  {what}: {item['file']}: {item['reason']}", err=True)
+            typer.echo(shown(f"  {what}: {item['file']}: {item['reason']}"), err=True)
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -482,7 +483,7 @@ def anonymize(
                           verify=verify, to_zip=to_zip, quarantine=quarantine, dry_run=dry_run,
                           summary_only=summary_only, as_json=as_json)
     except TeleradError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
 
@@ -560,10 +561,10 @@ def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, o
             _print_plan(summary, summary_only)
         _print_summary(summary)
     if summary["interrupted"]:
-        typer.secho(_interrupted_line(summary, to_zip), fg=typer.colors.RED, err=True)
+        typer.secho(shown(_interrupted_line(summary, to_zip)), fg=typer.colors.RED, err=True)
         return 130
     if dicom_found == 0:
-        typer.secho(f"error: no DICOM files in {src.name} ({summary['files_seen']} files looked at); "
+        typer.secho(f"error: no DICOM files in {shown(src.name)} ({summary['files_seen']} files looked at); "
                     "nothing was written: give the folder or ZIP that holds the study",
                     fg=typer.colors.RED, err=True)
         return 1

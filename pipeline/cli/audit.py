@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from pipeline.cli.common import shown
 from pipeline.exceptions import TeleradError
 
 audit_app = typer.Typer(name="audit", help="The hash-chained audit log.", no_args_is_help=True)
@@ -25,11 +26,11 @@ def verify(
         problems = log.verify(mirror=mirror)
         count = sum(1 for _ in log.lines())
     except TeleradError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     if problems:
         for p in problems:
-            typer.secho(f"{log.path}: {p}", fg=typer.colors.RED)
+            typer.secho(shown(f"{log.path}: {p}"), fg=typer.colors.RED)
         typer.secho(f"audit log is NOT intact: {len(problems)} problem(s)", fg=typer.colors.RED)
         raise typer.Exit(1)
     where = " (and matches its mirror)" if mirror and log.mirror is not None else ""
@@ -62,7 +63,7 @@ def show(
             and (digest is None or (e.get("details") or {}).get("reason_hmac") == digest)
         ]
     except TeleradError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     if last:
         entries = entries[-last:]
@@ -71,10 +72,14 @@ def show(
             typer.echo(json.dumps(e, sort_keys=True))
             continue
         details = " ".join(f"{k}={v}" for k, v in sorted((e.get("details") or {}).items()) if v is not None)
-        typer.echo(
+        who = f"user={e.get('os_user') or '?'}@{e.get('host') or '?'}"
+        claimed = e.get("actor")
+        if claimed and claimed != e.get("os_user"):
+            who += f" actor={claimed}(claimed)"
+        typer.echo(shown(
             f"{e['seq']:>6} {e.get('ts', '')} {e.get('action', ''):<16} {e.get('outcome', ''):<8} "
-            f"batch={e.get('batch_id') or '-'} actor={e.get('actor') or '-'} {details}".rstrip()
-        )
+            f"batch={e.get('batch_id') or '-'} {who} {details}".rstrip()
+        ))
     if not entries and not as_json:
         typer.echo("(no matching audit entries)")
 

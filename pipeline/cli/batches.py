@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli.common import parse_assignments
+from pipeline.cli.common import parse_assignments, shown
 from pipeline.settings import Settings, load_settings
 from pipeline.state import BatchRecord, StateStore
 
@@ -37,8 +37,10 @@ def submit(
 ) -> None:
     """Submit a study; prints the batch ID."""
     from pipeline import batch
+    from pipeline.locations import check_urls
 
     settings = load_settings()
+    check_urls(settings, broker=not no_queue)  # before anything is recorded
     options = None if option is None else list(settings.options) + list(option)
     batch_id = batch.create_batch(
         settings,
@@ -105,14 +107,13 @@ def status(
 
     for r in records:
         stale = stale_queued_seconds(settings, r)
+        state = r.state if stale is None else f"{r.state} (stale {stale // 60} min)"
+        error = shown((r.error[:60] + "…") if len(r.error) > 60 else r.error, markup=True)
         table.add_row(
-            r.priority, r.state if stale is None else f"{r.state} (stale {stale // 60} min)",
-            str(r.counts.get("studies", "")),
-            str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), r.submitted_at,
-            stage_durations(r),
-            ((r.error[:60] + "…") if len(r.error) > 60 else r.error)
-            or (f"{len(r.warned)} burned-in warning(s)" if r.warned else ""),
-            r.batch_id,
+            shown(r.priority, markup=True), shown(state, markup=True), str(r.counts.get("studies", "")),
+            str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), shown(r.submitted_at, markup=True),
+            stage_durations(r), error or (f"{len(r.warned)} burned-in warning(s)" if r.warned else ""),
+            shown(r.batch_id, markup=True),
         )
     console.print(table)
 
@@ -134,31 +135,34 @@ def stage_durations(r: BatchRecord) -> str:
 
 
 def _print_one(settings: Settings, r: BatchRecord) -> None:
-    console.print(f"[bold]batch[/bold]     {r.batch_id}")
-    console.print(f"state     {r.state}")
-    console.print(f"priority  {r.priority}   organization {r.organization}")
-    console.print(f"profile   {r.profile}  options {', '.join(r.options) or '-'}")
-    console.print(f"submitted {r.submitted_at}")
+    def m(value: object) -> str:
+        return shown(value, markup=True)
+
+    console.print(f"[bold]batch[/bold]     {m(r.batch_id)}")
+    console.print(f"state     {m(r.state)}")
+    console.print(f"priority  {m(r.priority)}   organization {m(r.organization)}")
+    console.print(f"profile   {m(r.profile)}  options {m(', '.join(r.options) or '-')}")
+    console.print(f"submitted {m(r.submitted_at)}")
     from pipeline.batch import stale_queued_seconds
 
     stale = stale_queued_seconds(settings, r)
     if stale is not None:
         console.print(f"[yellow]waiting[/yellow]   queued {stale // 60} min {stale % 60} s with no worker taking it: "
                       "check that a worker runs on the same TELERAD_BROKER_URL and state, then "
-                      f"`telerad retry {r.batch_id}`", highlight=False, soft_wrap=True)
+                      f"`telerad retry {m(r.batch_id)}`", highlight=False, soft_wrap=True)
     if r.progress and not r.final:
         p = r.progress
-        console.print(f"progress  {p['step']} {p['done']}/{p['total']} files")
+        console.print(f"progress  {m(p['step'])} {p['done']}/{p['total']} files")
     if r.counts:
         console.print("counts    " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())))
     for step, times in r.stage_times.items():
-        console.print(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}")
+        console.print(m(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}"))
     for label, items in (("skipped", r.skipped), ("refused", r.refused), ("warning", r.warned),
                          ("error in", r.errors)):
         for e in items:
-            console.print(f"{label} file {e.index}: {e.relpath}: {e.reason}", markup=False, soft_wrap=True)
+            console.print(f"{label} file {e.index}: {shown(e.relpath)}: {shown(e.reason)}", markup=False, soft_wrap=True)
     if r.error:
-        console.print(f"[red]error[/red]     {r.error}", highlight=False)
+        console.print(f"[red]error[/red]     {m(r.error)}", highlight=False)
     if not r.final or r.state == "failed":
         from pipeline.batch import missing_objects
         from pipeline.exceptions import TeleradError
@@ -166,12 +170,12 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
         try:
             missing = missing_objects(settings, r.batch_id)
         except TeleradError as exc:
-            console.print(f"missing   cannot compare with the store now: {exc}", highlight=False)
+            console.print(f"missing   cannot compare with the store now: {m(exc)}", highlight=False)
             missing = None
         if missing:
             console.print(f"missing   {len(missing)} object(s) not in the store yet (no manifest: readers do not see this batch)")
             for key in missing[:20]:
-                console.print(f"  {key}", highlight=False, soft_wrap=True)
+                console.print(f"  {m(key)}", highlight=False, soft_wrap=True)
             if len(missing) > 20:
                 console.print(f"  … and {len(missing) - 20} more")
 
@@ -184,7 +188,7 @@ def retry(batch_id: str = typer.Argument(..., help="A failed batch, or one stuck
     settings = load_settings()
     batch.reset_for_retry(settings, batch_id)
     start_batch(settings, batch_id)
-    typer.echo(f"{batch_id} queued again")
+    typer.echo(f"{shown(batch_id)} queued again")
 
 
 def demo(
@@ -217,12 +221,12 @@ def demo(
             proc.terminate()
             proc.wait(30)
     if record.state != "done":
-        console.print(f"[red]batch {record.state}[/red]: {record.error} (worker log: {log_path})")
+        console.print(f"[red]batch {record.state}[/red]: {shown(record.error, markup=True)} (worker log: {log_path})")
         raise typer.Exit(1)
     store = open_store(settings.effective_store_url, settings)
     objects = sorted(store.list(f"{batch_id}/"), key=lambda i: i.key)
     images = [o for o in objects if o.key.endswith(".dcm")]
-    console.print(f"\n[bold]bucket[/bold] {store.url}  ({len(images)} de-identified images, "
+    console.print(f"\n[bold]bucket[/bold] {shown(store.url, markup=True)}  ({len(images)} de-identified images, "
                   f"{sum(o.size for o in images) / 1e6:.1f} MB)")
     for info in objects:
         if not info.key.endswith(".dcm"):
@@ -238,7 +242,7 @@ def demo(
         ("audit log", f"{settings.audit_log_path}  (every act, hash-chained, no PHI)"),
         ("the study", f"{study.root}  (the original, untouched)"),
     ):
-        console.print(f"  {label:<14} {where}", highlight=False, soft_wrap=True)
+        console.print(f"  {label:<14} {shown(where, markup=True)}", highlight=False, soft_wrap=True)
     console.print("\n[bold]Try next[/bold]")
     for cmd, why in (
         (f"telerad status {batch_id}", "counts, stage times, what was skipped and why"),

@@ -2,7 +2,37 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from pipeline.exceptions import SubmissionError
+
+#: Unicode categories a terminal acts on instead of showing: controls (ESC, CR, BEL...),
+#: format characters (bidi overrides, zero-width), line and paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def shown(value: object, *, keep_newlines: bool = False, markup: bool = False) -> str:
+    r"""``value`` made safe to print: every control or format character as a visible escape.
+
+    Every printer of the CLI passes file names, DICOM values, object keys and error
+    messages through here, so a file named ``\x1b[2J...`` cannot clear the screen or
+    print fake lines. ``keep_newlines`` keeps line breaks of our own multi-line
+    messages; ``markup`` also escapes Rich markup (``[red]``) for ``console.print``.
+    """
+    text = str(value)
+    out: list[str] = []
+    for ch in text:
+        if (ch == "\n" and keep_newlines) or unicodedata.category(ch) not in _UNPRINTABLE:
+            out.append(ch)
+            continue
+        code = ord(ch)
+        out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    safe = "".join(out)
+    if markup:
+        from rich.markup import escape
+
+        safe = escape(safe)
+    return safe
 
 
 def parse_assignments(values: list[str] | None) -> dict[str, str]:
@@ -11,6 +41,6 @@ def parse_assignments(values: list[str] | None) -> dict[str, str]:
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise SubmissionError(f"--set expects Keyword=value, got '{item}'")
+            raise SubmissionError(f"--set expects Keyword=value, got '{shown(item)}'")
         out[key.strip()] = value
     return out

@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from pipeline.cli.common import shown
+
 profile_app = typer.Typer(help="Show or compare de-identification profiles.", no_args_is_help=True)
 
 
@@ -52,7 +54,7 @@ def verify(
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
         for f in report.findings:
-            typer.echo(str(f))
+            typer.echo(shown(f))
         typer.echo(f"{report.files} files checked, {len(report.findings)} findings"
                    + ("" if report.ok else " - NOT safe to send"))
     if not report.ok:
@@ -89,10 +91,10 @@ def show(
         typer.echo(json.dumps({"profile": prof.describe(), "attributes": rows}, indent=2))
         return
     d = prof.describe()
-    typer.echo(f"profile {d['profile']}; options: {', '.join(d['options']) or 'none'}; {d['standard']}")
+    typer.echo(shown(f"profile {d['profile']}; options: {', '.join(d['options']) or 'none'}; {d['standard']}"))
     for r in rows:
         extra = f" = {r['value']!r}" if "value" in r else ""
-        typer.echo(f"{r['tag']:<14} {r['attribute']:<48} {r['action']}{extra}  [{r['code']}, {r['source']}]")
+        typer.echo(shown(f"{r['tag']:<14} {r['attribute']:<48} {r['action']}{extra}  [{r['code']}, {r['source']}]"))
 
 
 @profile_app.command("diff")
@@ -113,7 +115,7 @@ def diff(
         db = (rb["action"], rb.get("value")) if rb else ("(not listed)", None)
         if da != db:
             n += 1
-            typer.echo(f"{key[0]:<14} {key[1]:<48} {a}: {da[0]}  {b}: {db[0]}")
+            typer.echo(shown(f"{key[0]:<14} {key[1]:<48} {a}: {da[0]}  {b}: {db[0]}"))
     typer.echo(f"{n} attributes differ")
 
 

@@ -18,7 +18,9 @@ from typing import Any, Callable, Optional
 import typer
 from rich.console import Console
 
+from pipeline.cli.common import shown
 from pipeline.exceptions import ConfigError
+from pipeline.locations import check_urls
 from pipeline.settings import Settings, load_settings
 
 console = Console(highlight=False, soft_wrap=True)
@@ -57,21 +59,22 @@ class Printer:
         from datetime import datetime
 
         t = datetime.now().strftime("%H:%M:%S")
-        name = f"  [dim]{e.local_name}[/dim]" if self.show_names and e.local_name else ""
-        prio = f"{e.priority:<8}" if e.priority else " " * 8
+        name = f"  [dim]{shown(e.local_name, markup=True)}[/dim]" if self.show_names and e.local_name else ""
+        prio = shown(f"{e.priority:<8}", markup=True) if e.priority else " " * 8
+        reason = shown(e.reason, markup=True) if getattr(e, "reason", None) else ""
         if e.kind == "taken":
             console.print(f"{t} [cyan]taken[/cyan]     claim {e.claim_id[:8]}  {prio}{name}")
         elif e.kind == "submitted":
             console.print(f"{t} [blue]queued[/blue]    batch {e.batch_id}  {prio}{name}")
         elif e.kind == "refused":
-            console.print(f"{t} [red]refused[/red]   claim {e.claim_id[:8]}  -> {e.where}/: {e.reason}{name}")
+            console.print(f"{t} [red]refused[/red]   claim {e.claim_id[:8]}  -> {e.where}/: {reason}{name}")
         elif e.kind == "retrying":
-            console.print(f"{t} [yellow]waiting[/yellow]   claim {e.claim_id[:8]}  ({e.reason}; will retry)")
+            console.print(f"{t} [yellow]waiting[/yellow]   claim {e.claim_id[:8]}  ({reason}; will retry)")
         elif e.kind == "finished" and e.state == "done":
             console.print(f"{t} [green]done[/green]      batch {e.batch_id}  {prio}{name}")
         elif e.kind == "finished":
             where = f"  -> {e.where}/" if e.where else ""
-            console.print(f"{t} [red]failed[/red]    batch {e.batch_id}  {prio}{e.reason}{where}{name}")
+            console.print(f"{t} [red]failed[/red]    batch {e.batch_id}  {prio}{reason}{where}{name}")
 
 
 class BatchProgress:
@@ -171,11 +174,12 @@ def watch(
 ) -> None:
     """Watch INBOX; submit each complete study once (stat/, urgent/, routine/ set the priority)."""
     settings = load_settings()
+    check_urls(settings)  # a bad store, mapping or broker URL stops us here, not in a worker
     path = _inbox_path(inbox, settings)
     watcher, bars = _watcher(path, settings, quiet_seconds, polling, show_names)
     stop = threading.Event()
     _stop_on_signals(stop)
-    console.print(f"watching {path} (Ctrl-C to stop)")
+    console.print(f"watching {shown(path, markup=True)} (Ctrl-C to stop)")
     _run_watcher(watcher, bars, stop)
     console.print("watcher stopped")
 
@@ -214,6 +218,7 @@ def up(
 ) -> None:
     """Start a watcher and a worker pool together on the current settings; Ctrl-C stops both."""
     settings = load_settings()
+    check_urls(settings)  # a bad store, mapping or broker URL stops us here, not in a worker
     path = _inbox_path(inbox, settings)
     watcher, bars = _watcher(path, settings, quiet_seconds, polling, show_names)
     stop = threading.Event()
@@ -222,7 +227,7 @@ def up(
     # one SIGTERM (a second signal would make Celery abandon running tasks).
     proc = subprocess.Popen(worker_command(concurrency), start_new_session=True)
     broker = "embedded broker" if settings.embedded_broker else "Redis broker"
-    console.print(f"worker pool started (pid {proc.pid}, {concurrency} processes, {broker}); watching {path} (Ctrl-C to stop)")
+    console.print(f"worker pool started (pid {proc.pid}, {concurrency} processes, {broker}); watching {shown(path, markup=True)} (Ctrl-C to stop)")
 
     def worker_died() -> None:
         proc.wait()

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from pipeline.cli.common import shown
 from pipeline.exceptions import TeleradError
 
 keys_app = typer.Typer(
@@ -17,24 +18,25 @@ keys_app = typer.Typer(
 
 
 def _fail(exc: TeleradError) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
     return typer.Exit(2)
 
 
 @keys_app.command("status")
 def status() -> None:
     """Show the current key, the keys the keyring holds, and which keys the stored mappings use."""
-    from pipeline.mapping import MappingStore
+    from pipeline.mapping import MappingStore, pending_mapping_store
     from pipeline.settings import load_settings
 
     try:
         settings = load_settings()
         store = MappingStore.from_settings(settings)
         usage = store.key_usage()
+        pending_usage = pending_mapping_store(settings, store.keyring).key_usage()
     except TeleradError as exc:
         raise _fail(exc) from None
     keyring = store.keyring
-    typer.echo(f"mapping store: {store.store.url}")
+    typer.echo(f"mapping store: {shown(store.store.url)}")
     typer.echo(f"current key:   {keyring.current.ref.provider} {keyring.current.ref}")
     typer.echo("keyring:")
     for ref in keyring.refs:
@@ -42,6 +44,16 @@ def status() -> None:
     typer.echo("mappings by key:")
     if not usage:
         typer.echo("  (no mappings stored)")
+    unreadable = _print_usage(usage, keyring)
+    pending = sum(len(b) for b in pending_usage.values())
+    typer.echo(f"pending copies (batches not finished, in state/pending-mappings): {pending}")
+    unreadable += _print_usage(pending_usage, keyring)
+    if unreadable:
+        raise typer.Exit(1)
+
+
+def _print_usage(usage: dict, keyring) -> int:
+    """One line per key with its number of mappings; returns how many cannot be read."""
     unreadable = 0
     for ref, batches in sorted(usage.items(), key=lambda kv: str(kv[0])):
         note = ""
@@ -53,8 +65,7 @@ def status() -> None:
         elif ref.provider != "unreadable":
             note = "  (older key: run `telerad keys rotate`)"
         typer.echo(f"  {ref.provider:8} {ref}: {len(batches)}{note}")
-    if unreadable:
-        raise typer.Exit(1)
+    return unreadable
 
 
 @keys_app.command("rotate")
@@ -72,7 +83,7 @@ def rotate(
 ) -> None:
     """Re-wrap every mapping's data key under a new key-encryption key (the data is not re-encrypted)."""
     from pipeline.audit import AuditLog
-    from pipeline.mapping import Keyring, MappingStore
+    from pipeline.mapping import Keyring, MappingStore, pending_mapping_store
     from pipeline.mapping.keys import LOCAL
     from pipeline.settings import load_settings
 
@@ -86,10 +97,15 @@ def rotate(
             keyring.local_file.add_version()
             keyring = Keyring.from_settings(settings)
             typer.echo(f"new key: {keyring.current.ref}")
+        pending = pending_mapping_store(settings, store.keyring)
         report = store.rotate(keyring)
+        pending_report = pending.rotate(keyring)  # copies of unfinished batches: same key as the rest
+        report.rewrapped += pending_report.rewrapped
+        report.already_current += pending_report.already_current
+        report.failed.update({f"{b} (pending copy)": why for b, why in pending_report.failed.items()})
         retired: list[int] = []
         if retire and keyring.local_file is not None and report.ok:
-            in_use = {r.version for r in store.key_usage() if r.provider == LOCAL}
+            in_use = {r.version for r in [*store.key_usage(), *pending.key_usage()] if r.provider == LOCAL}
             old = [r.version for r in keyring.refs if r.provider == LOCAL and r.version not in in_use]
             retired = keyring.local_file.retire([v for v in old if v is not None])
         ref = keyring.current.ref
@@ -108,7 +124,7 @@ def rotate(
     if retired:
         typer.echo("retired key versions: " + ", ".join(f"v{v}" for v in retired))
     for batch_id, why in sorted(report.failed.items()):
-        typer.secho(f"not re-wrapped: {batch_id}: {why}", fg=typer.colors.RED, err=True)
+        typer.secho(f"not re-wrapped: {shown(batch_id)}: {shown(why)}", fg=typer.colors.RED, err=True)
     if report.failed:
         typer.secho(
             f"{len(report.failed)} mapping(s) could not be re-wrapped; fix their keys and run "

@@ -73,6 +73,9 @@ def main() -> None:
     """Run the CLI; Telerad's own errors become one clear line and exit code 2."""
     import logging
 
+    from pipeline.permissions import make_process_private
+
+    make_process_private()  # before anything is created: files 0600, folders 0700
     # A command speaks through its own output; the library's log lines reach the terminal
     # only where a command sets up logging (worker, watch, up), never as stray stderr lines.
     logging.getLogger("telerad").addHandler(logging.NullHandler())
@@ -80,7 +83,9 @@ def main() -> None:
     try:
         app()
     except TeleradError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        from pipeline.cli.common import shown
+
+        typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
         sys.exit(2)
 
 

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli.common import shown
 from pipeline.exceptions import ConfigError, TeleradError
 from pipeline.settings import Settings
 
@@ -25,7 +26,7 @@ console = Console()
 
 
 def _fail(exc: TeleradError) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
     return typer.Exit(2)
 
 
@@ -94,9 +95,10 @@ def list_cmd(
         table.add_column(name, overflow="fold")
     for b in batches:
         style = "bold red" if b.priority == "STAT" else None
-        table.add_row(
-            b.batch_id, b.priority, _age(b.submitted_at), b.organization, str(b.studies),
-            str(b.images), _size(b.size), ",".join(b.modalities), style=style,
+        table.add_row(  # manifest values (organization, modalities) come from the sender
+            shown(b.batch_id, markup=True), shown(b.priority, markup=True), _age(b.submitted_at),
+            shown(b.organization, markup=True), str(b.studies), str(b.images), _size(b.size),
+            shown(",".join(b.modalities), markup=True), style=style,
         )
     console.print(table)
 
@@ -133,7 +135,7 @@ def fetch_cmd(
             )
         key = load_public_key(Path(key_file))
         if share:
-            source = open_share(share)
+            source = open_share(share, key)
             if batch_id and batch_id != source.batch_id:
                 raise ConfigError(f"{share} shares batch {source.batch_id}, not {batch_id}")
             batch_id, prefix, scheme = source.batch_id, source.prefix, "share"
@@ -157,10 +159,10 @@ def fetch_cmd(
         file_count=result.downloaded, skipped_count=result.kept, byte_count=result.bytes_downloaded,
         manifest_sha256=hashlib.sha256((result.folder / "manifest.json").read_bytes()).hexdigest(),
     )
-    typer.echo(
+    typer.echo(shown(
         f"batch {batch_id} verified in {result.folder}: {result.downloaded} downloaded, "
         f"{result.kept} already present"
-    )
+    ))
 
 
 def share_cmd(
@@ -170,18 +172,22 @@ def share_cmd(
 ) -> None:
     """Write a share file of expiring links (presigned S3 / Azure SAS) to a batch, for a reader with no credentials."""
     from pipeline.reader import create_share, parse_duration
+    from pipeline.signing import load_private_key
 
     try:
         settings, store, prefix = _context()
         out = out or Path(f"{batch_id}.share.json")
-        share = create_share(store, batch_id, parse_duration(expires), out, prefix=prefix)
+        share = create_share(
+            store, batch_id, parse_duration(expires), out, prefix=prefix,
+            signing_key=load_private_key(settings),
+        )
     except TeleradError as exc:
         raise _fail(exc) from None
     _audit(
         settings, "batch.shared", batch_id, store_scheme=store.url.split(":", 1)[0],
         object_count=len(share["objects"]), share_expires_at=share["expires_at"],
     )
-    typer.echo(f"wrote {out}: {len(share['objects'])} links, valid until {share['expires_at']}")
+    typer.echo(shown(f"wrote {out}: {len(share['objects'])} links, valid until {share['expires_at']}"))
     typer.echo("anyone holding this file can read the batch until then: send it privately")
 
 

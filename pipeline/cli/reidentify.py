@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from pipeline.cli.common import shown
 from pipeline.exceptions import TeleradError
 
 
@@ -37,7 +38,7 @@ def reidentify_command(
             reason=reason, actor=actor, reason_code=reason_code,
         )
     except TeleradError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {shown(exc, keep_newlines=True)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps([s.as_dict() for s in studies], indent=2))
@@ -45,10 +46,10 @@ def reidentify_command(
     for i, s in enumerate(studies):
         if i:
             typer.echo("")
-        typer.echo(f"cloud study ID:      {s.cloud_study_id}")
-        typer.echo(f"patient ID:          {s.patient_id}")
-        typer.echo(f"study instance UID:  {s.study_instance_uid}")
-        typer.echo(f"accession number:    {s.accession_number}")
+        typer.echo(f"cloud study ID:      {shown(s.cloud_study_id)}")
+        typer.echo(f"patient ID:          {shown(s.patient_id)}")
+        typer.echo(f"study instance UID:  {shown(s.study_instance_uid)}")
+        typer.echo(f"accession number:    {shown(s.accession_number)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from pipeline.cli.common import shown
+
 if TYPE_CHECKING:
     from pipeline.pixels.review import ReviewQueue
     from pipeline.settings import Settings
@@ -40,7 +42,7 @@ def _audit(settings: Settings, action: str, item_id: str, **details: str | int) 
 
 
 def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {shown(exc)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2) from None
 
 
@@ -61,7 +63,7 @@ def list_items(
         typer.echo("no images waiting for review" if not all_ else "the review queue is empty")
         return
     for i in items:
-        typer.echo(f"{i.id}  {i.status:8}  {i.modality or '-':3} {i.columns}x{i.rows}x{i.frames}  "
+        typer.echo(f"{i.id}  {i.status:8}  {shown(i.modality or '-'):3} {i.columns}x{i.rows}x{i.frames}  "
                    f"{len(i.proposed)} proposed box(es)  {i.created}  {i.reason}")
 
 
@@ -82,7 +84,7 @@ def show(
     except TeleradError as exc:
         _fail(exc)
     typer.echo(f"id        {item.id}\nstatus    {item.status}\nreason    {item.reason}\n"
-               f"image     {item.modality or '-'} {item.columns}x{item.rows}, {item.frames} frame(s)\n"
+               f"image     {shown(item.modality or '-')} {item.columns}x{item.rows}, {item.frames} frame(s)\n"
                f"created   {item.created}" + (f"\ndecided   {item.decided}" if item.decided else ""))
     for box, conf in zip(item.proposed, item.confidences + [None] * len(item.proposed)):
         f, x, y, w, h = box
@@ -93,9 +95,9 @@ def show(
     try:
         preview(item, queue.source(item.id), target, frame)
     except PixelDecodeError as exc:
-        typer.echo(f"preview   not possible: {exc}")
+        typer.echo(f"preview   not possible: {shown(exc)}")
     else:
-        typer.echo(f"preview   {target}")
+        typer.echo(f"preview   {shown(target)}")
         _audit(settings, "review.shown", item.id, frames=1)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,6 +26,9 @@ from pipeline.exceptions import UnsafeArchiveError
 from pipeline.settings import Settings
 
 _CHUNK = 1 << 20
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # PK\x03\x04 ... name length, extra length
+_LOCAL_MAGIC = b"PK\x03\x04"
+_DESCRIPTOR_MIN = 12  # crc, sizes: a data descriptor is never shorter
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ def inspect(zip_path: Path, limits: ZipLimits | None = None) -> list[tuple[zipfi
         raise _refuse(zip_path, f"not a readable ZIP archive ({type(exc).__name__})") from None
     if len(infos) > limits.max_entries:
         raise _refuse(zip_path, f"{len(infos)} entries, more than the limit of {limits.max_entries}")
+    _check_no_overlap(zip_path, infos)
     files: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
     seen: dict[str, int] = {}
     dirs: set[str] = set()
@@ -142,6 +147,57 @@ def inspect(zip_path: Path, limits: ZipLimits | None = None) -> list[tuple[zipfi
     if clash is not None:
         raise _refuse(zip_path, f"entry {clash} is both a file and a folder")
     return files
+
+
+def _data_spans(zip_path: Path, infos: list[zipfile.ZipInfo]) -> list[tuple[int, int, int]]:
+    """(start, end, entry number) of each entry's bytes: local header, data and descriptor.
+
+    Read from the local headers themselves, since the central directory's offsets
+    and sizes are only what the author claims.
+    """
+    spans: list[tuple[int, int, int]] = []
+    with open(zip_path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        archive_size = fh.tell()
+        for index, info in enumerate(infos, start=1):
+            fh.seek(info.header_offset)
+            raw = fh.read(_LOCAL_HEADER.size)
+            if len(raw) != _LOCAL_HEADER.size or raw[:4] != _LOCAL_MAGIC:
+                raise _refuse(zip_path, f"entry {index} points at no local header (damaged or forged)")
+            name_len, extra_len = _LOCAL_HEADER.unpack(raw)[-2:]
+            end = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
+            if info.flag_bits & 0x8:
+                end += _DESCRIPTOR_MIN
+            if end > archive_size:
+                raise _refuse(zip_path, f"entry {index} claims data past the end of the archive")
+            spans.append((info.header_offset, end, index))
+    return spans
+
+
+def _check_no_overlap(zip_path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse entries sharing bytes: overlapping or "quoted" entries are how small bombs grow.
+
+    A bomb of many entries over one compressed kernel (each entry's data quoting
+    the next entry's header) stays under every per-entry ratio while unpacking to
+    gigabytes; Python 3.11's ``zipfile`` does not notice. Honest archives never
+    share a byte between entries, nor between an entry and the central directory.
+    """
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            directory_start = zf.start_dir
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise _refuse(zip_path, f"not a readable ZIP archive ({type(exc).__name__})") from None
+    spans = sorted(_data_spans(zip_path, infos))
+    for (start, end, index), (next_start, _next_end, next_index) in zip(spans, spans[1:]):
+        if next_start < end:
+            first, second = sorted((index, next_index))
+            raise _refuse(
+                zip_path,
+                f"entries {first} and {second} share compressed data (overlapping entries: "
+                "a zip bomb technique)",
+            )
+    if spans and spans[-1][1] > directory_start:
+        raise _refuse(zip_path, f"entry {spans[-1][2]} overlaps the archive's central directory")
 
 
 def safe_extract(zip_path: Path, dest: Path, limits: ZipLimits | None = None) -> Path:

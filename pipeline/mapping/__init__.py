@@ -16,7 +16,7 @@ from pipeline.mapping.reidentify import (
     ReidentifiedStudy,
     reidentify,
 )
-from pipeline.mapping.store import MappingStore, RotationReport, check_batch_id
+from pipeline.mapping.store import MappingStore, RotationReport, check_batch_id, pending_mapping_store
 
 __all__ = [
     "Kek",
@@ -31,5 +31,6 @@ __all__ = [
     "ReidentifiedStudy",
     "RotationReport",
     "check_batch_id",
+    "pending_mapping_store",
     "reidentify",
 ]

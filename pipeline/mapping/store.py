@@ -49,6 +49,21 @@ CONTENT_TYPE = "application/vnd.telerad.mapping+json"
 _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
+PENDING_DIR = "pending-mappings"
+
+
+def pending_mapping_store(settings: Any, keyring: Keyring | None = None) -> "MappingStore":
+    """Encrypted mappings of batches not yet finished, in ``TELERAD_HOME/state/pending-mappings``.
+
+    A batch writes its mapping here while de-identifying (nothing leaves the machine
+    before the upload is confirmed); ``store_mapping`` moves it to the mapping store
+    and deletes it. `telerad keys status` counts what is here and `keys rotate`
+    re-wraps it, so no copy is stranded under a retired key.
+    """
+    url = (settings.state_dir / PENDING_DIR).resolve().as_uri()
+    return MappingStore.from_settings(settings, url=url, keyring=keyring)
+
+
 def check_batch_id(batch_id: Any) -> str:
     """A batch ID safe to use as an object key (letters, digits, '-' and '_')."""
     if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id):
@@ -99,7 +114,7 @@ class MappingStore:
         before ``copy_from`` moves it to the mapping store; it must never be the
         upload location.
         """
-        from pipeline.settings import check_mapping_apart
+        from pipeline.locations import check_mapping_apart
         from pipeline.storage import open_store
 
         url = url or settings.effective_mapping_url
@@ -282,6 +297,22 @@ class MappingStore:
         if existing is None:
             self._write_record(batch_id, record)
         self.get(batch_id)  # readable here with this store's keyring, or raise now
+
+    def move_from(self, other: "MappingStore", batch_id: str) -> None:
+        """``copy_from``, then delete the source record.
+
+        A re-run after the delete (a worker killed in between) finds the copy here
+        and the source gone, and only checks the copy.
+        """
+        if not other.exists(batch_id) and self.exists(batch_id):
+            self.get(batch_id)
+            return
+        self.copy_from(other, batch_id)
+        other.delete(batch_id)
+
+    def delete(self, batch_id: str) -> None:
+        """Remove a batch's record (the pending copy, once the mapping store holds it)."""
+        self.store.delete(self.key_for(batch_id))
 
     def key_of(self, batch_id: str) -> KeyRef:
         """The KEK named by a batch's record (no decryption)."""

@@ -28,7 +28,7 @@ from pipeline.exceptions import IntegrityError, ObjectNotFound, StorageError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, iter_files
 from pipeline.reader.layout import batch_key, parse_manifest, read_manifest_bytes, signature_key
 from pipeline.signing import SignatureError, verify_bytes
-from pipeline.storage.keys import sha256_file
+from pipeline.checksums import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,13 @@ def fetch_batch(
     def one(entry: dict[str, Any], local: Path) -> str | None:
         key = entry["key"]
         try:
-            store.download_file(key, local)
+            if getattr(store, "bounded_downloads", False):  # links from a share: stop at the signed size
+                store.download_file(key, local, max_bytes=entry["size"])
+            else:
+                store.download_file(key, local)
         except ObjectNotFound:
             return f"{key}: missing from the store"
-        except StorageError as exc:
+        except (StorageError, IntegrityError) as exc:
             return f"{key}: not downloaded ({exc})"
         size = local.stat().st_size
         if size != entry["size"]:

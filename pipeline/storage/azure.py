@@ -43,7 +43,8 @@ from pipeline.exceptions import (
 )
 from pipeline.storage.base import ObjectInfo
 from pipeline.settings import Settings, default_settings
-from pipeline.storage.keys import check_key, download_via_temp, join, prepare_put, with_sha256
+from pipeline.storage.keys import check_key, join
+from pipeline.storage.transfer import download_via_temp, prepare_put, with_sha256
 
 ACCOUNT_URL_ENV = "TELERAD_AZURE_ACCOUNT_URL"
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"

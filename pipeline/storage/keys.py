@@ -1,4 +1,4 @@
-"""Rules shared by every backend: what a key may look like, the SHA-256 of a file, skip-if-same.
+"""Object keys: what a key may look like, and where a batch's objects go.
 
 Keys are checked the same way everywhere so a batch that works on the local
 store also works on S3 and Azure (and cannot escape a local folder).
@@ -6,16 +6,7 @@ store also works on S3 and Azure (and cannot escape a local folder).
 
 from __future__ import annotations
 
-import hashlib
-import os
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping
-
-from pipeline.exceptions import IntegrityError, StoragePermanentError
-
-_CHUNK = 1024 * 1024
+from pipeline.exceptions import StoragePermanentError
 
 
 def check_key(key: str) -> str:
@@ -40,114 +31,6 @@ def join(prefix: str, key: str) -> str:
     return f"{prefix}/{key}" if prefix else key
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def source_sha256(path: Path, key: str) -> tuple[str, int]:
-    """SHA-256 and size of the file about to be uploaded as ``key``; a clear error when it is gone."""
-    try:
-        return sha256_file(path), Path(path).stat().st_size
-    except FileNotFoundError:
-        raise StoragePermanentError(
-            f"the file to upload as {key!r} is missing from staging; re-run the step that produced it"
-        ) from None
-
-
-def with_sha256(metadata: dict[str, str], digest: str, what: str) -> dict[str, str]:
-    """The caller's metadata, with ``sha256`` filled in or checked against the content.
-
-    A caller's ``sha256`` that does not match the bytes being uploaded means the
-    staged file changed after it was hashed: uploading it would publish an object
-    that its own metadata (and the manifest) contradict, so it is refused.
-    """
-    given = metadata.get("sha256")
-    if given and given.lower() != digest:
-        raise IntegrityError(
-            f"{what}: content SHA-256 {digest[:12]}... does not match its sha256 metadata "
-            f"{given[:12]}...; the staged file changed after it was hashed - re-run the step "
-            "that produced it"
-        )
-    return {**metadata, "sha256": digest}
-
-
-def listing(store: Any, prefix: str) -> dict[str, Any]:
-    """Everything under ``prefix`` by key: one LIST replaces a HEAD per file on a fresh batch."""
-    return {info.key: info for info in store.list(prefix)}
-
-
-@dataclass(frozen=True)
-class PutPlan:
-    """What ``prepare_put`` decided: the metadata to send, the size, and whether to skip."""
-
-    metadata: dict[str, str]
-    size: int
-    existing: Any  # the stored object's info when identical (skip the upload), else None
-    trusted: bool  # the sha256 is the caller's, not read back from the file: verify it in flight
-
-
-def _is_sha256(value: str | None) -> bool:
-    return bool(value) and len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
-
-
-def staged_size(path: Path, key: str) -> int:
-    """Size of the staged file; a clear error when it is gone."""
-    try:
-        return Path(path).stat().st_size
-    except FileNotFoundError:
-        raise StoragePermanentError(
-            f"the file to upload as {key!r} is missing from staging; re-run the step that produced it"
-        ) from None
-
-
-def prepare_put(
-    store: Any, key: str, path: Path, metadata: dict[str, str], *,
-    size: int | None = None, known: Mapping[str, Any] | None = None, trust: bool = False,
-) -> PutPlan:
-    """Stamp the file's SHA-256 into the metadata; find an identical stored copy.
-
-    With ``trust`` (the backend checks the bytes in flight) and a caller who gave
-    both the ``sha256`` and the ``size`` the file still has, the caller's hash is
-    used and the file is not read here. Otherwise it is hashed and checked.
-    ``known`` is a listing of the batch prefix (``listing``): a key missing from it
-    needs no HEAD; a listed key whose listing lacks metadata (S3) is HEADed.
-    """
-    actual = staged_size(path, key)
-    given = metadata.get("sha256")
-    trusted = bool(trust and size is not None and size == actual and _is_sha256(given))
-    if trusted:
-        metadata = {**metadata, "sha256": given.lower()}
-    else:
-        digest, actual = source_sha256(path, key)
-        metadata = with_sha256(metadata, digest, f"object {key!r}")
-    digest = metadata["sha256"]
-    if known is None:
-        existing = store.head(key)
-    else:
-        existing = known.get(key)
-        if existing is not None and existing.size == actual and "sha256" not in existing.metadata:
-            existing = store.head(key)
-    if existing and existing.size == actual and existing.metadata.get("sha256") == digest:
-        return PutPlan(metadata, actual, existing, trusted)
-    return PutPlan(metadata, actual, None, trusted)
-
-
-def download_via_temp(path: Path, fetch: Callable[[Path], None]) -> None:
-    """Let ``fetch`` write a temp file beside ``path``, then rename it into place.
-
-    A reader never sees a half-downloaded file under its real name, and an
-    interrupted download leaves nothing behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-    try:
-        fetch(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def batch_key(prefix: str, batch_id: str, name: str) -> str:
+    """The key of ``name`` in a batch: ``[PREFIX/]BATCH_ID/NAME`` (``name`` '' gives the batch's prefix)."""
+    return join(prefix, f"{batch_id}/{name}")

@@ -28,7 +28,8 @@ from pipeline.exceptions import (
     StorageTransientError,
 )
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import check_key, prepare_put, with_sha256
+from pipeline.storage.keys import check_key
+from pipeline.storage.transfer import prepare_put, with_sha256
 
 META_DIR = ".meta"
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.EIO, errno.ETIMEDOUT}

@@ -45,16 +45,8 @@ from pipeline.exceptions import (
 )
 from pipeline.settings import Settings, default_settings
 from pipeline.storage.base import ObjectInfo
-from pipeline.storage.keys import (
-    PutPlan,
-    check_key,
-    download_via_temp,
-    join,
-    prepare_put,
-    source_sha256,
-    staged_size,
-    with_sha256,
-)
+from pipeline.storage.keys import check_key, join
+from pipeline.storage.transfer import PutPlan, download_via_temp, prepare_put, source_sha256, staged_size, with_sha256
 
 MAX_PRESIGN = timedelta(days=7)  # SigV4 limit
 
@@ -127,6 +119,9 @@ class S3Store:
             read_timeout=60,
             # Path-style works with every S3-compatible endpoint (MinIO, Ceph, moto).
             s3={"addressing_style": "path"} if endpoint else {},
+            # Presigned share links with SigV4: botocore's default still presigns SigV2
+            # query strings in some regions, which AWS has deprecated.
+            signature_version="s3v4",
             request_checksum_calculation="when_supported",
             response_checksum_validation="when_supported",
         )

@@ -7,9 +7,12 @@ failed, `telerad submit`, `telerad retry`, `telerad status` and workers.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,12 +33,41 @@ def _telerad(env, *args, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@contextmanager
+def _not_redis(port: int):
+    """Something on the broker's port that closes every connection: `submit`'s start check
+    (a TCP connect, see tests/hardening) passes, and the enqueue itself fails."""
+    server = socket.create_server(("127.0.0.1", port))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
 def test_an_unreachable_broker_fails_the_batch_in_one_line_and_retry_sends_it(tmp_path, start_worker):
-    """Broker down at submit: one-line error naming the setting, batch failed (not stuck queued); retry later works."""
+    """Broker failing at enqueue: one-line error naming the setting, batch failed (not stuck queued); retry later works."""
     port = free_port()
     env = telerad_env(tmp_path / "home", TELERAD_BROKER_URL=f"redis://127.0.0.1:{port}/0")
     study = make_study(tmp_path / "study", series=1, images=2)
-    run = _telerad(env, "submit", str(study.root))
+    with _not_redis(port):  # a broker refused outright at start is tests/hardening's case: nothing recorded
+        run = _telerad(env, "submit", str(study.root))
     assert run.returncode == 2
     assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert "TELERAD_BROKER_URL" in run.stderr and "telerad retry" in run.stderr

@@ -71,14 +71,16 @@ def test_list_fetch_and_tampering_through_the_cli(reader_env, tmp_path):
     assert audit_actions(tmp_path) == [("reader.fetch", "ok"), ("reader.fetch", "failed")]
 
 
-def test_share_then_fetch_by_share_without_credentials(reader_env, tmp_path, monkeypatch):
+def test_share_then_fetch_by_share_without_credentials(reader_env, telerad_home, tmp_path, monkeypatch):
     """`telerad share` writes links; `reader fetch --share` needs no store or credentials."""
     site, store = reader_env
     pub = publish_batch(store, site, images=3)
     share_file = tmp_path / "b.share.json"
+    monkeypatch.setenv("TELERAD_HOME", str(telerad_home))  # the site shares, signing with its own key
     made = runner.invoke(cli_app(), ["share", pub.batch_id, "--expires", "2h", "--out", str(share_file)])
     assert made.exit_code == 0, made.output
     assert "5 links" in made.output
+    monkeypatch.setenv("TELERAD_HOME", str(tmp_path / "reader-home"))
 
     for name in ("TELERAD_STORE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_CONNECTION_STRING"):
         monkeypatch.delenv(name, raising=False)

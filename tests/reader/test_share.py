@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pipeline.exceptions import ObjectNotFound
-from pipeline.reader import ShareExpiredError, create_share, fetch_batch, open_share
+from pipeline.reader import ShareExpiredError, create_share, fetch_batch, open_share, sign_share
 from pipeline.settings import load_settings
-from pipeline.signing import export_public_key, load_public_key
+from pipeline.signing import export_public_key, load_private_key, load_public_key
 from tests.reader.builders import publish_batch
 
 CREDENTIAL_VARS = (
@@ -31,13 +31,14 @@ def test_share_fetches_with_no_credentials(store, site, tmp_path, monkeypatch):
     settings, key = site
     pub = publish_batch(store, settings, prefix="in", images=4)
     share_file = tmp_path / "b.share.json"
-    share = create_share(store, pub.batch_id, timedelta(hours=2), share_file, prefix="in")
+    share = create_share(store, pub.batch_id, timedelta(hours=2), share_file, prefix="in",
+                         signing_key=load_private_key(settings))
     assert stat.S_IMODE(share_file.stat().st_mode) == 0o600
     assert len(share["objects"]) == 4 + 2  # every object, the manifest and its signature
 
     for name in CREDENTIAL_VARS:
         monkeypatch.delenv(name, raising=False)
-    shared = open_share(share_file)
+    shared = open_share(share_file, key)
     result = fetch_batch(shared, shared.batch_id, tmp_path / "dest", key, prefix=shared.prefix, progress=False)
     got = {p.relative_to(tmp_path / "dest").as_posix(): p.read_bytes()
            for p in (tmp_path / "dest").rglob("*.dcm")}
@@ -47,13 +48,13 @@ def test_share_fetches_with_no_credentials(store, site, tmp_path, monkeypatch):
 
 def test_expired_share_is_refused_by_its_own_date(store, site, tmp_path):
     """Past its expiry the share file itself is refused (moto and some S3 look-alikes never check)."""
-    settings, _ = site
+    settings, key = site
     pub = publish_batch(store, settings)
     share_file = tmp_path / "b.share.json"
-    create_share(store, pub.batch_id, timedelta(hours=1), share_file,
+    create_share(store, pub.batch_id, timedelta(hours=1), share_file, signing_key=load_private_key(settings),
                  now=datetime.now(timezone.utc) - timedelta(hours=2))
     with pytest.raises(ShareExpiredError, match="expired at .*ask the sending site for a new share"):
-        open_share(share_file)
+        open_share(share_file, key)
 
 
 def test_sharing_an_incomplete_batch_is_refused(store, site, tmp_path):
@@ -61,7 +62,8 @@ def test_sharing_an_incomplete_batch_is_refused(store, site, tmp_path):
     settings, _ = site
     pub = publish_batch(store, settings, complete=False)
     with pytest.raises(ObjectNotFound, match="still uploading"):
-        create_share(store, pub.batch_id, timedelta(hours=1), tmp_path / "s.json")
+        create_share(store, pub.batch_id, timedelta(hours=1), tmp_path / "s.json",
+                     signing_key=load_private_key(settings))
 
 
 @pytest.mark.real
@@ -73,12 +75,13 @@ def test_service_refusing_an_expired_sas_is_a_clear_error(azure_env, site, tmp_p
     store = _make_backend("azure", request, tmp_path).open()
     pub = publish_batch(store, settings)
     share_file = tmp_path / "b.share.json"
-    create_share(store, pub.batch_id, timedelta(seconds=1), share_file)
+    create_share(store, pub.batch_id, timedelta(seconds=1), share_file, signing_key=load_private_key(settings))
     time.sleep(2)
     share = json.loads(share_file.read_text())
     share["expires_at"] = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    share_file.write_text(json.dumps(share))
+    # Signed again by the site itself (a wrong clock there): only the service's 403 can stop it.
+    share_file.write_text(json.dumps(sign_share(share, load_private_key(settings))))
 
-    shared = open_share(share_file)
+    shared = open_share(share_file, key)
     with pytest.raises(ShareExpiredError, match="refused the shared link .*403: expired or altered"):
         fetch_batch(shared, shared.batch_id, tmp_path / "dest", key, progress=False)

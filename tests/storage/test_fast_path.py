@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.exceptions import IntegrityError
-from pipeline.storage import CONTENT_TYPE_DICOM, keys, shared, shared_store
-from pipeline.storage.keys import listing
+from pipeline.storage import CONTENT_TYPE_DICOM, shared, shared_store, transfer
+from pipeline.storage.transfer import listing
 
 
 def meta(sha: str, uploaded_at: str = "first") -> dict[str, str]:
@@ -76,7 +76,7 @@ def test_trusted_hash_is_not_read_again(backend, store, tmp_path, monkeypatch):
     def no_rehash(*a, **k):
         raise AssertionError("the staged file was hashed again")
 
-    monkeypatch.setattr(keys, "sha256_file", no_rehash)
+    monkeypatch.setattr(transfer, "sha256_file", no_rehash)
     store.put_file("B1/a.dcm", path, content_type=CONTENT_TYPE_DICOM, metadata=meta(sha),
                    size=path.stat().st_size, known={})
     assert store.head("B1/a.dcm").metadata["sha256"] == sha
