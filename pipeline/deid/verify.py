@@ -12,6 +12,8 @@ Findings name the file, the tag and the check, never the offending value.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,14 @@ _FORBIDDEN_META = {tag_for_keyword(kw): kw for kw in (
     "SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle",
     "PrivateInformation", "PrivateInformationCreatorUID")}
 MIN_ORIGINAL_LEN = 3  # shorter originals ("1", "A") would match by chance anywhere
+# Originals shorter than this ("ID1", "204") count only as a whole word: inside the
+# binary values before the pixels (overlays, LUTs) three bytes match by chance.
+WHOLE_WORD_BELOW = 6
+
+
+def _whole_word(needle: bytes, haystack: bytes) -> bool:
+    """``needle`` occurs in ``haystack`` with no letter or digit right before or after it."""
+    return re.search(rb"(?<![a-z0-9])" + re.escape(needle) + rb"(?![a-z0-9])", haystack) is not None
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,7 @@ class Verifier:
             if "retain-uids" in opts and o.replace(".", "").isdigit():
                 continue  # Retain UIDs keeps original UIDs by request
             b = o.lower().encode("utf-8", "ignore")
-            if b in low_header:
+            if b in low_header and (len(b) >= WHOLE_WORD_BELOW or _whole_word(b, low_header)):
                 add("original identifier", "an original identifier from the mapping appears in the file")
                 break
             if o.lower() in low_rel:

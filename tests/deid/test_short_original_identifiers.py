@@ -1,0 +1,42 @@
+"""A short original identifier (a Patient ID like "ID1") is a finding as a word, not as three chance bytes."""
+
+from __future__ import annotations
+
+import pydicom
+from pydicom.uid import generate_uid
+
+from pipeline.deid import Deidentifier, Verifier, load_profile
+from pipeline.testing import PlantedPHI, make_dataset
+
+
+def _written(tmp_path, pseudonyms, overlay: bytes, comment: str | None):
+    ds = make_dataset(PlantedPHI(), study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(),
+                      frame_of_ref=generate_uid())
+    ds.PatientID = "ID1"
+    ds.add_new(0x60000010, "US", 4)
+    ds.add_new(0x60000011, "US", 16)
+    ds.add_new(0x60000100, "US", 1)
+    ds.add_new(0x60000102, "US", 0)
+    ds.add_new(0x60003000, "OW", overlay)
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    deid = Deidentifier(load_profile("teleradiology", ["clean-graphics"]), pseudonyms)
+    res = deid.deidentify_file(src, tmp_path / "out")
+    path = tmp_path / "out" / res.relpath
+    if comment is not None:  # a leak planted after de-identification
+        out = pydicom.dcmread(path)
+        out.ImageComments = comment
+        out.save_as(path)
+    return Verifier(pseudonyms, deid.profile, originals=["ID1"]).verify_file(path, res.relpath)
+
+
+def test_three_bytes_inside_binary_overlay_data_are_not_a_finding(tmp_path, pseudonyms):
+    """Overlay bits that happen to spell "GId1x" do not fail the batch."""
+    findings = _written(tmp_path, pseudonyms, b"\x8eKGId1\xd6\xde" + b"\x00", None)
+    assert [f for f in findings if f.check == "original identifier"] == []
+
+
+def test_the_short_identifier_as_a_word_is_still_found(tmp_path, pseudonyms):
+    """The same identifier written as a word in a text value is found."""
+    findings = _written(tmp_path, pseudonyms, b"\x00" * 8, "seen for ID1 today")
+    assert "original identifier" in {f.check for f in findings}
