@@ -40,7 +40,11 @@ _FORBIDDEN_META = {tag_for_keyword(kw): kw for kw in (
     "PrivateInformation", "PrivateInformationCreatorUID")}
 MIN_ORIGINAL_LEN = 3  # shorter originals ("1", "A") would match by chance anywhere
 # Originals shorter than this ("ID1", "204") count only as a whole word: inside the
-# binary values before the pixels (overlays, LUTs) three bytes match by chance.
+# binary values before the pixels (overlays, LUTs), or the digits of a new UID in the
+# path, three characters match by chance. Short all-digit originals are not searched
+# at all: "134" is as likely a kept measurement (an IS or DS value) of another image
+# of a mixed batch. PatientID and AccessionNumber are replaced by keyed pseudonyms
+# whatever their length, and PatientID is checked to be one.
 WHOLE_WORD_BELOW = 6
 
 
@@ -174,11 +178,14 @@ class Verifier:
         for o in self.originals:
             if "retain-uids" in opts and o.replace(".", "").isdigit():
                 continue  # Retain UIDs keeps original UIDs by request
+            if len(o) < WHOLE_WORD_BELOW and o.isdigit():
+                continue  # "134" is also a kept number (an IS or DS value) in any image: not searchable
             b = o.lower().encode("utf-8", "ignore")
             if b in low_header and (len(b) >= WHOLE_WORD_BELOW or _whole_word(b, low_header)):
                 add("original identifier", "an original identifier from the mapping appears in the file")
                 break
-            if o.lower() in low_rel:
+            if o.lower() in low_rel and (len(b) >= WHOLE_WORD_BELOW
+                                         or _whole_word(b, low_rel.encode("utf-8", "ignore"))):
                 add("original identifier", "an original identifier from the mapping appears in the path")
                 break
         return found

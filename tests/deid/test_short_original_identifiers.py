@@ -40,3 +40,26 @@ def test_the_short_identifier_as_a_word_is_still_found(tmp_path, pseudonyms):
     """The same identifier written as a word in a text value is found."""
     findings = _written(tmp_path, pseudonyms, b"\x00" * 8, "seen for ID1 today")
     assert "original identifier" in {f.check for f in findings}
+
+
+def test_three_digits_inside_a_new_uid_in_the_path_are_not_a_finding(pseudonyms):
+    """An original Patient ID "204" inside the digits of a 2.25 UID in the output path is chance, not a leak."""
+    from pipeline.deid.verify import _whole_word
+
+    assert not _whole_word(b"204", b"acme-x/2.25.1204/2.25.88204919.dcm")
+    assert _whole_word(b"204", b"acme-x/204/2.25.1.dcm")
+
+
+def test_a_short_numeric_original_is_not_mistaken_for_a_kept_number(tmp_path, pseudonyms):
+    """Accession "134" of one image is not a finding where another image keeps the number 134 (an IS value)."""
+    ds = make_dataset(PlantedPHI(), study_uid=generate_uid(), series_uid=generate_uid(), sop_uid=generate_uid(),
+                      frame_of_ref=generate_uid())
+    ds.add_new(0x00180089, "IS", "134")  # Number of Phase Encoding Steps, kept
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    deid = Deidentifier(load_profile("teleradiology"), pseudonyms)
+    res = deid.deidentify_file(src, tmp_path / "out")
+    path = tmp_path / "out" / res.relpath
+    assert b"134 " in path.read_bytes()
+    findings = Verifier(pseudonyms, deid.profile, originals=["134"]).verify_file(path, res.relpath)
+    assert [f for f in findings if f.check == "original identifier"] == []
