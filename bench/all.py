@@ -20,13 +20,16 @@ import time
 from bench.common import REPO, python_env, stderr
 
 FULL = {
-    "deid": ["--size-mb", "500", "--repeat", "2"],
+    # Sized like real studies: 2 GB, about 600 images a study (CT series of ~330 images),
+    # generated once into .cache/bench-corpus and reused; CI runs only the tiny QUICK sizes.
+    "deid": ["--size-mb", "2000", "--images-per-study", "600", "--cache", "--repeat", "2"],
     "profile_engine": ["--size-mb", "100", "--repeat", "3"],
     "completeness": ["--size-mb", "300", "--repeat", "4"],
     "profile_upload": ["--size-mb", "100"],
     "e2e": ["--studies", "10", "--size-mb", "200"],
     "priority": ["--routine", "30", "--study-mb", "4"],
     "memory": ["--sizes-mb", "10,100,1000"],
+    "netdicom": ["--size-mb", "200", "--repeat", "2"],
 }
 QUICK = {
     "deid": ["--size-mb", "3"],
@@ -36,6 +39,7 @@ QUICK = {
     "e2e": ["--studies", "2", "--size-mb", "3"],
     "priority": ["--routine", "3", "--study-mb", "1", "--workers", "1", "--baseline-runs", "1"],
     "memory": ["--sizes-mb", "2,4", "--skip-pydicom"],
+    "netdicom": ["--size-mb", "3", "--repeat", "1", "--stable-seconds", "0.5"],
 }
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
+import shutil
 import struct
 import sys
 import time
@@ -277,6 +279,38 @@ def generate(root: Path, *, size_mb: float = 500, mix: str | dict = DEFAULT_MIX,
             print(f"  corpus: {n} files, {corpus.bytes / 1e6:.0f} MB", file=sys.stderr, flush=True)
     corpus.studies = sorted(set(corpus.studies))
     corpus.seconds = time.perf_counter() - started
+    return corpus
+
+
+CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench-corpus"
+
+
+def cached(*, size_mb: float, mix: str = DEFAULT_MIX, seed: int = 7, files_per_study: int = 120,
+           cache: Path = CACHE) -> Corpus:
+    """The corpus for these parameters, generated once and kept under ``.cache/bench-corpus``.
+
+    A corpus sized like real studies (GBs, hundreds of images per series) takes
+    minutes to write; every later run of any benchmark reuses it. A corpus is
+    complete only once its ``.complete`` marker exists (written last), so an
+    interrupted generation is started again, never half used.
+    """
+    key = hashlib.sha256(f"{size_mb}|{mix}|{seed}|{files_per_study}".encode()).hexdigest()[:12]
+    root = cache / f"{size_mb:g}mb-seed{seed}-{key}"
+    marker = root / ".complete"
+    if marker.exists():
+        corpus = Corpus(root)
+        for path in sorted(p for p in root.rglob("IM*") if p.is_file()):
+            kind = path.parent.name.partition("_")[0]
+            size = path.stat().st_size
+            corpus.files.append(path)
+            corpus.bytes += size
+            corpus.kinds[kind] += 1
+            corpus.kind_bytes[kind] += size
+        corpus.studies = sorted({p.parent.parent for p in corpus.files})
+        return corpus
+    shutil.rmtree(root, ignore_errors=True)
+    corpus = generate(root, size_mb=size_mb, mix=mix, seed=seed, files_per_study=files_per_study)
+    marker.write_text(json.dumps(corpus.summary()))
     return corpus
 
 

@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mb", type=float, default=500)
     ap.add_argument("--mix", default=corpus_mod.DEFAULT_MIX)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--images-per-study", type=int, default=120,
+                    help="files per study (the series of a kind hold about this x its share)")
+    ap.add_argument("--cache", action="store_true",
+                    help="generate the corpus once into .cache/bench-corpus and reuse it (real-study sizes)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the all-cores row")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--profile", default="", help="telerad's profile (default: config/default.toml's)")
@@ -130,8 +134,13 @@ def main(argv: list[str] | None = None) -> int:
             n, nbytes = tree_bytes(src)
             corpus_info: dict[str, Any] = {"root": str(src), "files": n, "bytes": nbytes}
         else:
-            stderr(f"generating a {args.size_mb:.0f} MB corpus (seed {args.seed}) ...")
-            c = corpus_mod.generate(work / "corpus", size_mb=args.size_mb, mix=args.mix, seed=args.seed)
+            stderr(f"{'cached' if args.cache else 'generating a'} {args.size_mb:.0f} MB corpus (seed {args.seed}) ...")
+            if args.cache:
+                c = corpus_mod.cached(size_mb=args.size_mb, mix=args.mix, seed=args.seed,
+                                      files_per_study=args.images_per_study)
+            else:
+                c = corpus_mod.generate(work / "corpus", size_mb=args.size_mb, mix=args.mix, seed=args.seed,
+                                        files_per_study=args.images_per_study)
             src, corpus_info = c.root, c.summary()
             n, nbytes = len(c.files), c.bytes
         from bench.profile_engine import default_profile

@@ -61,6 +61,8 @@ COUNT_DETAILS = frozenset(
         "studies", "series", "images", "files", "skipped", "refused", "bytes",
         "rewrapped", "already_current", "failed", "mismatched", "missing",
         "reason_length", "studies_returned", "attempt", "findings",
+        # DICOM network (listener associations, deliveries)
+        "instances", "stored", "already_sent", "out_of_resources", "sent", "attempts",
         "pixel_warnings", "pixels_masked", "frames",
     }
 )
@@ -72,6 +74,10 @@ SAFE_DETAILS = COUNT_DETAILS | frozenset(
         "error_code", "duration_s", "step", "state", "store", "store_scheme", "key_provider",
         "key_id", "key_version", "retired_versions", "manifest_sha256", "share_expires_at",
         "destination_scheme", "verified", "worker", "task_id", "pseudonym_key_id",
+        # DICOM network: AE titles only, never anything read from a dataset
+        "calling_ae", "calling_ae_titles", "called_ae", "priorities", "follow_up",
+        # HTTP gateway: what an API key may do
+        "scopes",
         "review_id", "boxes", "decision",
     }
 )

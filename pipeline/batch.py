@@ -70,8 +70,13 @@ def create_batch(
     overrides: dict[str, str] | None = None,
     note: str = "",
     origin: str = "submit",
+    follow_up_of: list[str] | None = None,
 ) -> str:
-    """Check a submission and record it as a queued batch; returns the new batch ID."""
+    """Check a submission and record it as a queued batch; returns the new batch ID.
+
+    ``follow_up_of`` names earlier batches of the same study (late instances from the
+    DICOM listener); it goes into the manifest so a reader can tell.
+    """
     source = Path(source).absolute()
     if not source.exists():
         raise SubmissionError(f"study path does not exist: {source}")
@@ -107,6 +112,7 @@ def create_batch(
         overrides=dict(overrides or {}),
         note=note,
         origin=origin,
+        follow_up_of=list(follow_up_of or []),
     )
     StateStore(settings.state_dir).create(record)
     _audit(settings, "batch.submitted", record.batch_id, priority=prio.value, origin=origin)
@@ -145,7 +151,8 @@ def deidentify(settings: Settings, batch_id: str) -> None:
         try:
             for f in walked.files:
                 try:
-                    res = deid.deidentify_file(source_root / f.rel, scratch, out_path=scratch / f"{f.index}.dcm")
+                    res = deid.deidentify_file(source_root / f.rel, scratch, out_path=scratch / f"{f.index}.dcm",
+                                               submitted=str(Path(_submitted_name(record)) / f.rel))
                 except Exception as exc:  # classified: skipped, refused, or failed (fails the batch below)
                     outcome, reason = study.classify(exc)
                     outcomes.append(study.FileOutcome(f.index, f.rel, outcome, reason))
@@ -190,12 +197,13 @@ def deidentify(settings: Settings, batch_id: str) -> None:
                 f"{tally['skipped']} skipped, {tally['refused']} refused)"
             )
         _check_one_patient_per_batch(settings, produced)
-        _verify_staging(settings, deid, staging, produced)
+        entries = [_entry(settings, batch_id, res) for _rel, res in produced]
+        report = _deid_report(deid, record, produced)
+        _verify_staging(settings, deid, staging, produced, _outgoing_texts(record, entries, report))
         os.sync()  # files are written without a per-file fsync; make them durable once, before "done"
 
-        entries = [_entry(settings, batch_id, res) for _rel, res in produced]
         (work / "files.json").write_text(json.dumps([asdict(e) for e in entries]))
-        (work / "deid-report.json").write_text(json.dumps(_deid_report(deid, record, produced)))
+        (work / "deid-report.json").write_text(json.dumps(report))
         _mapping_store(settings, pending=True).put(batch_id, _mapping(record, produced, entries))
         record.counts.update({
             "images": len(entries),
@@ -235,17 +243,22 @@ def write_manifest(settings: Settings, batch_id: str) -> None:
             organization=record.organization,
             deidentification=_manifest_deid_section(report, _key(settings, batch_id, REPORT_NAME)),
             files=entries,
-            note=record.note,
+            note=_clean_note(record.note),  # free text from outside: only clinical words leave
+            follow_up_of=record.follow_up_of,
         )
         staging = settings.staging_root / batch_id
         body = manifest_bytes(manifest)
         (staging / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True))
-        (staging / SIGNATURE_NAME).write_bytes(_sign(settings, record.organization, body))
+        (staging / SIGNATURE_NAME).write_bytes(_sign(settings, body))
         (staging / MANIFEST_NAME).write_bytes(body)
 
 
-def upload(settings: Settings, batch_id: str) -> None:
-    """Upload every file concurrently, then the report and signature, the manifest last."""
+def upload(settings: Settings, batch_id: str, *, leave_uplink: float = 0.0) -> None:
+    """Upload every file concurrently, then the report and signature, the manifest last.
+
+    ``leave_uplink`` (seconds; workers pass ``UPLINK_PAUSE``): between files, pause
+    while a step of a higher priority runs on this machine (``_leave_uplink``).
+    """
     with _step(settings, batch_id, "upload", BatchState.UPLOADING) as record:
         if record is None:
             return
@@ -281,7 +294,7 @@ def upload(settings: Settings, batch_id: str) -> None:
             )
             progress.advance()
             if progress.done < progress.total:
-                _leave_uplink_to_higher_priority(states, record.priority)
+                _leave_uplink(states, record.priority, leave_uplink)
 
         with ThreadPoolExecutor(max_workers=settings.upload_concurrency) as pool:
             list(pool.map(put, entries))  # re-raises the first failure
@@ -322,6 +335,10 @@ def finalize(settings: Settings, batch_id: str) -> None:
             from pipeline.inbox.disposal import archive_original
 
             archive_original(settings, record)
+        elif record.origin == "listen":
+            from pipeline.netdicom.studies import discard_submitted
+
+            discard_submitted(record)
         log.info("batch %s done: %s images", batch_id, record.counts.get("images", 0))
 
 
@@ -411,27 +428,23 @@ def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
 
 # --- helpers -----------------------------------------------------------------------
 # --- lower priorities leave the uplink to higher ones ------------------------------------
-_yield = {"enabled": False, "max_pause": 5.0}
+UPLINK_PAUSE = 5.0  # seconds a worker's lower-priority upload waits at most, between two files
 
 
-def yield_to_higher_priority(enabled: bool = True, *, max_pause: float = 5.0) -> None:
+def _leave_uplink(states: StateStore, priority: str, max_pause: float) -> None:
     """Between files, pause an upload while a step of a higher priority runs on this machine.
 
-    Workers turn this on: with a STAT step running, a ROUTINE upload on the same machine
+    Workers ask for it: with a STAT step running, a ROUTINE upload on the same machine
     stops after the files it is sending (for at most ``max_pause`` seconds at a time,
     then one more file each) instead of sharing the site's uplink and the store with
     it. Only uploads pause: de-identification is CPU-bound, a STAT batch uses one core,
     and pausing ROUTINE de-identification would idle the other cores (measured here:
     no gain on de-identification, about 50 ms less on the STAT upload of a 4 MB study).
-    Off by default, for the CLI and library callers that run one batch alone.
+    Off (0) for the CLI and library callers that run one batch alone.
     """
-    _yield.update(enabled=enabled, max_pause=max_pause)
-
-
-def _leave_uplink_to_higher_priority(states: StateStore, priority: str) -> None:
-    if not _yield["enabled"]:
+    if max_pause <= 0:
         return
-    deadline = time.monotonic() + _yield["max_pause"]
+    deadline = time.monotonic() + max_pause
     while states.outranked(priority) and time.monotonic() < deadline:
         time.sleep(0.01)
 
@@ -530,7 +543,7 @@ def _unpacked_source(source: Path, work: Path) -> Path:
         return source
     if not source.exists():
         raise BatchFailed("the study's source is no longer on disk")
-    from pipeline.inbox.zipsafe import safe_extract
+    from pipeline.zipsafe import safe_extract
 
     dest = work / "unpacked"
     shutil.rmtree(dest, ignore_errors=True)
@@ -547,11 +560,30 @@ def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, A
         )
 
 
-def _verify_staging(settings: Settings, deid: Any, staging: Path, produced: list[tuple[str, Any]]) -> None:
-    """Run the leak verifier over the staged files; any finding fails the batch closed."""
+def _submitted_name(record: BatchRecord) -> str:
+    """The submitted study folder's (or ZIP's) name: the verifier searches outputs for it."""
+    return Path(record.source).stem if record.source.lower().endswith(".zip") else Path(record.source).name
+
+
+def _outgoing_texts(record: BatchRecord, entries: list[FileEntry], report: dict[str, Any]) -> dict[str, str]:
+    """Every text that leaves with the batch besides the files: keys, report, manifest fields, metadata."""
+    from pipeline.deid.overrides import clean_note
+
+    return {
+        "object keys": "\n".join(e.key for e in entries),
+        REPORT_NAME: json.dumps(report),
+        MANIFEST_NAME: json.dumps({"note": clean_note(record.note), "organization": record.organization,
+                                   "priority": record.priority, "profile": record.profile,
+                                   "options": record.options, "follow_up_of": record.follow_up_of}),
+    }
+
+
+def _verify_staging(settings: Settings, deid: Any, staging: Path, produced: list[tuple[str, Any]],
+                    texts: dict[str, str] | None = None) -> None:
+    """Run the leak verifier over the staged files and outgoing texts; any finding fails the batch closed."""
     from pipeline.deid.verify import verify_batch
 
-    findings = verify_batch(staging, deid=deid, originals=[res.original for _r, res in produced])
+    findings = verify_batch(staging, deid=deid, originals=[res.original for _r, res in produced], texts=texts)
     _audit(settings, "batch.verified", staging.name, outcome="ok" if not findings else "failed",
            files=len(produced), findings=len(findings))
     if findings:
@@ -679,7 +711,13 @@ def _mapping_store(settings: Settings, *, pending: bool = False) -> Any:
     return MappingStore.from_settings(settings)
 
 
-def _sign(settings: Settings, organization: str, body: bytes) -> bytes:
+def _clean_note(note: str) -> str:
+    from pipeline.deid.overrides import clean_note
+
+    return clean_note(note)
+
+
+def _sign(settings: Settings, body: bytes) -> bytes:
     from pipeline.signing import sign_manifest
 
     return sign_manifest(settings, body)

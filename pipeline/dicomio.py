@@ -37,12 +37,6 @@ from pydicom.uid import (
 from pipeline import dicomraw
 from pipeline.exceptions import DeidentificationError, DicomReadError, NotDicomError
 
-# pydicom warns about invalid values by quoting them, and names files by path;
-# both may be PHI. Validation warnings are off, and pydicom's log records lose
-# their text (the level and logger stay, so a problem is still visible).
-_pydicom_config.settings.reading_validation_mode = _pydicom_config.IGNORE
-
-
 class _WithholdText(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = "pydicom message withheld (it may quote file names or values)"
@@ -50,7 +44,22 @@ class _WithholdText(logging.Filter):
         return True
 
 
-logging.getLogger("pydicom").addFilter(_WithholdText())
+_WITHHOLD = _WithholdText()
+
+
+def quiet_pydicom() -> None:
+    """Keep PHI out of pydicom's warnings and log lines, for the whole process (idempotent).
+
+    pydicom warns about invalid values by quoting them, and names files by path;
+    both may be PHI. Validation warnings are turned off, and pydicom's log records
+    lose their text (the level and logger stay, so a problem is still visible).
+    Called by every entry point that reads DICOM (``telerad``, the worker, the
+    engine and ``read``), not as a side effect of importing this module.
+    """
+    _pydicom_config.settings.reading_validation_mode = _pydicom_config.IGNORE
+    logger = logging.getLogger("pydicom")
+    if _WITHHOLD not in logger.filters:
+        logger.addFilter(_WITHHOLD)
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -184,6 +193,7 @@ def read(path: Path, *, load_pixels: bool = False, header_only: bool = False,
     small file is read whole in one go, so its pixel bytes are written from
     memory; ``header_only`` (the verifier) reads no more than it must.
     """
+    quiet_pydicom()
     try:
         with open(path, "rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -244,6 +254,7 @@ def _read_pydicom(path: Path, kind: str, load_pixels: bool) -> SourceFile:
 
 def read_header_bytes(buf: bytes, inflate_limits: InflateLimits = DEFAULT_INFLATE) -> SourceFile:
     """Parse a Part 10 header held in memory (up to its pixel element), as ``read`` parses a file."""
+    quiet_pydicom()
     kind = _kind(buf[:132])
     if kind == "part10":
         try:

@@ -55,6 +55,7 @@ def build_manifest(
     deidentification: dict[str, Any],
     files: Iterable[FileEntry],
     note: str = "",
+    follow_up_of: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Group files into studies and series (sorted, so the same batch gives the same bytes)."""
     studies: dict[str, dict[str, Any]] = {}
@@ -111,6 +112,8 @@ def build_manifest(
     }
     if note:
         manifest["note"] = note
+    if follow_up_of:
+        manifest["follow_up_of"] = sorted(follow_up_of)
     validate_manifest(manifest)
     return manifest
 

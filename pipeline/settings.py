@@ -115,6 +115,31 @@ class Settings(BaseSettings):
     zip_max_entries: int = Field(50000, ge=1)
     zip_max_unpacked_bytes: int = Field(32 * 2**30, ge=1)
     zip_max_ratio: float = Field(200.0, gt=1, description="Largest compression ratio accepted (zip bombs).")
+    # --- DICOM network (issue 16): `telerad listen` (Storage SCP) and delivery by C-STORE ---
+    listen_port: int = Field(0, ge=0, le=65535, description="Storage SCP port; 0 = no listener (`telerad up` starts one when set).")
+    listen_host: str = Field("127.0.0.1", description="Address the listener binds: loopback unless set.")
+    listen_ae_title: str = Field("TELERAD", min_length=1, max_length=16, description="The listener's own AE title.")
+    listen_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Calling AE titles accepted (comma-separated); empty = any (loopback only)."
+    )
+    listen_stable_seconds: float = Field(30.0, ge=0, description="A study is complete after this long with no new instance.")
+    listen_spool_dir: str = Field("", description="Received instances wait here; empty = TELERAD_HOME/listen.")
+    listen_min_free_bytes: int = Field(
+        64 * 2**20, ge=0, description="Answer 'out of resources' when the spool would have less free space than this."
+    )
+    listen_priority_by_ae: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="Calling AE title -> priority, e.g. 'CT_STAT=STAT,ER=URGENT'."
+    )
+    listen_priority_rules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Attribute rules 'Keyword=PATTERN:PRIORITY' (fnmatch, comma-separated), e.g. 'StudyDescription=*TRAUMA*:STAT'.",
+    )
+    listen_tls_cert_file: str = Field("", description="PEM certificate of the listener; with the key, TLS is on.")
+    listen_tls_key_file: str = Field("", description="PEM private key of the listener.")
+    listen_tls_ca_file: str = Field("", description="CA bundle; when set, callers must present a certificate it signed.")
+    send_ae_title: str = Field("TELERAD", min_length=1, max_length=16, description="Calling AE title when delivering to a PACS.")
+    send_attempts: int = Field(4, ge=1, le=20, description="Tries in all for an instance the PACS did not store.")
+    send_retry_pause: float = Field(2.0, ge=0, description="First pause between delivery tries, seconds (doubles).")
     # --- keys -----------------------------------------------------------------------
     mapping_kms_key_id: str = Field("", description="AWS KMS key (ID, ARN or alias) wrapping mapping keys; empty = local key file.")
     audit_mirror: bool = Field(False, description="Also write each audit entry to the mapping store under audit/.")
@@ -122,6 +147,24 @@ class Settings(BaseSettings):
     public_key_file: str = Field("", description="Organisation public key a reader checks manifests with.")
     pseudonym_secret_file: str = Field("", description="HMAC secret file; empty = generated.")
     mapping_key_file: str = Field("", description="Mapping key-encryption key file; empty = generated.")
+    # --- HTTP gateway and web console (`telerad serve`, issue 17) ---------------------------
+    gateway_host: str = Field("127.0.0.1", description="Address `telerad serve` listens on (loopback by default).")
+    gateway_port: int = Field(8760, ge=1, le=65535, description="Port `telerad serve` listens on.")
+    gateway_max_file_bytes: int = Field(
+        512 * 2**20, ge=1024, description="Largest single DICOM file accepted by anonymize-stream and the review step."
+    )
+    gateway_max_upload_bytes: int = Field(
+        8 * 2**30, ge=1024, description="Largest study upload (ZIP, multipart files or a STOW-RS body)."
+    )
+    gateway_rate_per_minute: int = Field(600, ge=1, description="Requests per minute allowed per API key (or per client without one).")
+    gateway_path_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Server folders a batch may be submitted from by path (comma-separated); empty = none.",
+    )
+    gateway_targets: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=lambda: {"STAT": 300, "URGENT": 1800, "ROUTINE": 14400},
+        description="Seconds from submission to the store each priority aims at (the console's 'waiting vs target').",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -149,11 +192,42 @@ class Settings(BaseSettings):
     def _home_default_when_empty(cls, v: Any) -> Any:
         return v or default_home()
 
-    @field_validator("options", mode="before")
+    @field_validator("gateway_targets", mode="before")
+    @classmethod
+    def _targets_from_text(cls, v: Any) -> Any:
+        if isinstance(v, str):  # "STAT=300,URGENT=1800,ROUTINE=14400"
+            return {k.strip().upper(): int(n) for k, _, n in (p.partition("=") for p in v.split(",")) if k.strip()}
+        return v
+
+    @field_validator("options", "gateway_path_roots", mode="before")
     @classmethod
     def _options_from_csv(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @field_validator("listen_allow", "listen_priority_rules", mode="before")
+    @classmethod
+    def _list_from_csv(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @field_validator("listen_priority_by_ae", mode="before")
+    @classmethod
+    def _ae_priorities_from_csv(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            pairs = [p.strip() for p in v.split(",") if p.strip()]
+            if any("=" not in p for p in pairs):
+                raise ValueError("write AE=PRIORITY pairs separated by commas, e.g. CT_STAT=STAT,ER=URGENT")
+            v = dict(p.split("=", 1) for p in pairs)
+        if isinstance(v, dict):
+            out = {}
+            for ae, prio in v.items():
+                if str(prio).strip().upper() not in Priority.__members__:
+                    raise ValueError(f"priority for AE {ae!r} must be STAT, URGENT or ROUTINE, not {prio!r}")
+                out[str(ae).strip()] = str(prio).strip().upper()
+            return out
         return v
 
     @model_validator(mode="after")
@@ -175,9 +249,19 @@ class Settings(BaseSettings):
         return Path(self.staging_dir) if self.staging_dir else self.home / "staging"
 
     @property
+    def listen_spool(self) -> Path:
+        """Where `telerad listen` keeps received instances until their study is submitted."""
+        return Path(self.listen_spool_dir) if self.listen_spool_dir else self.home / "listen"
+
+    @property
     def state_dir(self) -> Path:
         """Persistent batch state (survives restarts of workers and watchers)."""
         return self.home / "state"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Uploads received by the gateway, kept until their batch no longer needs them."""
+        return self.home / "spool"
 
     @property
     def secrets_dir(self) -> Path:

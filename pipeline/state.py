@@ -80,7 +80,8 @@ class BatchRecord:
     options: list[str] = field(default_factory=list)
     overrides: dict[str, str] = field(default_factory=dict)
     note: str = ""
-    origin: str = "submit"  # "submit" or "inbox"
+    origin: str = "submit"  # "submit", "inbox" or "listen"
+    follow_up_of: list[str] = field(default_factory=list)  # earlier batches of the same study (listener)
     steps_done: list[str] = field(default_factory=list)
     stage_times: dict[str, dict[str, str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)

@@ -19,8 +19,6 @@ from workers.app import app
 
 log = logging.getLogger("telerad.worker")
 
-# A ROUTINE upload pauses between its files while a STAT step runs on this machine.
-batch.yield_to_higher_priority(True)
 
 
 @lru_cache(maxsize=1)
@@ -74,7 +72,13 @@ def _task(step: Callable[[Settings, str], None]):
 
 deidentify = _task(batch.deidentify)
 write_manifest = _task(batch.write_manifest)
-upload = _task(batch.upload)
+def _upload(settings: Settings, batch_id: str) -> None:
+    """Upload; a ROUTINE upload pauses between its files while a STAT step runs on this machine."""
+    batch.upload(settings, batch_id, leave_uplink=batch.UPLINK_PAUSE)
+
+
+_upload.__name__ = "upload"  # the step's name in task names and failure reasons
+upload = _task(_upload)
 store_mapping = _task(batch.store_mapping)
 finalize = _task(batch.finalize)
 

@@ -14,7 +14,7 @@ DEST never holds, even for a moment, a file that failed; refused (burned-in
 policy) and failed files are never written under DEST at all. ``--quarantine DIR`` copies them there, each
 with a ``.reason.txt`` beside it.
 
-A ZIP source is unpacked with ``pipeline.inbox.zipsafe.safe_extract`` into a
+A ZIP source is unpacked with ``pipeline.zipsafe.safe_extract`` into a
 temporary folder that is removed afterwards; ``--zip`` writes DEST as a ZIP
 (to a temporary name, then renamed). ``--dry-run`` writes nothing: each file is
 de-identified into a scratch folder and deleted at once, and the engine's
@@ -78,7 +78,7 @@ def _verifier(original: Any) -> Any:
 
     return Verifier(_engine.pseudonyms, _engine.profile,
                     originals=[original.patient_id, original.study_instance_uid, original.accession_number],
-                    allowed_names=_allowed_names)
+                    captured=original.captured, allowed_names=_allowed_names)
 
 
 def _check(path: Path, res: Any) -> list[Any]:
@@ -106,14 +106,16 @@ def _one(src_root: str, scratch_root: str, index: int, rel: str, plan: bool) -> 
     from pipeline.deid.dryrun import plan_file
 
     scratch = Path(scratch_root) / f"p{os.getpid()}"
+    submitted = str(Path(Path(src_root).name) / rel)  # names the verifier searches for
     try:
         if plan:
-            res, findings = plan_file(_engine, Path(src_root) / rel, scratch, _check if _verify else None)
+            res, findings = plan_file(_engine, Path(src_root) / rel, scratch, _check if _verify else None,
+                                      submitted=submitted)
         else:
             # No manifest lists these files, so no SHA-256 is computed for them.
             out_path = scratch / f"{index}.dcm"  # one name per source file: nothing overwrites another
             res = _engine.deidentify_file(Path(src_root) / rel, scratch, _gate if _verify else None, digest=False,
-                                          out_path=out_path)
+                                          out_path=out_path, submitted=submitted)
             findings = []
     except _Unverified as exc:
         return {"index": index, "rel": rel, "outcome": "failed", "reason": str(exc)}
@@ -266,7 +268,7 @@ def _chunk_star(job: tuple[str, str, list[tuple[int, str]], bool]) -> list[dict[
 # --- around the run: sources, destinations, quarantine ---------------------------------------
 def _unpack(zip_path: Path, settings: Settings, stack: ExitStack) -> Path:
     """Unpack a ZIP source safely into a private temporary folder, removed when ``stack`` closes."""
-    from pipeline.inbox.zipsafe import ZipLimits, safe_extract
+    from pipeline.zipsafe import ZipLimits, safe_extract
 
     tmp = Path(tempfile.mkdtemp(prefix=".anonymize-unpacked-", dir=settings.home))
     stack.callback(shutil.rmtree, tmp, True)

@@ -16,9 +16,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from pipeline.cli.common import parse_assignments, shown
+from pipeline.cli.common import parse_assignments, print_table, shown
 from pipeline.settings import Settings, load_settings
 from pipeline.state import BatchRecord, StateStore
 
@@ -101,25 +100,35 @@ def status(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
-    table = Table("priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error")
-    table.add_column("batch", no_wrap=True)
     from pipeline.batch import stale_queued_seconds
 
-    for r in records:
+    def state(r: BatchRecord) -> str:
         stale = stale_queued_seconds(settings, r)
-        state = r.state if stale is None else f"{r.state} (stale {stale // 60} min)"
-        error = shown((r.error[:60] + "…") if len(r.error) > 60 else r.error, markup=True)
-        table.add_row(
-            shown(r.priority, markup=True), shown(state, markup=True), str(r.counts.get("studies", "")),
-            str(r.counts.get("images", "")), str(r.counts.get("bytes", "")), shown(r.submitted_at, markup=True),
-            stage_durations(r), error or (f"{len(r.warned)} burned-in warning(s)" if r.warned else ""),
-            shown(r.batch_id, markup=True),
-        )
-    console.print(table)
+        return r.state if stale is None else f"{r.state} (stale {stale // 60} min)"
+
+    print_table(
+        ["priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error", "batch"],
+        [[r.priority, state(r), r.counts.get("studies", ""), r.counts.get("images", ""), r.counts.get("bytes", ""),
+          r.submitted_at, stage_durations(r),
+          r.error or (f"{len(r.warned)} burned-in warning(s)" if r.warned else ""), r.batch_id] for r in records],
+        no_wrap=("batch",),
+    )
+    from pipeline.netdicom.activity import summary_lines
+
+    for line in summary_lines(settings):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 STEP_LABELS = {"deidentify": "deid", "write_manifest": "manifest", "upload": "upload",
                "store_mapping": "mapping", "finalize": "final"}
+
+
+def _in_pipeline_order(stage_times: dict[str, dict[str, str]]) -> list[tuple[str, dict[str, str]]]:
+    """Stage times in the order the steps run (records keep them sorted by name)."""
+    from pipeline.batch import STEPS
+
+    rank = {s: i for i, s in enumerate(STEPS)}
+    return sorted(stage_times.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
 
 
 def stage_durations(r: BatchRecord) -> str:
@@ -127,7 +136,7 @@ def stage_durations(r: BatchRecord) -> str:
     from datetime import datetime
 
     parts = []
-    for step, times in r.stage_times.items():
+    for step, times in _in_pipeline_order(r.stage_times):
         if "started" in times and "finished" in times:
             start, end = (datetime.fromisoformat(times[k].replace("Z", "+00:00")) for k in ("started", "finished"))
             parts.append(f"{STEP_LABELS.get(step, step)} {int((end - start).total_seconds())}s")
@@ -155,7 +164,7 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
         console.print(f"progress  {m(p['step'])} {p['done']}/{p['total']} files")
     if r.counts:
         console.print("counts    " + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())))
-    for step, times in r.stage_times.items():
+    for step, times in _in_pipeline_order(r.stage_times):
         console.print(m(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}"))
     for label, items in (("skipped", r.skipped), ("refused", r.refused), ("warning", r.warned),
                          ("error in", r.errors)):

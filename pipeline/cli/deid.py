@@ -23,6 +23,8 @@ def verify(
     profile: Optional[str] = typer.Option(None, "--profile", help="Judge by this profile (default: what each file records)."),
     option: list[str] = typer.Option([], "--option", help="Extra option for --profile."),
     allow_name: list[str] = typer.Option([], "--allow-name", help="A patient name alias set with --set."),
+    org: Optional[str] = typer.Option(None, "--org", help="Organisation whose pseudonyms the files hold "
+                                      "(default: the manifest's beside the files, else the settings')."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Scan de-identified files for anything that must not leave; exit 1 on any finding."""
@@ -32,12 +34,15 @@ def verify(
 
     settings = load_settings()
     originals: list[str] = []
+    mapped: dict = {}
     if mapping:
         from pipeline.mapping import MappingStore
 
-        originals = Verifier.originals_from_mapping(MappingStore.from_settings(settings).get(mapping))
+        mapped = MappingStore.from_settings(settings).get(mapping)
+        originals = Verifier.originals_from_mapping(mapped)
+    organization = org or _manifest_organization(directory) or mapped.get("organization") or settings.organization
     prof = load_profile(profile, option) if profile else None
-    verifier = Verifier(Pseudonyms(settings.pseudonym_secret, settings.organization), prof,
+    verifier = Verifier(Pseudonyms(settings.pseudonym_secret, organization), prof,
                         originals=originals, allowed_names=allow_name)
     report = verifier.verify_tree(directory)
     if report.files == 0:
@@ -59,6 +64,18 @@ def verify(
                    + ("" if report.ok else " - NOT safe to send"))
     if not report.ok:
         sys.exit(1)
+
+
+def _manifest_organization(directory: Path) -> str | None:
+    """The organisation a batch's manifest.json names (in the folder or its parent), if any."""
+    for candidate in (directory / "manifest.json", directory.parent / "manifest.json"):
+        try:
+            org = json.loads(candidate.read_text(encoding="utf-8")).get("organization")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(org, str) and org:
+            return org
+    return None
 
 
 def _operator() -> str:

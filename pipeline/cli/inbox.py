@@ -149,6 +149,14 @@ def _watcher(inbox: Path, settings: Settings, quiet: Optional[float], polling: O
     return watcher, bars
 
 
+def _start_listener(settings: Settings) -> Any:
+    """The DICOM listener of `telerad up` (TELERAD_LISTEN_PORT set), queuing as `telerad listen` does."""
+    from pipeline.cli.listen import queue_batch
+    from pipeline.netdicom.listener import Listener
+
+    return Listener(settings, queue_batch(settings)).start()
+
+
 def _run_watcher(watcher: Any, bars: BatchProgress, stop: threading.Event) -> None:
     """The watcher in this thread, its progress bars in another, until ``stop``."""
     drawer = threading.Thread(target=bars.run, args=(stop,), daemon=True)
@@ -216,18 +224,28 @@ def up(
     show_names: bool = NAMES_OPT,
     stop_timeout: float = typer.Option(120.0, "--stop-timeout", help="Seconds to let running tasks finish."),
 ) -> None:
-    """Start a watcher and a worker pool together on the current settings; Ctrl-C stops both."""
+    """Start a watcher and a worker pool together on the current settings; Ctrl-C stops both.
+
+    With ``TELERAD_LISTEN_PORT`` set, a DICOM listener (`telerad listen`) runs too; the
+    inbox is then optional.
+    """
     settings = load_settings()
     check_urls(settings)  # a bad store, mapping or broker URL stops us here, not in a worker
-    path = _inbox_path(inbox, settings)
-    watcher, bars = _watcher(path, settings, quiet_seconds, polling, show_names)
+    listening = bool(settings.listen_port)
+    path = _inbox_path(inbox, settings) if (inbox or settings.inbox_dir or not listening) else None
+    watcher, bars = _watcher(path, settings, quiet_seconds, polling, show_names) if path else (None, None)
     stop = threading.Event()
     _stop_on_signals(stop)
+    listener = _start_listener(settings) if listening else None
     # Its own session: a terminal's Ctrl-C reaches only us, and we send the worker exactly
     # one SIGTERM (a second signal would make Celery abandon running tasks).
     proc = subprocess.Popen(worker_command(concurrency), start_new_session=True)
     broker = "embedded broker" if settings.embedded_broker else "Redis broker"
-    console.print(f"worker pool started (pid {proc.pid}, {concurrency} processes, {broker}); watching {shown(path, markup=True)} (Ctrl-C to stop)")
+    what = [f"watching {shown(path, markup=True)}"] if path else []
+    if listener is not None:
+        what.append(f"listening for DICOM as {shown(settings.listen_ae_title, markup=True)} on "
+                    f"{settings.listen_host}:{listener.port}")
+    console.print(f"worker pool started (pid {proc.pid}, {concurrency} processes, {broker}); {'; '.join(what)} (Ctrl-C to stop)")
 
     def worker_died() -> None:
         proc.wait()
@@ -235,14 +253,19 @@ def up(
 
     threading.Thread(target=worker_died, daemon=True).start()
     try:
-        _run_watcher(watcher, bars, stop)
+        if watcher is not None:
+            _run_watcher(watcher, bars, stop)
+        else:
+            stop.wait()
     finally:
+        if listener is not None:
+            listener.stop()
         died = proc.poll() is not None
         code = stop_worker(proc, stop_timeout)
     if died:
         console.print(f"[red]the worker pool exited (code {code}); watcher stopped[/red]")
         raise typer.Exit(1)
-    console.print("watcher and workers stopped")
+    console.print(("watcher" if watcher is not None else "listener") + " and workers stopped")
 
 
 def register(app: typer.Typer) -> None:

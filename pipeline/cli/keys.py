@@ -23,7 +23,9 @@ def _fail(exc: TeleradError) -> typer.Exit:
 
 
 @keys_app.command("status")
-def status() -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Show the current key, the keys the keyring holds, and which keys the stored mappings use."""
     from pipeline.mapping import MappingStore, pending_mapping_store
     from pipeline.settings import load_settings
@@ -36,6 +38,23 @@ def status() -> None:
     except TeleradError as exc:
         raise _fail(exc) from None
     keyring = store.keyring
+    unreadable_refs = [ref for ref in usage if keyring.find(ref) is None]
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({
+            "mapping_store": store.store.url,
+            "current_key": {"provider": keyring.current.ref.provider, "ref": str(keyring.current.ref)},
+            "keyring": [{"provider": ref.provider, "ref": str(ref)} for ref in keyring.refs],
+            "mappings_by_key": [
+                {"provider": ref.provider, "ref": str(ref), "batches": len(batches),
+                 "current": ref == keyring.current.ref, "in_keyring": keyring.find(ref) is not None}
+                for ref, batches in sorted(usage.items(), key=lambda kv: str(kv[0]))
+            ],
+        }, indent=2))
+        if unreadable_refs:
+            raise typer.Exit(1)
+        return
     typer.echo(f"mapping store: {shown(store.store.url)}")
     typer.echo(f"current key:   {keyring.current.ref.provider} {keyring.current.ref}")
     typer.echo("keyring:")
@@ -153,6 +172,70 @@ def public(
             typer.echo(public_key_pem(settings).decode(), nl=False)
     except TeleradError as exc:
         raise _fail(exc) from exc
+
+
+api_app = typer.Typer(name="api", help="API keys of the HTTP gateway (`telerad serve`).", no_args_is_help=True)
+keys_app.add_typer(api_app, name="api")
+
+
+@api_app.command("create")
+def api_create(
+    scope: str = typer.Option(..., "--scope", help="Comma-separated: submit, read, reidentify."),
+    label: str = typer.Option("", "--label", help="What the key is for (no PHI), e.g. 'RIS uploader'."),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who is creating it (default: your login name)."),
+) -> None:
+    """Make a new API key; it is printed once, on the last line, and stored only as a hash."""
+    from pipeline.audit import AuditLog
+    from pipeline.gateway.apikeys import ApiKeyStore, parse_scopes
+    from pipeline.settings import load_settings
+
+    try:
+        settings = load_settings()
+        settings.ensure_dirs()
+        record, key = ApiKeyStore.from_settings(settings).create(parse_scopes(scope), label=label)
+        AuditLog.from_settings(settings).append("keys.api.create", actor=actor or getpass.getuser(),
+                                                key_id=record.key_id, scopes=list(record.scopes))
+    except TeleradError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"API key {record.key_id} with scopes {','.join(record.scopes)}; it is shown only now:", err=True)
+    typer.echo(key)
+
+
+@api_app.command("list")
+def api_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The gateway's API keys: ID, scopes, label, when made (never the keys)."""
+    from pipeline.cli.common import print_table
+    from pipeline.gateway.apikeys import ApiKeyStore
+    from pipeline.settings import load_settings
+
+    keys = ApiKeyStore.from_settings(load_settings()).all()
+    rows = [{"key_id": k.key_id, "scopes": ",".join(k.scopes), "label": k.label, "created_at": k.created_at}
+            for k in keys]
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    print_table(["key_id", "scopes", "label", "created_at"], [list(r.values()) for r in rows],
+                empty="no API keys; make one with `telerad keys api create --scope submit,read`")
+
+
+@api_app.command("revoke")
+def api_revoke(
+    key_id: str = typer.Argument(..., help="The key's ID (from `telerad keys api list`)."),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who is revoking it (default: your login name)."),
+) -> None:
+    """Revoke an API key at once (a running gateway rereads the key file)."""
+    from pipeline.audit import AuditLog
+    from pipeline.gateway.apikeys import ApiKeyStore
+    from pipeline.settings import load_settings
+
+    settings = load_settings()
+    if not ApiKeyStore.from_settings(settings).revoke(key_id):
+        typer.secho(f"error: no API key {shown(key_id)}; `telerad keys api list` shows them", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    AuditLog.from_settings(settings).append("keys.api.revoke", actor=actor or getpass.getuser(), key_id=key_id)
+    typer.echo(f"revoked {shown(key_id)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -27,8 +27,10 @@ COMMANDS = {
     "verify": "deid", "profile": "deid",
     "watch": "inbox", "up": "inbox",
     "keys": "keys",
+    "listen": "listen",
     "share": "reader", "reader": "reader",
     "reidentify": "reidentify",
+    "serve": "serve",
     "review": "review",
 }
 

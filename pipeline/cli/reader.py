@@ -7,15 +7,18 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from pipeline.cli.common import shown
+from pipeline.cli.common import print_table, shown
 from pipeline.exceptions import ConfigError, TeleradError
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.netdicom.send import Destination
+    from pipeline.reader.fetch import FetchResult
 
 reader_app = typer.Typer(
     name="reader",
@@ -89,18 +92,13 @@ def list_cmd(
     if not batches:
         typer.echo("no complete batches")
         return
-    table = Table()
-    table.add_column("batch", no_wrap=True)  # a batch ID must stay whole to be copied
-    for name in ("priority", "waiting", "org", "studies", "images", "size", "modalities"):
-        table.add_column(name, overflow="fold")
-    for b in batches:
-        style = "bold red" if b.priority == "STAT" else None
-        table.add_row(  # manifest values (organization, modalities) come from the sender
-            shown(b.batch_id, markup=True), shown(b.priority, markup=True), _age(b.submitted_at),
-            shown(b.organization, markup=True), str(b.studies), str(b.images), _size(b.size),
-            shown(",".join(b.modalities), markup=True), style=style,
-        )
-    console.print(table)
+    print_table(
+        ["batch", "priority", "waiting", "org", "studies", "images", "size", "modalities"],
+        [[b.batch_id, b.priority, _age(b.submitted_at), b.organization, b.studies, b.images, _size(b.size),
+          ",".join(b.modalities)] for b in batches],
+        styles=["bold red" if b.priority == "STAT" else None for b in batches],
+        no_wrap=("batch",),  # a batch ID must stay whole to be copied
+    )
 
 
 @reader_app.command("fetch")
@@ -114,18 +112,28 @@ def fetch_cmd(
     ),
     concurrency: int = typer.Option(8, "--concurrency", min=1, max=64, help="Parallel downloads."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    send: Optional[str] = typer.Option(
+        None, "--send", help="Then C-STORE the verified images to a PACS: AET@HOST:PORT."
+    ),
 ) -> None:
     """Download a batch, check the manifest's signature and every file's size and SHA-256.
 
     Re-running resumes: files that already verify are kept. Exits 2 naming each
-    missing or mismatched file.
+    missing or mismatched file. The images land in DEST/BATCH_ID (only DICOM there),
+    the verified manifest and signature in DEST/.telerad/BATCH_ID. With --send they
+    then go to the PACS (retrying what it did not store); exits 1 if some were not stored.
     """
     from pipeline.reader import FetchError, fetch_batch, open_share
     from pipeline.settings import load_settings
     from pipeline.signing import load_public_key
 
     settings = None
+    destination = None
     try:
+        if send:
+            from pipeline.netdicom.send import Destination
+
+            destination = Destination.parse(send)
         settings = load_settings()
         key_file = public_key or settings.public_key_file or None
         if not key_file:
@@ -157,12 +165,86 @@ def fetch_cmd(
     _audit(
         settings, "reader.fetch", batch_id, store_scheme=scheme, verified=True,
         file_count=result.downloaded, skipped_count=result.kept, byte_count=result.bytes_downloaded,
-        manifest_sha256=hashlib.sha256((result.folder / "manifest.json").read_bytes()).hexdigest(),
+        manifest_sha256=hashlib.sha256(result.manifest_path.read_bytes()).hexdigest(),
     )
     typer.echo(shown(
         f"batch {batch_id} verified in {result.folder}: {result.downloaded} downloaded, "
         f"{result.kept} already present"
     ))
+    if destination is not None:
+        _deliver(settings, result, destination)
+
+
+def _deliver(settings: Settings, result: FetchResult, destination: Destination) -> None:
+    """Send a verified batch to the PACS; exit 1 naming what it did not store."""
+    from pipeline.netdicom.send import deliver_fetched
+
+    try:
+        sent = deliver_fetched(settings, result, destination, notify=lambda line: typer.echo(line, err=True))
+    except TeleradError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"batch {result.batch_id} sent to {destination}: {sent.sent} of {sent.instances} instances "
+               f"stored ({sent.attempts} attempt(s))")
+    if not sent.ok:
+        for name, why in sorted(sent.failed.items())[:20]:
+            typer.secho(f"  not stored: {name}: {why}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {len(sent.failed)} instance(s) not stored by {destination}; run the same command "
+                    "again to resend them", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
+@reader_app.command("watch")
+def watch_cmd(
+    dest: Path = typer.Option(..., "--dest", help="Folder to fetch into (DEST/BATCH_ID/...)."),
+    send: Optional[str] = typer.Option(None, "--send", help="Also C-STORE each batch to a PACS: AET@HOST:PORT."),
+    public_key: Optional[Path] = typer.Option(
+        None, "--public-key", envvar="TELERAD_PUBLIC_KEY_FILE", help="The sending organisation's public key (PEM)."
+    ),
+    interval: float = typer.Option(30.0, "--interval", min=0.1, help="Seconds between looks at the store."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only batches submitted in the last e.g. 2d."),
+    once: bool = typer.Option(False, "--once", help="One round, then exit (for cron)."),
+) -> None:
+    """Fetch every new complete batch, STAT first, and deliver it to a PACS with --send."""
+    import logging
+    import signal
+    import threading
+
+    from pipeline.reader import parse_duration
+    from pipeline.reader.watch import watch, watch_round
+    from pipeline.signing import load_public_key
+
+    try:
+        destination = None
+        if send:
+            from pipeline.netdicom.send import Destination
+
+            destination = Destination.parse(send)
+        settings, store, prefix = _context()
+        key_file = public_key or settings.public_key_file or None
+        if not key_file:
+            raise ConfigError("watch needs the sending organisation's public key: --public-key FILE "
+                              "or TELERAD_PUBLIC_KEY_FILE")
+        key = load_public_key(Path(key_file))
+        window = parse_duration(since) if since else None
+    except TeleradError as exc:
+        raise _fail(exc) from None
+
+    def show(e: Any) -> None:
+        colour = {"fetched": "blue", "delivered": "green", "failed": "red"}[e.kind]
+        console.print(f"[{colour}]{e.kind:9}[/{colour}] batch {e.batch_id}  {e.priority:<8} {e.detail}", highlight=False)
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")  # retries, failures
+    kw = dict(prefix=prefix, destination=destination, since=window, notify=show)
+    if once:
+        events = watch_round(settings, store, dest, key, **kw)
+        if any(e.kind == "failed" for e in events):
+            raise typer.Exit(1)
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"watching {store.url} every {interval:g}s into {dest}" + (f", delivering to {destination}" if destination else ""))
+    watch(settings, store, dest, key, stop, interval=interval, **kw)
 
 
 def share_cmd(

@@ -18,11 +18,12 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
-from pipeline.deid import rawelem, standard
+from pipeline.deid import rawelem, standard, values
+from pipeline.deid.profile import keyword_or_tag
 from pipeline.deid.vocabulary import Vocabulary
 
 DATE_OPTIONS = {"retain-long-modified-dates", "retain-long-full-dates"}
-_TEXTISH = {"LO", "SH", "ST", "LT", "UT", "UC", "CS", "PN"}
+_TEXTISH = {"LO", "SH", "ST", "LT", "UT", "UC", "CS", "PN", "UR"}
 _NUMERIC = {"DS", "IS", "FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "AT", "OF", "OD"}
 _DT_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(.*)$")
 
@@ -89,20 +90,42 @@ class Cleaners:
             rawelem.set_value(ds, tag, vr, "AE" + ctx.pseudonyms.text("ae", str(old).strip(), 14))
             ctx.count(tag, "replaced")
         elif vr in _TEXTISH:
-            old = rawelem.text_value(ds, tag, vr)
-            new = _map_values(old, self.vocabulary.clean)
-            if new != old:  # an unchanged value stays as it was read
-                rawelem.set_value(ds, tag, vr, new)
-            ctx.count(tag, "cleaned")
+            self.clean_text(ctx, ds, tag, vr)
         elif vr in ("DA", "DT"):
             self.shift_dates(ctx, ds, tag, vr)
         elif rule.source == "clean-graphics" and (vr in _NUMERIC or vr in ("OB", "OW", "OB or OW")):
             ctx.count(tag, "kept")  # overlay bitmaps and curve samples: graphics, not text
         elif vr in _NUMERIC or vr == "TM":
+            rawelem.check_kept(ds, tag, vr, rule.label)  # kept: so it must be what its VR says
             ctx.count(tag, "kept")
         else:
             del ds[tag]  # binary or unknown content cannot be cleaned, only removed
             ctx.count(tag, "removed")
+
+    def clean_text(self, ctx, ds: Dataset, tag: int, vr: str, *, required: bool | None = None) -> None:
+        """Keep only the clinical words of a text value (each value of a multi-valued one).
+
+        Where the IOD requires a value (Type 1 or 1C where this dataset stands;
+        ``required`` says so, else ``ctx.node`` is asked), a value with no clinical
+        word left becomes a dummy instead of empty.
+        """
+        if rawelem.is_empty(ds, tag, vr):
+            ctx.count(tag, "kept empty")
+            return
+        old = rawelem.text_value(ds, tag, vr)
+        new = _map_values(old, self.vocabulary.clean)
+        if vr == "CS":  # a code string holds only capitals, digits, space and underscore
+            new = _map_values(new, lambda v: re.sub(r"[^A-Z0-9_ ]", "", v.upper())[:16].strip())
+        if required is None:
+            required = ctx.node is not None and ctx.node.type_of(tag) in ("1", "1C")
+        if required and (vr == "PN" or rawelem.is_empty_value(new)
+                         or (isinstance(new, list) and not any(new))):
+            rawelem.set_value(ds, tag, vr, values.dummy_value(vr, int(tag)))
+            ctx.count(tag, "replaced")
+            return
+        if new != old:  # an unchanged value stays as it was read
+            rawelem.set_value(ds, tag, vr, new)
+        ctx.count(tag, "cleaned")
 
     # --- dates -----------------------------------------------------------------------
     def shift_dates(self, ctx, ds: Dataset, tag: int, vr: str) -> None:
@@ -111,9 +134,8 @@ class Cleaners:
             ctx.count(tag, "kept empty")
             return
         if ctx.profile.date_policy == "keep" or vr in ("TM", "SH", "CS") or vr in _NUMERIC:
+            rawelem.check_kept(ds, tag, vr, keyword_or_tag(tag))  # kept: valid for its VR or the file fails
             ctx.count(tag, "kept")  # a time of day or offset names no day
-            return
-            ctx.count(tag, "kept")
             return
         days = ctx.date_shift
         if vr == "DA":

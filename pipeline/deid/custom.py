@@ -3,6 +3,7 @@
     extends = "teleradiology"          # a preset (default: basic)
     options = ["retain-safe-private"]  # extra options
     burned_in_policy = "quarantine"    # quarantine | warn | fail
+    allow_identifying = ["InstitutionName"]  # the verifier lets these hold identifying values
 
     [attributes]                       # by keyword or "(gggg,eeee)"
     StudyDescription = "keep"          # keep | remove | empty | dummy | clean | hash | shift | uid
@@ -27,7 +28,7 @@ from pipeline.settings import config_dir
 
 ACTIONS = {"keep": "K", "remove": "X", "empty": "Z", "dummy": "D", "clean": "C",
            "hash": "H", "shift": "S", "uid": "U"}
-_TOP_KEYS = {"extends", "options", "attributes", "description", "burned_in_policy"}
+_TOP_KEYS = {"extends", "options", "attributes", "description", "burned_in_policy", "allow_identifying"}
 _TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)?$")
 
 
@@ -81,6 +82,17 @@ def load_custom_profile(name: str, extra_options: list[str] | None = None):
         if policy not in POLICIES:
             raise err("burned_in_policy", f"must be one of {', '.join(POLICIES)}")
         profile.settings["burned_in_policy"] = policy
+    allow = data.get("allow_identifying", [])
+    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+        raise err("allow_identifying", "must be a list of attribute keywords or \"(gggg,eeee)\" tags")
+    allowed = []
+    for key in allow:
+        tag = _parse_attribute(key)
+        if tag is None:
+            raise err("allow_identifying", f"unknown attribute {key!r}: use a PS3.6 keyword or (gggg,eeee)")
+        allowed.append(tag)
+    if allowed:  # values the verifier may find captured identifiers in; listed in every report
+        profile.settings["allow_identifying"] = tuple(sorted(set(allowed)))
     attrs = data.get("attributes", {})
     if not isinstance(attrs, dict):
         raise err("attributes", "must be a table of attribute = action")

@@ -32,15 +32,15 @@ def _action_key(action: str) -> tuple[int, str]:
 
 
 def plan_file(deid, src: Path, scratch: Path,
-              verify: Callable[[Path, object], list] | None = None):
+              verify: Callable[[Path, object], list] | None = None, *, submitted: str | None = None):
     """De-identify ``src`` into ``scratch``, optionally verify it, delete the output.
 
     Returns ``(DeidentifiedFile, findings)``; the engine's errors
     (``NotDicomError``, ``RefusedFileError``, ``DeidentificationError``...) pass
     through, as they would in a real run. ``verify(path, result)`` returns the
-    verifier's findings for the written file.
+    verifier's findings for the written file; ``submitted`` as for ``deidentify_file``.
     """
-    result = deid.deidentify_file(Path(src), Path(scratch))
+    result = deid.deidentify_file(Path(src), Path(scratch), submitted=submitted)
     written = Path(scratch) / result.relpath
     try:
         findings = list(verify(written, result)) if verify is not None else []

@@ -22,10 +22,14 @@ from pydicom.dataset import Dataset
 from pipeline import dicomio
 from pipeline.dicomraw import value_of
 from pipeline.deid import completeness, guards, updaters
+from pipeline.deid.iodtypes import IodTypes, TypeNode
+from pipeline.deid.capture import Captured, capture
 from pipeline.deid.guards import PixelOutcome
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
 from pipeline.deid import rawelem
-from pipeline.deid.handlers import NEED_VR, Context, GroupLength, Identity, Plan, Private, TableRule, Unlisted
+from pipeline.deid.handlers import (
+    NEED_VR, CodeMeaning, Context, Dependent, GroupLength, Identity, OverlayPlane, Plan, Private, TableRule, Unlisted,
+)
 from pipeline.deid.overrides import Overrides
 from pipeline.deid.profile import Profile, keyword_or_tag
 from pipeline.deid.vocabulary import Vocabulary
@@ -42,11 +46,16 @@ from pipeline.settings import config_dir
 
 @dataclass(frozen=True)
 class OriginalIds:
-    """The original identifiers the encrypted mapping records (never uploaded)."""
+    """The original identifiers the encrypted mapping records (never uploaded).
+
+    ``captured`` holds every identifying value of the source (``capture.capture``)
+    for the leak verifier; it stays in memory and is never written anywhere.
+    """
 
     patient_id: str
     study_instance_uid: str
     accession_number: str
+    captured: Captured = field(default=Captured(), compare=False, repr=False)
 
 
 @dataclass
@@ -83,12 +92,13 @@ def _keywords_to_tags(words: list[str], what: str) -> frozenset[int]:
     return frozenset(tags)
 
 
-def _load_keep_lists(root: Path) -> tuple[frozenset[int], frozenset[int]]:
+def _load_keep_lists(root: Path) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
     uids = tomllib.loads((root / "deid" / "uids.toml").read_text(encoding="utf-8"))
     keep = tomllib.loads((root / "deid" / "keep.toml").read_text(encoding="utf-8"))
     return (
         _keywords_to_tags(uids.get("never_remap", []), "uids.toml never_remap"),
         _keywords_to_tags(keep.get("keep", []), "keep.toml keep"),
+        _keywords_to_tags(keep.get("clean", []), "keep.toml clean"),
     )
 
 
@@ -99,15 +109,18 @@ class Deidentifier:
                  *, config_root: Path | None = None, review_dir: Path | None = None,
                  inflate_limits: dicomio.InflateLimits = dicomio.DEFAULT_INFLATE) -> None:
         root = config_root or config_dir()
+        dicomio.quiet_pydicom()
         self.inflate_limits = inflate_limits
         self.profile = profile
         self.pseudonyms = pseudonyms
         self.overrides = Overrides.parse(overrides or {})
-        self.never_remap, self.keep_text = _load_keep_lists(root)
+        self.never_remap, self.keep_text, self.clean_text = _load_keep_lists(root)
         self.cleaners = Cleaners(Vocabulary.from_files(vocabulary_paths(root)))
         self.guard = guards.BurnedInGuard.from_config(root, profile, review_dir)  # review_dir: doubt is held there
-        self.handlers = [GroupLength(), Private(), Identity(), TableRule(), Unlisted()]
-        self._plans: dict[tuple[int, str | None], Plan] = {}
+        self.handlers = [GroupLength(), Private(), Identity(), CodeMeaning(), OverlayPlane(), Dependent(), TableRule(), Unlisted()]
+        # Plans are cached per Type node (one per SOP Class and sequence path): the same
+        # tag may be Type 1 in one IOD or sequence and Type 3 in another.
+        self.types = IodTypes()
         self._marks_cache: dict[tuple[bool, bool, bool], dict] = {}
 
     def describe_actions(self) -> list[str]:
@@ -116,21 +129,27 @@ class Deidentifier:
                 + [self.overrides.describe()] + updaters.describe())
 
     # --- the walk ----------------------------------------------------------------------
-    def _plan(self, tag: int, vr: str | None) -> Plan:
-        """The first handler's plan for this tag (and VR), cached for the profile."""
+    def _plan(self, node: TypeNode, tag: int, vr: str | None) -> Plan:
+        """The first handler's plan for this tag (and VR) where ``node`` types it, cached on the node."""
         key = (tag, vr)
-        plan = self._plans.get(key)
+        plan = node.plans.get(key)
         if plan is None:
-            plan = next((p for h in self.handlers if (p := h.plan(self, tag, vr)) is not None), None)
+            plan = next((p for h in self.handlers if (p := h.plan(self, tag, vr, node)) is not None), None)
             if plan is None:  # pragma: no cover - Unlisted claims every element it can see
                 raise DeidentificationError(f"internal: no handler for {keyword_or_tag(tag)}")
-            self._plans[key] = plan
+            node.plans[key] = plan
         return plan
+
+    def plan_for(self, sop_class_uid: str, tag: int, vr: str | None = None) -> Plan:
+        """The plan for a top-level ``tag`` in a file of this SOP Class (``need-vr``: ask again with the VR)."""
+        return self._plan(self.types.root(sop_class_uid), tag, vr)
 
     def _walk(self, ctx: Context, ds: Dataset, *, top: bool = False) -> None:
         """Every element of ``ds`` by its plan; then the completeness gate's accounting of ``ds``."""
         d = ds._dict
         counts = ctx.counts
+        node = ctx.node
+        plans = node.plans
         before = list(d)
         removed: set[int] = set()  # what a rule removed: the only elements allowed to be gone
         for tag in before:
@@ -140,11 +159,12 @@ class Deidentifier:
             number = int(tag)  # plain int keys: BaseTag compares in Python, slowly
             if top:
                 ctx.current_tag = number
-            plan = self._plans.get((number, None)) or self._plan(number, None)
+            plan = plans.get((number, None)) or self._plan(node, number, None)
             vr = None
             if plan is NEED_VR:
-                vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, tag)
-                plan = self._plans.get((number, vr)) or self._plan(number, vr)
+                vr = rawelem.settle_vr(ds, tag, number, elem)  # the dictionary's VR, not the file's
+                elem = d[tag]
+                plan = plans.get((number, vr)) or self._plan(node, number, vr)
             kind = plan.kind
             if kind == "remove":
                 del d[tag]
@@ -178,7 +198,8 @@ class Deidentifier:
     # --- one file --------------------------------------------------------------------
     def deidentify_file(self, src: Path, out_root: Path,
                         check: Callable[[bytes, str, OriginalIds], None] | None = None, *,
-                        digest: bool = True, out_path: Path | None = None) -> DeidentifiedFile:
+                        digest: bool = True, out_path: Path | None = None,
+                        submitted: str | None = None) -> DeidentifiedFile:
         """De-identify ``src`` into ``out_root/relpath``; see the module docstring for the steps.
 
         ``check(header, relpath, originals)`` sees the encoded header before
@@ -186,11 +207,16 @@ class Deidentifier:
         ``digest`` no SHA-256 is computed (``sha256`` is ""): for outputs no
         manifest will list. ``out_path`` writes the file there instead (a
         scratch name that ``study.Placement`` later moves to ``relpath``).
+        ``submitted`` is the file's path as submitted (the study folder's name
+        and the path under it), whose names the verifier searches for like any
+        captured identifier; by default the file's name.
         """
         src = Path(src)
         source = dicomio.read(src, inflate_limits=self.inflate_limits)
         ds = source.dataset
         originals = _originals(ds)
+        originals["captured"] = capture(ds, submitted if submitted is not None else src.name,
+                                        self.cleaners.vocabulary.word_ok)
         snapshot = completeness.Snapshot.of(source)  # before anything changes
         masked_snapshot: list[completeness.Snapshot] = []
         try:  # burned-in text: candidates' pixels are read by OCR and masked, by policy
@@ -213,6 +239,7 @@ class Deidentifier:
             never_remap=self.never_remap, keep_text=self.keep_text, cleaners=self.cleaners,
         )
         ctx.walk = self._nested_walk
+        ctx.node = self.types.root(str(value_of(ds, "SOPClassUID", "") or "").strip())
         try:
             self._walk(ctx, ds, top=True)
             self.overrides.apply(ctx, ds)
@@ -238,7 +265,8 @@ class Deidentifier:
         cleaned_pixels = pixels is not None and pixels.cleaned
         if source.pixel_span is not None and cleaned_pixels:
             raise DeidentificationError("internal: cleaned pixels must not be streamed from the source")
-        original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"])
+        original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"],
+                               originals["captured"])
         gate = None if check is None else (lambda header: check(header, relpath, original))
         try:
             size, sha = dicomio.write(source, ds, out_path or Path(out_root) / relpath, gate, digest=digest)

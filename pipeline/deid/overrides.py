@@ -1,14 +1,20 @@
-"""Per-submission overrides of a few key fields, applied after the profile.
+"""Per-submission overrides of a few key fields, applied after the profile, and the submission note.
 
 As 3DICOM offers before upload: a patient name alias, the study description,
-the series description. Values are checked here (no control characters, the
-VR's length) and the leak verifier checks the written file like any other.
+the series description. They are data from outside: values are checked here
+(no control characters, the VR's form and length) and the leak verifier
+searches the written file for the source's identifying values like any other
+(``--set PatientName="DOE^JOHN"`` fails the file). A submission's free-text
+note stays in local state; only its clinical words go into the manifest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from functools import lru_cache
+
+from pipeline.deid import vrforms
 from pipeline.exceptions import ConfigError
 
 #: Keyword -> maximum length (the VR's limit).
@@ -18,6 +24,7 @@ ALLOWED: dict[str, int] = {
     "SeriesDescription": 64,
     "BodyPartExamined": 16,
 }
+_VRS = {"PatientName": "PN", "StudyDescription": "LO", "SeriesDescription": "LO", "BodyPartExamined": "CS"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,9 @@ class Overrides:
                 raise ConfigError(
                     f"override {k}: at most {ALLOWED[k]} characters, no control characters or backslash"
                 )
+            why = vrforms.text_problem(_VRS[k], v)
+            if why is not None:
+                raise ConfigError(f"override {k}: not a valid {_VRS[k]} value ({why})")
             out.append((k, v))
         return cls(tuple(out))
 
@@ -56,3 +66,17 @@ class Overrides:
         for k, v in self.values:
             setattr(ds, k, v)
             ctx.counts[k]["overridden"] += 1
+
+
+@lru_cache(maxsize=1)
+def _vocabulary():
+    from pipeline.deid.cleaning import vocabulary_paths
+    from pipeline.deid.vocabulary import Vocabulary
+    from pipeline.settings import config_dir
+
+    return Vocabulary.from_files(vocabulary_paths(config_dir()))
+
+
+def clean_note(note: str) -> str:
+    """The words of a submission note that may leave: clinical vocabulary only (as Clean Descriptors)."""
+    return _vocabulary().clean(" ".join((note or "").split())) if note else ""

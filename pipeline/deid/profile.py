@@ -104,6 +104,39 @@ def resolve_code(code: str, label: str, choices: dict[str, str]) -> str:
     return letters[0]
 
 
+_STRENGTH = {"X": 0, "Z": 1, "D": 2, "U": 2}
+REQUIRED = {"1": "D", "1C": "D", "2": "Z", "2C": "Z"}  # Type -> the least an action may do
+
+
+def typed_letter(rule: "Rule", attr_type: str | None) -> str:
+    """The rule's letter where the attribute has Type ``attr_type`` (None: the IOD does not list it).
+
+    PS3.15 E.1.1: a compound code takes the least disruptive of its letters that
+    keeps the object valid for its IOD (X/Z/D: X for Type 3, Z for Type 2, D for
+    Type 1). The letter chosen without Types (the first, or ``compound.toml``'s)
+    stands when it already does enough. A single Z on a Type 1 attribute becomes
+    a dummy (Table E.1-1a allows Z to be a dummy value), and a single X on a Type
+    1 or 2 attribute (never a conditional one) becomes D or Z: the IOD needs the
+    attribute, and a dummy or empty value identifies no one. An institution's own
+    rules (``profile:`` sources) are taken as written.
+    """
+    letter = rule.action
+    need = REQUIRED.get(attr_type or "")
+    if need is None or letter not in ("X", "Z") or rule.source.startswith("profile:"):
+        return letter
+    if _STRENGTH[letter] >= _STRENGTH[need]:
+        return letter
+    letters = [c.rstrip("*") for c in rule.code.split("/")]
+    if len(letters) > 1:
+        enough = [c for c in letters if _STRENGTH.get(c, -1) >= _STRENGTH[need]]
+        if enough:
+            return enough[0]  # X/Z/U*, Type 1: U keeps the references, remapped
+        return "D" if need == "D" else letter  # X/Z on a Type 1: Z may be a dummy
+    if letter == "Z":
+        return "D" if need == "D" else letter
+    return need if attr_type in ("1", "2") else letter
+
+
 def _row_action(row: Row, options: tuple[str, ...], choices: dict[str, str]) -> tuple[str, str, str]:
     """(letter, table code, source) for a row under the given options.
 

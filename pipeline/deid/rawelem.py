@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from pydicom.datadict import dictionary_has_tag, dictionary_VR
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.hooks import hooks
@@ -21,7 +21,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import AMBIGUOUS_VR
 
 from pipeline import dicomraw
-from pipeline.deid import values
+from pipeline.deid import values, vrforms
 from pipeline.exceptions import DeidentificationError
 
 # VRs whose conversion may change the VR (UN to the dictionary's or to SQ, US or
@@ -33,11 +33,12 @@ _SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8,
 _BYTES = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _MULTI_STRING = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"})
 _SINGLE_STRING = frozenset({"LT", "ST", "UR", "UT"})
-_PRINTABLE = re.compile(rb"^[\x20-\x7e]*\x00*$")
-_DS = re.compile(rb"^ *[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)? *$")
-_IS = re.compile(rb"^ *[+-]?\d+ *$")
-_UI = re.compile(rb"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-_IDENTIFIER_TEXT = re.compile(rb"[0-9A-Za-z.^ _\-=]{8,}")
+_IDENTIFIER_TEXT = re.compile(rb"[0-9A-Za-z.^ _\-=,']{8,}")
+_SHORT_TEXT = re.compile(rb"[A-Za-z][A-Za-z^ ,.'\-]*[A-Za-z]")
+_NAME_RUN = re.compile(rb"[A-Za-z][0-9A-Za-z]{2,}(?:[\^ ,.\-]{1,2}[A-Za-z][0-9A-Za-z]+)+")
+# Not searched for text runs: pixel data (the burned-in annotation policy's concern; compressed
+# frames form any bytes) and the ICC Profile (a binary format with text tags by design).
+_TEXT_BY_DESIGN = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009, 0x00282000})
 
 
 def vr_of(ds: Dataset, tag) -> str:
@@ -58,55 +59,139 @@ def vr_of(ds: Dataset, tag) -> str:
     return vr
 
 
-def text_in_binary(vr: str, raw: bytes | None) -> bool:
-    """True when a short numeric or binary value reads as an identifier's text.
+def text_in_binary(vr: str, raw: bytes | None, tag: int = 0) -> bool:
+    """True when a numeric or binary value of any length holds a run of text.
 
-    A damaged tag can make a name or UID read as numbers of another attribute
-    (``1.2.826...`` as Simple Frame List, UL); its bytes then pass every check of
-    a number. Real numbers of up to 64 bytes are almost never all digits,
-    letters, dots and name separators (zero bytes are everywhere in them).
+    A damaged tag or a mismatched VR can make a name or UID read as numbers of
+    another attribute (``1.2.826...`` as Simple Frame List, UL), and a palette
+    or a long float array can carry a name inside; its bytes then pass every
+    check of a number. Short values (4 to 64 bytes) are text when they are all
+    identifier characters; longer ones when they hold words joined by a name
+    or word separator (``DOE^JOHN``, ``SMITH, ANN``), which ramps and number
+    arrays do not form. Pixel data and binary formats that hold text by design
+    (an ICC profile) are left to the verifier's search for captured values.
     """
-    if raw is None or not 8 <= len(raw) <= 64 or (vr not in _SIZE and vr not in _BYTES):
+    if raw is None or (vr not in _SIZE and vr not in _BYTES) or len(raw) < 4 or tag in _TEXT_BY_DESIGN:
         return False
-    return bool(_IDENTIFIER_TEXT.fullmatch(raw.rstrip(b" \x00")))
+    body = raw.rstrip(b" \x00")
+    if len(raw) <= 64:
+        if len(body) >= 8 and _IDENTIFIER_TEXT.fullmatch(body):
+            return True
+        if len(raw) < 8:
+            return len(body) >= 3 and bool(_SHORT_TEXT.fullmatch(body))
+    return _NAME_RUN.search(raw) is not None
 
 
 def check_kept(ds: Dataset, tag, vr: str, label: str, elem=None) -> None:
-    """``values.check_kept_value`` for an element that stays; raw bytes are vetted cheaply."""
+    """Refuse to keep a value its VR (the dictionary's) cannot hold; raw bytes are vetted cheaply.
+
+    A value invalid for its VR (PS3.5 6.2) is the sign of a damaged file or of
+    text typed where a number or code belongs; keeping it as it is could carry
+    identifiers out unseen, so the file fails with the tag, the VR and why.
+    """
     if elem is None:
         elem = ds.get_item(tag)
-    if type(elem) is RawDataElement and text_in_binary(vr, elem.value):
-        raise DeidentificationError(
-            f"{label} ({vr}) holds bytes that read as text, not {vr} values (a damaged tag or VR "
-            "that may hide an identifier); refusing to keep it"
-        )
-    if type(elem) is RawDataElement and _raw_ok(vr, elem.value):
-        return
-    values.check_kept_value(label, vr, ds[tag].value)
+    if type(elem) is RawDataElement and elem.value is not None:
+        raw = elem.value
+        if vr in _BYTES or vr in _SIZE:
+            if vr in _SIZE and len(raw) % _SIZE[vr]:
+                raise DeidentificationError(
+                    f"{label} ({vr}) has a length that is not a multiple of {_SIZE[vr]}; refusing to keep it")
+            if text_in_binary(vr, raw, int(tag)):
+                raise binary_text_error(label, vr)
+            return
+        if vr in vrforms.STRING_VRS and raw.isascii():
+            why = vrforms.problem(vr, raw)
+            if why is not None:
+                raise values.invalid_value_error(label, vr, why)
+            return
+    values.check_kept_value(label, vr, ds[tag].value, int(tag))
 
 
-def _raw_ok(vr: str, raw: bytes | None) -> bool:
-    """True only when the converted value would surely pass ``check_kept_value``."""
-    if raw is None:
-        return False
-    if vr in _BYTES or vr in _SIZE:
-        return vr in _BYTES or len(raw) % _SIZE[vr] == 0
-    if vr in _SINGLE_STRING:
-        return bool(_PRINTABLE.match(raw))
-    if vr not in _MULTI_STRING or not _PRINTABLE.match(raw):
-        return False  # other encodings, control characters: decoded and checked in full
-    limit = values._MAX_LENGTH.get(vr)
-    for part in raw.split(b"\\"):
-        text = part.rstrip(b" \x00")
-        if limit is not None and len(text) > limit:
-            return False
-        if vr == "UI" and text and not _UI.match(text):
-            return False
-        if vr == "DS" and not _DS.match(part.rstrip(b"\x00")):
-            return False
-        if vr == "IS" and not _IS.match(part.rstrip(b"\x00")):
-            return False
-    return True
+def binary_text_error(label: str, vr: str) -> DeidentificationError:
+    return DeidentificationError(
+        f"{label} ({vr}) holds bytes that read as text, not {vr} values (a damaged tag or VR "
+        "that may hide an identifier); refusing to keep it"
+    )
+
+
+def settle_vr(ds: Dataset, tag, number: int, elem) -> str:
+    """The element's VR by the data dictionary; an element the file labels otherwise is relabelled.
+
+    The file's VR is not trusted: a Decimal String written as OB, or a Slice
+    Thickness sent as UN, is re-read as the dictionary's VR so that it is
+    judged as what it is (and fails the checks of that VR if it is not). A
+    value that cannot be re-read (a length the dictionary VR cannot hold,
+    bytes where a sequence belongs) fails the file with a reason. Private and
+    unknown tags keep the file's VR; ambiguous ones (US or SS) keep it when it
+    is one of the dictionary's choices.
+    """
+    dvr = dictionary_vr(number)
+    if dvr is None:
+        return known_vr(elem) or vr_of(ds, tag)
+    choices = dvr.split(" or ")
+    if type(elem) is RawDataElement:
+        fvr = elem.VR
+        if fvr is None or fvr == dvr or fvr in choices:
+            if len(choices) > 1 or elem.value is None:
+                return known_vr(elem) or vr_of(ds, tag)
+            return dvr
+        target = choices[0]
+        if target == "SQ":
+            if fvr == "UN":
+                return vr_of(ds, tag)  # pydicom reads UN sequences (implicit little endian items)
+            raise _mislabelled(number, fvr, dvr, "a sequence cannot be read from it")
+        if elem.value is None:
+            raise _mislabelled(number, fvr, dvr, "it has an undefined length")
+        size = _SIZE.get(target)
+        if size is not None and len(elem.value) % size:
+            raise _mislabelled(number, fvr, dvr, f"its length is not a multiple of {size}")
+        if not elem.is_implicit_VR and target not in dicomraw.LONG_VRS and len(elem.value) > 0xFFFF:
+            raise _mislabelled(number, fvr, dvr, f"its value is too long for {target}")
+        ds._dict[tag] = elem._replace(VR=target)
+        return target
+    fvr = elem.VR
+    if fvr == dvr or fvr in choices:
+        return fvr
+    target = choices[0]
+    value = elem.value
+    if isinstance(value, (bytes, bytearray)) and target != "SQ":
+        data = bytes(value)
+        ds._dict[tag] = RawDataElement(BaseTag(number), target, len(data), data, 0, False, True)
+        return target
+    if isinstance(value, str) and target in vrforms.STRING_VRS:
+        ds._dict[tag] = DataElement(BaseTag(number), target, value)
+        return target
+    raise _mislabelled(number, fvr, dvr, "its value cannot be read as that VR")
+
+
+def _mislabelled(number: int, fvr: str, dvr: str, why: str) -> DeidentificationError:
+    name = keyword_for_tag(number) or "element"
+    return DeidentificationError(
+        f"({number >> 16:04X},{number & 0xFFFF:04X}) {name} is written with VR {fvr} but the data "
+        f"dictionary says {dvr}, and {why}; the file is malformed there"
+    )
+
+
+_DICT_VR: dict[int, str | None] = {}
+
+
+def dictionary_vr(number: int) -> str | None:
+    """The data dictionary's VR for a public tag (repeating groups included); None if private or unknown."""
+    try:
+        return _DICT_VR[number]
+    except KeyError:
+        pass
+    vr = None
+    if not (number >> 16) & 1:
+        try:
+            vr = dictionary_VR(number)
+        except KeyError:
+            vr = None
+        if vr in ("NONE", "UN"):
+            vr = None
+    _DICT_VR[number] = vr
+    return vr
 
 
 def is_empty(ds: Dataset, tag, vr: str) -> bool:
@@ -206,7 +291,20 @@ def walk_sequence(ctx, ds: Dataset, tag) -> None:
     an item is unchanged when every element in it is the very object it held
     before the walk, so the original bytes are what the walk decided to keep.
     A sequence ``dicomraw`` cannot cut is converted by pydicom, as before.
+    The items are walked with the Types of this sequence's items (``ctx.node``).
     """
+    parent = getattr(ctx, "node", None)
+    if parent is None:  # a walker that does not type its datasets
+        _walk_items(ctx, ds, tag)
+        return
+    ctx.node = parent.child(int(tag))
+    try:
+        _walk_items(ctx, ds, tag)
+    finally:
+        ctx.node = parent
+
+
+def _walk_items(ctx, ds: Dataset, tag) -> None:
     raw = ds.get_item(tag)
     if isinstance(raw, RawDataElement):
         if not raw.value:

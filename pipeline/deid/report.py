@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 from pipeline.deid.engine import DeidentifiedFile, action_totals
-from pipeline.deid.profile import Profile
+from pipeline.deid.profile import Profile, keyword_or_tag
 from pipeline.deid.standard import code_for
 from pipeline.pseudonyms import Pseudonyms
 
@@ -49,6 +49,8 @@ def build_report(
         "custom_rules": described["custom_rules"],
         "pseudonym_key_id": pseudonyms.key_id,
         "overrides": sorted((overrides or {}).keys()),
+        # Attributes the profile allows to hold identifying values (the verifier does not fail them).
+        "allow_identifying": sorted(keyword_or_tag(t) for t in profile.settings.get("allow_identifying", ())),
         "counts": {
             "files": len(files),
             "studies": len({f.cloud_study_id for f in files}),

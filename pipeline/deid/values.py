@@ -40,8 +40,17 @@ _DUMMY_BY_VR: dict[str, object] = {
 _BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"}
 
 
-def dummy_value(vr: str):
-    """A non-empty value valid for ``vr`` that identifies no one."""
+# Attributes whose value has a form of its own beyond the VR's (PS3.3).
+_DUMMY_BY_TAG: dict[int, object] = {
+    0x00080201: "+0000",  # Timezone Offset From UTC: &ZZXX
+}
+
+
+def dummy_value(vr: str, tag: int = 0):
+    """A non-empty value valid for ``vr`` (and for the attribute's own form) that identifies no one."""
+    special = _DUMMY_BY_TAG.get(tag)
+    if special is not None:
+        return special
     if vr == "SQ":
         return Sequence([Dataset()])
     if vr in _BINARY or vr not in _DUMMY_BY_VR:
@@ -59,11 +68,6 @@ def empty_value(vr: str):
 
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-# Longest value each fixed-format VR allows (PS3.5 Table 6.2-1).
-_MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "TM": 14, "UI": 64}
-# Control characters text may hold (ESC for character sets; CR LF FF TAB in ST/LT/UT).
-_ALLOWED_CONTROLS = {"\x1b", "\r", "\n", "\x0c", "\t"}
-
 
 def is_well_formed_uid(uid: str) -> bool:
     return len(uid) <= 64 and bool(_UID.match(uid))
@@ -78,31 +82,37 @@ def is_standard_uid(uid: str) -> bool:
     return uid.startswith(DICOM_ROOT) and is_well_formed_uid(uid)
 
 
-def check_kept_value(label: str, vr: str, value) -> None:
-    """Refuse to keep a value its VR cannot hold: the sign of a damaged file.
+def check_kept_value(label: str, vr: str, value, tag: int = 0) -> None:
+    """Refuse to keep a value its VR cannot hold (PS3.5 6.2): text typed where it does not belong.
 
     A broken length or VR makes pydicom read the following elements as part of
-    this value, so keeping it as it is could carry identifiers out unseen.
+    this value, and a name typed into a number or code is kept as it is by any
+    rule that keeps the element; either could carry identifiers out unseen.
     """
-    if value is None or isinstance(value, (bytes, bytearray, Sequence)):
+    from pipeline.deid import rawelem, vrforms
+
+    if value is None or isinstance(value, Sequence):
+        return
+    if isinstance(value, (bytes, bytearray)):
+        if rawelem.text_in_binary(vr, bytes(value), tag):
+            raise rawelem.binary_text_error(label, vr)
         return
     items = value if isinstance(value, (list, tuple, MultiValue)) else [value]
     for item in items:
         if not isinstance(item, str):
             if vr not in ("DS", "IS"):
                 continue
-            item = str(item)
-        text = item.rstrip(" \x00")
-        bad = (
-            (vr == "UI" and text and not is_well_formed_uid(text))
-            or (vr in _MAX_LENGTH and len(text) > _MAX_LENGTH[vr])
-            or any(c < " " and c not in _ALLOWED_CONTROLS for c in text)
-        )
-        if bad:
-            raise DeidentificationError(
-                f"{label} holds a value that is not valid for its VR {vr} (a damaged "
-                "element that may have swallowed the elements after it); refusing to keep it"
-            )
+            item = getattr(item, "original_string", None) or str(item)
+        why = vrforms.text_problem(vr, item)
+        if why is not None:
+            raise invalid_value_error(label, vr, why)
+
+
+def invalid_value_error(label: str, vr: str, why: str) -> DeidentificationError:
+    return DeidentificationError(
+        f"{label} holds a value that is not valid for its VR {vr} ({why}): text where a {vr} value "
+        "belongs, or a damaged element that may have swallowed the elements after it; refusing to keep it"
+    )
 
 
 def remap_uid_value(value, pseudonyms: Pseudonyms):

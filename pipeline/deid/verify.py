@@ -2,19 +2,22 @@
 
 It does not trust the engine. It re-reads each written file and reports any
 private element outside the safe list, a person name or patient ID that is not
-a pseudonym, a short numeric value whose bytes read as text (a damaged tag), a
-date the date policy forbids, BurnedInAnnotation = YES, an instance UID that
-was not replaced, a file meta or preamble that was copied, and (given the
-mapping's originals) any original identifier anywhere in the header bytes or
-the path. It fails closed: a file it cannot read is a finding.
-Findings name the file, the tag and the check, never the offending value.
+a pseudonym, a numeric or binary value whose bytes hold text, an element whose
+VR is not the dictionary's, a date the date policy forbids, BurnedInAnnotation
+= YES, an instance UID that was not replaced, a file meta or preamble that was
+copied, and any identifying value captured from the source (``capture.py``:
+names, IDs, birth date, addresses, institution, submitted file names; or the
+mapping's originals) anywhere in the header's values, of any VR, or in the
+path, whatever rule wrote it. Captured values are found as whole tokens by one
+compiled matcher; a hit fails closed unless the profile allows that attribute
+(``allow_identifying``). A file it cannot read is a finding. Findings name the
+file, the tag and the check, never the offending value.
 """
 
 from __future__ import annotations
 
-import re
-
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from pydicom.datadict import tag_for_keyword
@@ -24,6 +27,7 @@ from pydicom.multival import MultiValue
 from pipeline import dicomio, dicomraw
 from pipeline.dicomraw import value_of
 from pipeline.deid import rawelem, standard
+from pipeline.deid.capture import Captured, Matcher, matcher_for
 from pipeline.deid.cleaning import Cleaners
 from pipeline.deid.profile import keyword_or_tag
 from pipeline.deid.values import DUMMY_TEXT, is_standard_uid
@@ -34,23 +38,19 @@ INSTANCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Fra
 DUMMY_DATES = {"19000101", "19000101000000"}
 _CODE_OPTIONS = {standard.code_for(o)["code_value"]: o for o in standard.OPTION_COLUMNS}
 _INSPECTED_VRS = frozenset({"SQ", "PN", "DA", "DT"})
-_PIXEL_TAGS = frozenset(dicomio.PIXEL_TAGS)
+_PIXEL_TAGS = frozenset(int(t) for t in dicomio.PIXEL_TAGS)
+# Explicit VRs whose raw bytes settle the VR (text and sequences; sized binary VRs need their length checked).
+_PLAIN_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+                        "UI", "UR", "UT", "SQ", "OB", "OD", "OF", "OL", "OV", "OW"})
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "US", "SS", "UL", "SL", "FL", "FD", "SV", "UV", "AT"})
 _FORBIDDEN_META = {tag_for_keyword(kw): kw for kw in (
     "SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle",
     "PrivateInformation", "PrivateInformationCreatorUID")}
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: search values, not bytes
 MIN_ORIGINAL_LEN = 3  # shorter originals ("1", "A") would match by chance anywhere
-# Originals shorter than this ("ID1", "204") count only as a whole word: inside the
-# binary values before the pixels (overlays, LUTs), or the digits of a new UID in the
-# path, three characters match by chance. Short all-digit originals are not searched
-# at all: "134" is as likely a kept measurement (an IS or DS value) of another image
-# of a mixed batch. PatientID and AccessionNumber are replaced by keyed pseudonyms
-# whatever their length, and PatientID is checked to be one.
-WHOLE_WORD_BELOW = 6
-
-
-def _whole_word(needle: bytes, haystack: bytes) -> bool:
-    """``needle`` occurs in ``haystack`` with no letter or digit right before or after it."""
-    return re.search(rb"(?<![a-z0-9])" + re.escape(needle) + rb"(?![a-z0-9])", haystack) is not None
+# Free-text VRs: the only places a short number (an accession "134") counts as a hit; in
+# numbers, UIDs and binary values such a run is a number, not an identifier.
+_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,28 @@ def _items(ds, tag) -> list:
 
 
 class Verifier:
-    """Checks files against the de-identification promises; options come from the profile or the file."""
+    """Checks files against the de-identification promises; options come from the profile or the file.
+
+    ``captured`` are the identifying values of the sources (one compiled matcher
+    for all of them); ``originals`` are plain strings to find as well (a
+    mapping's original IDs). ``allow_identifying`` are tags whose values (and
+    everything inside them, for sequences) may hold captured values, by the
+    profile's explicit allowance.
+    """
 
     def __init__(self, pseudonyms: Pseudonyms, profile=None, *, originals: list[str] | None = None,
-                 allowed_names: list[str] | None = None) -> None:
+                 allowed_names: list[str] | None = None, captured: Captured | None = None,
+                 allow_identifying: frozenset[int] | None = None) -> None:
         self.pseudonyms = pseudonyms
         self.profile = profile
         self.originals = sorted({o.strip() for o in (originals or []) if len(o.strip()) >= MIN_ORIGINAL_LEN})
         self.allowed_names = {n.strip().upper() for n in (allowed_names or []) if n.strip()}
+        self._settings_key = (pseudonyms.key_id, pseudonyms.organization, frozenset(self.allowed_names))
+        self.captured = _combined(tuple(self.originals), captured or Captured(), pseudonyms.organization)
+        self.matcher: Matcher = matcher_for(self.captured)
+        if allow_identifying is None:
+            allow_identifying = allowances(profile)
+        self.allow_identifying = frozenset(allow_identifying)
 
     @classmethod
     def originals_from_mapping(cls, mapping: dict) -> list[str]:
@@ -113,6 +127,11 @@ class Verifier:
         for s in mapping.get("studies", []):
             out += [str(v) for v in (s.get("original") or {}).values() if v]
         return out
+
+    def text_findings(self, name: str, text: str) -> list[Finding]:
+        """Findings for text that leaves with the batch (manifest, report, object metadata, keys)."""
+        return [Finding(name, "captured identifier", f"holds the source's {h.kind}")
+                for h in self.matcher.text_hits(text) if not h.short_number][:1]
 
     # --- options in force for one file -----------------------------------------------
     def _options(self, ds) -> set[str]:
@@ -174,39 +193,80 @@ class Verifier:
         self._walk(ds, opts, date_policy, add)
         if date_policy == "shift" and str(value_of(ds, "LongitudinalTemporalInformationModified", "")) != "MODIFIED":
             add("dates", "LongitudinalTemporalInformationModified is not MODIFIED")
-        low_header, low_rel = header.lower(), rel.lower()
-        for o in self.originals:
-            if "retain-uids" in opts and o.replace(".", "").isdigit():
-                continue  # Retain UIDs keeps original UIDs by request
-            if len(o) < WHOLE_WORD_BELOW and o.isdigit():
-                continue  # "134" is also a kept number (an IS or DS value) in any image: not searchable
-            b = o.lower().encode("utf-8", "ignore")
-            if b in low_header and (len(b) >= WHOLE_WORD_BELOW or _whole_word(b, low_header)):
-                add("original identifier", "an original identifier from the mapping appears in the file")
-                break
-            if o.lower() in low_rel and (len(b) >= WHOLE_WORD_BELOW
-                                         or _whole_word(b, low_rel.encode("utf-8", "ignore"))):
-                add("original identifier", "an original identifier from the mapping appears in the path")
-                break
+        deflated = str(value_of(ds.file_meta, "TransferSyntaxUID", "")) == DEFLATED  # header bytes compressed
+        if self.matcher and (deflated or self.matcher.any_in(header)
+                             or self.matcher.any_in(rel.encode("utf-8", "ignore"))):
+            self._captured_hits(ds, rel, opts, add)
         return found
 
-    def _walk(self, ds, opts: set[str], date_policy: str, add, depth: int = 0) -> None:
+    def _captured_hits(self, ds, rel: str, opts: set[str], add) -> None:
+        """Name where captured values are (the header matched as a whole); allowances apply."""
+        for h in self.matcher.text_hits(rel):
+            if h.short_number or (h.uid_like and "retain-uids" in opts):
+                continue  # the path is made of pseudonyms and UIDs: a short number there is a number
+            add("captured identifier", f"the path holds the source's {h.kind}")
+            break
+        seen: set[tuple[int, str]] = set()
+        self._hits_in(ds, opts, add, seen, allowed=False, depth=0)
+
+    def _hits_in(self, ds, opts: set[str], add, seen: set, *, allowed: bool, depth: int) -> None:
         for t, elem in list(ds._dict.items()):
             if depth == 0 and t in _PIXEL_TAGS:
+                break
+            number = int(t)
+            here = allowed or number in self.allow_identifying
+            vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, t)
+            if vr == "SQ":
+                for item in _items(ds, t):
+                    self._hits_in(item, opts, add, seen, allowed=here, depth=depth + 1)
+                continue
+            if type(elem) is RawDataElement:
+                data = elem.value or b""
+            else:
+                v = elem.value
+                data = bytes(v) if isinstance(v, (bytes, bytearray)) else "\\".join(
+                    str(x) for x in (v if isinstance(v, (list, MultiValue)) else [v])).encode("utf-8", "ignore")
+            for h in self.matcher.hits(data):
+                if h.short_number and vr not in _TEXT_VRS:
+                    continue  # a short number inside a number, UID or binary value is a number
+                if (vr == "UI" or h.uid_like) and "retain-uids" in opts:
+                    continue  # Retain UIDs keeps original UIDs by request
+                if here:
+                    continue  # the profile allows identifying values here (listed in the report)
+                key = (number, h.kind)
+                if key not in seen:
+                    seen.add(key)
+                    add("captured identifier", f"{_tag(t)} {keyword_or_tag(t)} holds the source's {h.kind}")
+
+    def _walk(self, ds, opts: set[str], date_policy: str, add, depth: int = 0) -> None:
+        dictionary_vr = rawelem.dictionary_vr
+        for t, elem in ds._dict.items():  # nothing is changed while walking
+            number = int(t)  # plain int arithmetic: BaseTag's properties run in Python
+            if depth == 0 and number in _PIXEL_TAGS:
                 break  # the header ends here; pixel bytes were copied unchanged
-            if t.is_private:
+            if number >> 16 & 1:
                 if "retain-safe-private" not in opts or not Cleaners.keep_private(ds, t):
                     add("private", f"{_tag(t)} private element outside the safe list")
                     continue
-            vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, t)
-            if type(elem) is RawDataElement and rawelem.text_in_binary(vr, elem.value):
+            raw = type(elem) is RawDataElement
+            if raw and (number, elem.VR) in _QUIET:
+                continue  # a public text element of its dictionary VR that no check reads
+            vr = elem.VR if raw and elem.VR in _PLAIN_VRS and elem.value is not None else None
+            if vr is None:
+                vr = rawelem.known_vr(elem) or rawelem.vr_of(ds, t)
+            dvr = dictionary_vr(number)
+            if dvr is not None and vr != dvr and vr not in dvr.split(" or ") and not (vr == "SQ" and dvr == "UN"):
+                add("vr", f"{_tag(t)} {keyword_or_tag(t)} is written as {vr}, not the dictionary's {dvr}")
+                continue
+            if raw and vr in _BINARY_VRS and rawelem.text_in_binary(vr, elem.value, number):
                 add("text in numbers", f"{_tag(t)} {keyword_or_tag(t)} ({vr}) holds bytes that read as text")
                 continue
             if vr not in _INSPECTED_VRS:
+                if raw and vr not in _BINARY_VRS and not number >> 16 & 1 and elem.VR in (vr, None):
+                    _QUIET.add((number, elem.VR))  # the same answer for every such element
                 continue  # no name or date can hide in it: left unconverted
             if vr == "SQ":
-                for item in _items(ds, t):
-                    self._walk(item, opts, date_policy, add, depth + 1)
+                self._walk_sequence(ds, t, elem, opts, date_policy, add, depth)
                 continue
             if vr != "PN" and date_policy != "remove":
                 continue  # dates are allowed: not converted
@@ -221,6 +281,38 @@ class Verifier:
             elif any(s not in DUMMY_DATES for s in texts):
                 add("dates", f"{_tag(t)} {keyword_or_tag(t)} holds a date the profile removes")
 
+    def _walk_sequence(self, ds, t, elem, opts: set[str], date_policy: str, add, depth: int) -> None:
+        """Walk a sequence's items; the verdict on a raw sequence's bytes is remembered.
+
+        Most sequences repeat byte for byte from file to file (the method codes
+        Telerad writes, references within a study, code items): the same bytes
+        under the same verifier settings give the same findings, so they are
+        judged once. Only the checks' own results are reused, never the engine's.
+        """
+        key = None
+        if type(elem) is RawDataElement and elem.value:
+            charset = ds._dict.get(_CHARSET)  # the items' text is read in this character set
+            key = (int(t), elem.value, elem.is_implicit_VR, elem.is_little_endian,
+                   None if charset is None else str(charset.value), str(ds.__dict__.get("_parent_encoding")),
+                   self._settings_key, frozenset(opts), date_policy)
+            cached = _SEQUENCE_VERDICTS.get(key)
+            if cached is not None:
+                for check, detail in cached:
+                    add(check, detail)
+                return
+        emitted: list[tuple[str, str]] = []
+
+        def add_and_keep(check: str, detail: str) -> None:
+            emitted.append((check, detail))
+            add(check, detail)
+
+        for item in _items(ds, t):
+            self._walk(item, opts, date_policy, add_and_keep, depth + 1)
+        if key is not None:
+            if len(_SEQUENCE_VERDICTS) >= _SEQUENCE_VERDICTS_MAX:
+                _SEQUENCE_VERDICTS.clear()
+            _SEQUENCE_VERDICTS[key] = tuple(emitted)
+
     # --- a tree ----------------------------------------------------------------------------
     def verify_tree(self, root: Path) -> VerifyReport:
         report = VerifyReport()
@@ -229,6 +321,8 @@ class Verifier:
                 continue
             rel = p.relative_to(root).as_posix()
             if p.name in ("manifest.json", "manifest.sig", "deid-report.json"):
+                if p.suffix == ".json":  # text that leaves with the batch: searched, not counted as a file
+                    report.findings += self.text_findings(rel, p.read_text(encoding="utf-8", errors="replace"))
                 continue
             report.files += 1
             report.findings += self.verify_file(p, rel)
@@ -248,16 +342,52 @@ class Verifier:
         return report
 
 
-def verify_batch(root: Path, *, deid, originals) -> list[Finding]:
-    """The pipeline's pre-upload check: the engine's profile and key, the batch's originals.
+# Verdicts on raw sequence bytes (see Verifier._walk_sequence), per process.
+_SEQUENCE_VERDICTS: dict[tuple, tuple[tuple[str, str], ...]] = {}
+_SEQUENCE_VERDICTS_MAX = 4096
+_CHARSET = 0x00080005
+# (tag, explicit VR or None) of public elements that pass every per-element check by their
+# tag and VR alone (text of the dictionary's VR, not PN, DA, DT or SQ): skipped at once.
+_QUIET: set[tuple[int, str | None]] = set()
 
-    ``originals`` are ``OriginalIds`` of the batch's files; a per-submission
-    PatientName alias is the only person name allowed besides pseudonyms.
+
+@lru_cache(maxsize=256)
+def _combined(originals: tuple[str, ...], captured: Captured, organization: str) -> Captured:
+    """A mapping's originals and the captured values as one set (the same for every file of a patient)."""
+    everything = Captured.of([(o, "an original identifier from the mapping") for o in originals])
+    return everything.merged(captured).without([organization])
+
+
+def allowances(profile) -> frozenset[int]:
+    """Tags a profile explicitly allows to hold identifying values (``allow_identifying``)."""
+    if profile is None:
+        return frozenset()
+    return frozenset(profile.settings.get("allow_identifying", ()))
+
+
+def batch_captured(originals) -> Captured:
+    """Everything the batch's sources captured, merged: one matcher for the whole batch."""
+    merged = Captured()
+    parts = [o.captured for o in originals if o.captured]
+    parts += [Captured.of([(v, "an original identifier") for v in (o.patient_id, o.study_instance_uid,
+                                                                     o.accession_number) if v])
+              for o in originals]
+    return merged.merged(*parts)
+
+
+def verify_batch(root: Path, *, deid, originals, texts: dict[str, str] | None = None) -> list[Finding]:
+    """The pipeline's pre-upload check: the engine's profile and key, the batch's captured values.
+
+    ``originals`` are ``OriginalIds`` of the batch's files (their captured
+    values compiled into one matcher); ``texts`` is other text that leaves with
+    the batch (report, manifest fields, object metadata), name -> text. A
+    per-submission PatientName alias is the only person name allowed besides
+    pseudonyms, and it is searched for captured values like everything else.
     """
-    strings: list[str] = []
-    for o in originals:
-        strings += [o.patient_id, o.study_instance_uid, o.accession_number]
     alias = deid.overrides.as_dict().get("PatientName")
-    verifier = Verifier(deid.pseudonyms, deid.profile, originals=strings,
+    verifier = Verifier(deid.pseudonyms, deid.profile, captured=batch_captured(originals),
                         allowed_names=[alias] if alias else None)
-    return verifier.verify_tree(Path(root)).findings
+    findings = verifier.verify_tree(Path(root)).findings
+    for name, text in (texts or {}).items():
+        findings += verifier.text_findings(name, text)
+    return findings

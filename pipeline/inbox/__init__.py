@@ -12,7 +12,6 @@ from pipeline.inbox.disposal import archive_original, quarantine_original
 from pipeline.inbox.retention import purge_archive
 from pipeline.inbox.sidecar import SidecarError, Submission, load_sidecar, parse_sidecar
 from pipeline.inbox.watcher import InboxEvent, SubmissionRequest, Watcher, WatcherConfig
-from pipeline.inbox.zipsafe import ZipLimits, inspect, safe_extract
 
 __all__ = [
     "Claim",
@@ -24,12 +23,9 @@ __all__ = [
     "SubmissionRequest",
     "Watcher",
     "WatcherConfig",
-    "ZipLimits",
     "archive_original",
-    "inspect",
     "load_sidecar",
     "parse_sidecar",
     "purge_archive",
     "quarantine_original",
-    "safe_extract",
 ]

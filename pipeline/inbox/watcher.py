@@ -30,7 +30,7 @@ from pipeline.inbox.claim import PRIORITY_DIRS, RESERVED, Claim, InboxLayout, Sp
 from pipeline.inbox.disposal import archive_original, move_out, quarantine_original, write_reason
 from pipeline.inbox.retention import purge_archive
 from pipeline.inbox.sidecar import BESIDE_SUFFIX, Submission, beside_path, load_sidecar
-from pipeline.inbox.zipsafe import ZipLimits, inspect
+from pipeline.zipsafe import ZipLimits, inspect
 from pipeline.settings import Priority
 from pipeline.state import BatchState, StateStore
 from pipeline.settings import Settings

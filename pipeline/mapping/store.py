@@ -52,7 +52,7 @@ _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 PENDING_DIR = "pending-mappings"
 
 
-def pending_mapping_store(settings: Any, keyring: Keyring | None = None) -> "MappingStore":
+def pending_mapping_store(settings: Settings, keyring: Keyring | None = None) -> "MappingStore":
     """Encrypted mappings of batches not yet finished, in ``TELERAD_HOME/state/pending-mappings``.
 
     A batch writes its mapping here while de-identifying (nothing leaves the machine

@@ -1,6 +1,8 @@
 """Download one batch and prove it whole: signed manifest, then size and SHA-256 of every file.
 
-Files land at ``DEST/BATCH_ID/...`` (the key without the store's key prefix), each
+Files land at ``DEST/BATCH_ID/...`` (the key without the store's key prefix), only
+DICOM there; the verified manifest and its signature go to ``DEST/.telerad/BATCH_ID/``
+(``layout.side_folder``), written last: their presence means "verified". Each file is
 written to a temp file and renamed, so an interrupted fetch leaves only whole
 files. A re-run keeps every file that already matches the manifest and fetches
 only the rest. Problems are collected, not raised one by one, so the final error
@@ -26,7 +28,7 @@ from rich.progress import (
 
 from pipeline.exceptions import IntegrityError, ObjectNotFound, StorageError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, iter_files
-from pipeline.reader.layout import batch_key, parse_manifest, read_manifest_bytes, signature_key
+from pipeline.reader.layout import batch_key, parse_manifest, read_manifest_bytes, side_folder, signature_key
 from pipeline.signing import SignatureError, verify_bytes
 from pipeline.checksums import sha256_file
 
@@ -55,6 +57,12 @@ class FetchResult:
     kept: int = 0
     bytes_downloaded: int = 0
     manifest: dict[str, Any] = field(default_factory=dict)
+    side: Path = Path()  # DEST/.telerad/BATCH_ID: the verified manifest and signature
+    files: list[Path] = field(default_factory=list)  # every image, in manifest order
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.side / MANIFEST_NAME
 
 
 def _matches(path: Path, size: int, sha256: str) -> bool:
@@ -97,9 +105,11 @@ def fetch_batch(
     folder = Path(dest) / batch_id
     folder.mkdir(parents=True, exist_ok=True)
     _clear_stale_temps(folder)
-    result = FetchResult(batch_id, folder, manifest=manifest)
-
+    side = side_folder(dest, batch_id)
     entries = list(iter_files(manifest))
+    result = FetchResult(batch_id, folder, manifest=manifest, side=side,
+                         files=[Path(dest) / e["key"][strip:] for e in entries])
+
     todo = []
     for entry in entries:
         local = Path(dest) / entry["key"][strip:]
@@ -148,11 +158,14 @@ def fetch_batch(
                 result.bytes_downloaded += entry["size"]
             bar.advance(task, entry["size"])
 
-    # The manifest and its signature go last: their presence in DEST means "verified".
+    # The manifest and its signature go last: their presence in DEST/.telerad means "verified".
+    for name in (MANIFEST_NAME, SIGNATURE_NAME):  # where earlier versions put them, among the images
+        (folder / name).unlink(missing_ok=True)
     if problems:
-        (folder / MANIFEST_NAME).unlink(missing_ok=True)
+        (side / MANIFEST_NAME).unlink(missing_ok=True)
         raise FetchError(batch_id, sorted(problems))
-    (folder / SIGNATURE_NAME).write_bytes(sig)
-    (folder / MANIFEST_NAME).write_bytes(body)
+    side.mkdir(parents=True, exist_ok=True)
+    (side / SIGNATURE_NAME).write_bytes(sig)
+    (side / MANIFEST_NAME).write_bytes(body)
     log.info("batch %s verified: %d downloaded, %d kept", batch_id, result.downloaded, result.kept)
     return result

@@ -1,8 +1,9 @@
-"""Where a batch's objects live in a store, shared by listing, fetching and sharing."""
+"""Where a batch's objects live in a store (and on the reader's disk), shared by listing, fetching and sharing."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from pipeline.exceptions import IntegrityError, ObjectNotFound, PermanentError
@@ -18,6 +19,19 @@ def batch_key(prefix: str, batch_id: str, name: str = "") -> str:
     p = prefix.strip("/")
     base = f"{p}/{batch_id}" if p else batch_id
     return f"{base}/{name}" if name else base
+
+
+#: Beside the images in a fetch destination: DEST/.telerad/BATCH_ID/{manifest.json,manifest.sig,...}.
+SIDE_FOLDER = ".telerad"
+
+
+def side_folder(dest: Path, batch_id: str) -> Path:
+    """Where a fetch keeps a batch's manifest and signature, so ``DEST/BATCH_ID`` holds only DICOM.
+
+    A PACS import (``storescu +sd +r DEST/BATCH_ID``) then finds nothing but images.
+    """
+    check_key(batch_id)
+    return Path(dest) / SIDE_FOLDER / batch_id
 
 
 def manifest_key(prefix: str, batch_id: str) -> str:

@@ -29,6 +29,7 @@ class BatchSummary:
     size: int
     modalities: list[str] = field(default_factory=list)
     note: str = ""
+    follow_up_of: list[str] = field(default_factory=list)  # earlier batches of the same study (late instances)
 
 
 def _parse_time(text: str) -> datetime:
@@ -47,6 +48,7 @@ def _summary(manifest: dict[str, Any]) -> BatchSummary:
         size=sum(int(f["size"]) for f in files),
         modalities=sorted({m for s in manifest["studies"] for m in s.get("modalities", [])}),
         note=manifest.get("note", ""),
+        follow_up_of=list(manifest.get("follow_up_of", [])),
     )
 
 

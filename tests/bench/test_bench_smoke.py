@@ -98,6 +98,15 @@ def test_memory_benchmark_runs(tmp_path):
     assert all(r["pool_process_hwm_mb"] > 0 and r["pydicom_peak_rss_mb"] for r in data["rows"])
 
 
+def test_netdicom_benchmark_runs(tmp_path):
+    """storescu into storescp and into telerad listen on the same tiny study; one batch queued."""
+    data = bench(tmp_path, "netdicom", "--size-mb", "3", "--repeat", "1", "--stable-seconds", "0.5")
+    rows = {r["name"]: r for r in data["rows"]}
+    assert set(rows) == {"dcmtk storescp", "telerad listen"}
+    assert rows["telerad listen"]["instances_per_s"] > 0 and rows["telerad listen"]["ratio_to_storescp"] > 0
+    assert data["last_instance_to_queued_s"] >= 0.5 and data["runs"]["telerad_listen"][0]["batches"] == 1
+
+
 def test_all_runs_a_subset_quickly(tmp_path):
     """bench.all --quick drives the scripts (here the two without servers)."""
     r = subprocess.run(
@@ -110,12 +119,35 @@ def test_all_runs_a_subset_quickly(tmp_path):
     assert (tmp_path / "r" / "profile_engine-latest.json").exists()
 
 
+def test_gateway_benchmark_runs(tmp_path):
+    """anonymize-stream through a real `telerad serve`, next to telerad anonymize, on a tiny CT corpus."""
+    data = bench(tmp_path, "gateway", "--size-mb", "3", "--requests", "12", "--clients", "2")
+    names = [r["name"] for r in data["rows"]]
+    assert names[0] == "anonymize-stream (2 clients)" and "telerad anonymize --jobs 1" in names
+    stream = data["rows"][0]
+    assert stream["files"] == 12 and stream["files_per_s"] > 0 and stream["peak_rss_mb"] > 0
+    assert all(r["files"] > 0 for r in data["rows"])
+
+
 def test_completeness_benchmark_runs(tmp_path):
     """The gate's cost: the same files with the gate on and off, and the share spent inside it."""
     data = bench(tmp_path, "completeness", "--size-mb", "3", "--repeat", "1")
     assert data["files"] > 0 and 0 <= data["gate_share"] < 1
     assert {r["name"] for r in data["rows"]} == {"anonymize per-file work, gate off",
                                                  "anonymize per-file work, gate on (as shipped)"}
+
+
+def test_a_cached_corpus_is_made_once_and_reused(tmp_path):
+    """corpus.cached generates once (marker written last) and later runs read the same files back."""
+    from bench.corpus import cached
+
+    first = cached(size_mb=2, seed=11, cache=tmp_path)
+    marker = next(tmp_path.glob("*/.complete"))
+    stamp = marker.stat().st_mtime_ns
+    again = cached(size_mb=2, seed=11, cache=tmp_path)
+    assert marker.stat().st_mtime_ns == stamp, "reused, not generated again"
+    assert [p.name for p in again.files] == [p.name for p in first.files] and again.bytes == first.bytes
+    assert dict(again.kinds) == dict(first.kinds)
 
 
 def test_ocr_benchmark_runs(tmp_path):

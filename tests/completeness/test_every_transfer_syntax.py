@@ -40,9 +40,9 @@ def _removed_by_plan(path: Path) -> set[int]:
     ds = pydicom.dcmread(path)
     removed = set()
     for elem in ds:
-        plan = deid._plan(int(elem.tag), None)
+        plan = deid.plan_for(str(ds.SOPClassUID), int(elem.tag))
         if plan.kind == "need-vr":
-            plan = deid._plan(int(elem.tag), elem.VR)
+            plan = deid.plan_for(str(ds.SOPClassUID), int(elem.tag), elem.VR)
         if plan.kind == "remove" or (int(elem.tag) >> 16) & 1:
             removed.add(int(elem.tag))
     return removed

@@ -19,7 +19,8 @@ from pydicom.sequence import Sequence
 
 from pipeline.deid import Deidentifier, load_profile
 from pipeline.deid.cleaning import shift_da, shift_dt
-from pipeline.deid.profile import compound_choices, resolve_code
+from pipeline.deid.iodtypes import IodTypes
+from pipeline.deid.profile import PRESETS, Rule, compound_choices, resolve_code, typed_letter
 from pipeline.deid.standard import OPTION_COLUMNS, table_rows
 from pipeline.pseudonyms import Pseudonyms
 from pipeline.testing import PlantedPHI, make_dataset
@@ -104,11 +105,22 @@ def outputs(source, tmp_path_factory):
     return out
 
 
-def expected_letter(row, opt) -> tuple[str, str]:
+CT_TYPES = IodTypes().root("1.2.840.10008.5.1.4.1.1.2")
+
+
+def expected_letter(row, opt, nested: bool = False) -> tuple[str, str]:
+    """The table's letter, resolved by the attribute's Type in the CT IOD where it stands."""
     choices = compound_choices()
     if opt and opt in row.options:
-        return resolve_code(row.options[opt], row.label, choices), opt
-    return resolve_code(row.basic, row.label, choices), "basic"
+        code, source = row.options[opt], opt
+    else:
+        code, source = row.basic, "basic"
+    letter = resolve_code(code, row.label, choices)
+    if row_tag(row) >> 16 == 0x6002 and letter == "X":
+        return "X", source  # Overlay Data removed: its whole overlay plane goes with it
+    node = CT_TYPES.child(CONTAINER) if nested else CT_TYPES
+    rule = Rule(row.label, row.pattern, letter, code, source)
+    return typed_letter(rule, node.type_of(row_tag(row))), source
 
 
 def check(elem, letter: str, source: str, vr: str, planted, pseud: Pseudonyms, patient_key: str,
@@ -153,8 +165,8 @@ def check(elem, letter: str, source: str, vr: str, planted, pseud: Pseudonyms, p
     elif letter == "D":
         if vr == "UI":
             assert value == pseud.uid(planted)
-        elif vr == "SQ":
-            assert len(value) == 1 and "CodeMeaning" not in value[0]
+        elif vr == "SQ":  # dummy items: the item's own rules applied (a code's meaning is clinical)
+            assert len(value) == 1 and value[0].CodeMeaning == "CHEST"
         else:
             assert value not in (None, "", b"") and value != planted
     elif letter == "U":
@@ -189,5 +201,65 @@ def test_row_under_option(row, opt, source, outputs):
     pseud = Pseudonyms(SECRET, "ACME")
     if tag >> 16 != 0:
         check(out.get(tag), letter, src, vr, value, pseud, patient_key, tag, nested=False)
+    letter, src = expected_letter(row, opt, nested=True)
     inner = out[CONTAINER].value[0]
     check(inner.get(tag), letter, src, vr, value, pseud, patient_key, tag, nested=True)
+
+
+# --- the teleradiology preset, row by row, as the combination it is ----------------------------
+TELERADIOLOGY = PRESETS["teleradiology"]
+
+
+def combined_letter(row, nested: bool = False) -> tuple[str, str, bool]:
+    """(letter, source, conflict) under all of the preset's options at once, from the table alone.
+
+    Each option that lists the row gives its letter; where they disagree the
+    documented rule applies (cleaning honours both requests, so C wins). The
+    letter is then resolved by the attribute's Type in the CT IOD where it stands.
+    """
+    choices = compound_choices()
+    given = [(resolve_code(row.options[o], row.label, choices), o, row.options[o])
+             for o in TELERADIOLOGY if o in row.options]
+    conflict = False
+    if not given:
+        letter, source, code = resolve_code(row.basic, row.label, choices), "basic", row.basic
+    elif len({g[0] for g in given}) == 1:
+        letter, source, code = given[0]
+    else:
+        cleaning = [g for g in given if g[0] == "C"]
+        assert cleaning, f"{row.label}: options disagree ({given}) and no documented rule decides"
+        (letter, source, code), conflict = cleaning[0], True
+    if row_tag(row) >> 16 == 0x6002 and letter == "X":
+        return "X", source, conflict  # Overlay Data removed: its whole overlay plane goes with it
+    node = CT_TYPES.child(CONTAINER) if nested else CT_TYPES
+    rule = Rule(row.label, row.pattern, letter, code, source)
+    return typed_letter(rule, node.type_of(row_tag(row))), source, conflict
+
+
+@pytest.fixture(scope="module")
+def teleradiology_output(source, tmp_path_factory):
+    path, _, _ = source
+    d = tmp_path_factory.mktemp("out-teleradiology")
+    r = Deidentifier(load_profile("teleradiology"), Pseudonyms(SECRET, "ACME")).deidentify_file(path, d)
+    return pydicom.dcmread(d / r.relpath)
+
+
+def test_teleradiology_has_rows_where_its_options_conflict():
+    """The combination is exercised where it matters: some rows get different letters from two options."""
+    conflicts = [r.label for r in ROWS if combined_letter(r)[2]]
+    assert conflicts, "no row where the preset's options disagree: the combination test would prove little"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.pattern.text)
+def test_row_under_teleradiology_combination(row, source, teleradiology_output):
+    """Each row gets the action of the preset's options combined (cleaning wins a conflict), top level and nested."""
+    _, planted, patient_key = source
+    tag = row_tag(row)
+    vr, value = planted[tag]
+    letter, src, _ = combined_letter(row)
+    pseud = Pseudonyms(SECRET, "ACME")
+    out = teleradiology_output
+    if tag >> 16 != 0:
+        check(out.get(tag), letter, src, vr, value, pseud, patient_key, tag, nested=False)
+    letter, src, _ = combined_letter(row, nested=True)
+    check(out[CONTAINER].value[0].get(tag), letter, src, vr, value, pseud, patient_key, tag, nested=True)

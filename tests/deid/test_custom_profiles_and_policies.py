@@ -169,3 +169,19 @@ def test_retired_and_unknown_attributes_are_removed_even_when_they_look_numeric(
     out = pydicom.dcmread(tmp_path / "out" / r.relpath)
     assert 0x00080001 not in out and 0x0008FFF0 not in out
     assert r.actions["LengthToEnd"] == {"removed": 1}
+
+
+def test_the_readme_example_profile_ships_and_loads():
+    """config/profiles/example-site.toml (the README's example) loads, and the README shows it as it is."""
+    from pathlib import Path
+
+    from pipeline.deid import load_profile
+
+    root = Path(__file__).resolve().parents[2]
+    body = (root / "config" / "profiles" / "example-site.toml").read_text()
+    prof = load_profile("example-site")
+    assert "retain-safe-private" in prof.options
+    readme = (root / "README.md").read_text()
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            assert line in readme, line

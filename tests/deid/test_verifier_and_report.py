@@ -47,7 +47,7 @@ def test_source_tree_fails_with_findings_that_name_no_value(done, pseudonyms):
     v = Verifier(pseudonyms, originals=[info.phi[0].patient_id, info.phi[0].accession])
     report = v.verify_tree(info.root)
     checks = {f.check for f in report.findings}
-    assert {"private", "patient id", "uid", "file meta", "person name", "original identifier"} <= checks
+    assert {"private", "patient id", "uid", "file meta", "person name", "captured identifier"} <= checks
     text = " ".join(f"{f.check} {f.detail}" for f in report.findings)
     assert info.phi[0].patient_id not in text and "PHINAME" not in text
     with pytest.raises(VerificationError):
@@ -64,7 +64,7 @@ def test_planted_leak_after_deid_is_caught(done, pseudonyms):
     ds.ImageComments = info.phi[0].patient_id
     ds.save_as(path)
     findings = verify_batch(out, deid=deid, originals=[r.original for r in results])
-    assert {"burned-in", "private", "original identifier"} <= {f.check for f in findings}
+    assert {"burned-in", "private", "captured identifier"} <= {f.check for f in findings}
 
 
 def test_unreadable_file_fails_closed(done):

@@ -11,7 +11,6 @@ uploaded). The tests run as root, which CI does; mounting is what they need.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Iterator
 
@@ -20,6 +19,7 @@ import pytest
 from pipeline.storage import open_store
 from pipeline.testing import make_study
 from tests.faults.site import check_complete_batch, leaks, site_texts, store_objects, tree_digest
+from tests.harness.tmpfs import small_tmpfs
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -29,15 +29,8 @@ IMAGES = 10
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MB tmpfs, unmounted after the test."""
-    mount = tmp_path / "staging-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, f"mounting a tmpfs needs root (CI runs as root): {done.stderr}"
-    try:
+    with small_tmpfs(tmp_path / "staging-disk", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(disk: Path, leave: int) -> Path:

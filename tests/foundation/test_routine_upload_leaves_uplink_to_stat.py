@@ -53,14 +53,7 @@ def test_a_killed_stat_step_leaves_nothing_behind(tmp_path):
         holder.kill()
 
 
-@pytest.fixture
-def yielding():
-    batch.yield_to_higher_priority(True, max_pause=30)
-    yield
-    batch.yield_to_higher_priority(False)
-
-
-def test_routine_upload_pauses_after_its_current_file_while_stat_runs(tmp_path, yielding, monkeypatch):
+def test_routine_upload_pauses_after_its_current_file_while_stat_runs(tmp_path, monkeypatch):
     """With a STAT step running, a ROUTINE upload stops after one file and goes on when STAT ends."""
     monkeypatch.setenv("TELERAD_UPLOAD_CONCURRENCY", "1")
     settings = load_settings()
@@ -74,7 +67,7 @@ def test_routine_upload_pauses_after_its_current_file_while_stat_runs(tmp_path, 
 
     def run() -> None:
         try:
-            batch.upload(settings, batch_id)
+            batch.upload(settings, batch_id, leave_uplink=30)
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 

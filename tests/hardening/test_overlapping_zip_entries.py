@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.exceptions import UnsafeArchiveError
-from pipeline.inbox.zipsafe import inspect, safe_extract
+from pipeline.zipsafe import inspect, safe_extract
 from tests.hardening.zipcraft import quoted_overlap_zip, shared_range_zip
 
 

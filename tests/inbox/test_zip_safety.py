@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.exceptions import UnsafeArchiveError
-from pipeline.inbox.zipsafe import ZipLimits, inspect, safe_extract
+from pipeline.zipsafe import ZipLimits, inspect, safe_extract
 
 
 def write_zip(path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:

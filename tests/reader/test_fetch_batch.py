@@ -31,12 +31,16 @@ def local_files(dest: Path, batch_id: str) -> dict[str, bytes]:
 
 
 def test_round_trip_gives_identical_files_and_the_signed_manifest(store, site, tmp_path):
-    """Every object arrives byte-identical under DEST/BATCH_ID, next to the verified manifest."""
+    """Every object arrives byte-identical under DEST/BATCH_ID (only DICOM there); the verified manifest in DEST/.telerad."""
     settings, key = site
     pub = publish_batch(store, settings, studies=2, series=2, images=3)
     result = fetch_batch(store, pub.batch_id, tmp_path / "dest", key, progress=False)
     assert local_files(tmp_path / "dest", pub.batch_id) == pub.files
-    assert (result.folder / "manifest.json").read_bytes() == pub.manifest
+    assert (tmp_path / "dest" / ".telerad" / pub.batch_id / "manifest.json").read_bytes() == pub.manifest
+    assert result.manifest_path.read_bytes() == pub.manifest
+    assert (result.side / "manifest.sig").exists()
+    assert sorted(p.name for p in result.folder.rglob("*") if p.is_file()) == sorted(
+        k.rsplit("/", 1)[1] for k in pub.files), "the batch folder holds only the images"
     assert (result.downloaded, result.kept) == (12, 0)
 
     again = fetch_batch(store, pub.batch_id, tmp_path / "dest", key, progress=False)
@@ -69,7 +73,7 @@ def test_tampered_and_missing_objects_are_each_named(store, site, tmp_path):
     assert len(err.value.problems) == 2
     got = local_files(tmp_path / "dest", pub.batch_id)
     assert set(got) == set(keys[2:])  # the bad file is not left for anyone to open
-    assert not (tmp_path / "dest" / pub.batch_id / "manifest.json").exists()
+    assert not (tmp_path / "dest" / ".telerad" / pub.batch_id / "manifest.json").exists()
 
 
 def test_altered_manifest_or_foreign_key_is_refused_before_download(store, site, tmp_path, monkeypatch):

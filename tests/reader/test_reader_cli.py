@@ -141,7 +141,7 @@ def test_fetch_killed_mid_way_resumes(reader_env, backend, tmp_path):
         proc.wait(timeout=10)
     finished = len(list(dest.rglob("*.dcm")))
     assert 6 <= finished < 30
-    assert not (dest / pub.batch_id / "manifest.json").exists()  # not marked verified
+    assert not (dest / ".telerad" / pub.batch_id / "manifest.json").exists()  # not marked verified
 
     out = runner.invoke(cli_app(), ["reader", "fetch", pub.batch_id, "--dest", str(dest), "--no-progress"])
     assert out.exit_code == 0, out.output

@@ -1,0 +1,259 @@
+"""What identifies the patient in a source file, captured before the walk, and one matcher for it.
+
+The verifier does not trust the engine's rules: whatever produced a value (a
+table action, an option, a profile's keep, a ``--set`` override), the written
+file must not hold the identifying values the source held. So at ingest the
+engine captures them (the patient's name and each of its components, IDs,
+the birth date in its common written forms, the accession number, addresses,
+telephone numbers, names of physicians and operators, institution names, and
+the names of the submitted file and its folders); they live only in memory.
+``Matcher`` compiles them into one regular expression over bytes that finds
+them as whole tokens (never as a digit run inside a longer number or UID), so
+a batch's search costs one pass over each header.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import PurePath
+
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+
+# Attribute keyword -> what kind of identifier it holds (top level of the source).
+_PERSON_NAMES = (
+    "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
+    "ReferringPhysicianName", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
+    "OperatorsName", "RequestingPhysician", "PhysiciansOfRecord", "ScheduledPerformingPhysicianName",
+    "ResponsiblePerson", "PersonName",
+)
+_IDS = (
+    "PatientID", "OtherPatientIDs", "AccessionNumber", "MedicalRecordLocator", "AdmissionID",
+    "StudyID", "RequestedProcedureID", "ScheduledProcedureStepID", "PerformedProcedureStepID",
+    "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest",
+)
+_WHOLE_VALUES = (
+    "PatientAddress", "InstitutionAddress", "ReferringPhysicianAddress",
+    "PatientTelephoneNumbers", "ReferringPhysicianTelephoneNumbers", "PersonTelephoneNumbers",
+    "InstitutionName", "InstitutionalDepartmentName",
+)
+_BIRTH_DATE = "PatientBirthDate"
+_TAGS = {tag_for_keyword(k): k for k in (*_PERSON_NAMES, *_IDS, *_WHOLE_VALUES, _BIRTH_DATE)}
+_PN = frozenset(tag_for_keyword(k) for k in _PERSON_NAMES)
+_ID = frozenset(tag_for_keyword(k) for k in _IDS)
+# Words that stand in for no one (placeholders, folder names of every DICOM export):
+# searching for them would fail files for words Telerad or any device writes.
+STOP_WORDS = frozenset({
+    "ANONYMIZED", "ANONYMISED", "ANONYMOUS", "ANON", "UNKNOWN", "NONE", "NULL", "NAME", "PATIENT",
+    "TEST", "PHANTOM", "DICOM", "DICOMDIR", "IMAGE", "IMAGES", "SERIES", "STUDY", "STUDIES", "DATA",
+    "EXPORT", "FILES", "DCM", "IMG", "YES", "NO", "MODIFIED", "REMOVED",
+    # modalities (PS3.3 C.7.3.1.1.1), often the name of an exported file or folder
+    "RTDOSE", "RTPLAN", "RTSTRUCT", "RTIMAGE", "RTRECORD", "SEG", "REG", "KER", "PLAN", "DOC",
+})
+_MIN_LEN = 3
+_SHORT_NUMBER = 6  # digit-only identifiers shorter than this match only in text, not in numbers
+_UID_LIKE = re.compile(r"^\d+(\.\d+)+$")
+_EXTENSIONS = re.compile(r"\.(dcm|dicom|ima|img|zip)$", re.IGNORECASE)
+TOKEN_CHARS = rb"0-9A-Za-z"
+
+
+@dataclass(frozen=True)
+class Captured:
+    """Identifying values of one or more source files: (upper-case text, kind) pairs, sorted."""
+
+    needles: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(self.needles))  # looked up per file in caches
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
+
+    def __bool__(self) -> bool:
+        return bool(self.needles)
+
+    @classmethod
+    def of(cls, pairs) -> "Captured":
+        best: dict[str, str] = {}
+        for text, kind in pairs:
+            t = " ".join(str(text).split()).upper()
+            if _keep(t):
+                best.setdefault(t, kind)
+        return cls(tuple(sorted(best.items())))
+
+    def merged(self, *others: "Captured") -> "Captured":
+        return Captured.of([p for c in (self, *others) for p in c.needles])
+
+    def without(self, words) -> "Captured":
+        drop = {str(w).upper() for w in words if w}
+        return Captured(tuple(p for p in self.needles if p[0] not in drop))
+
+
+_ALNUM = re.compile(r"[^\W_]")
+
+
+def _keep(text: str) -> bool:
+    return len(text) >= _MIN_LEN and text not in STOP_WORDS and _ALNUM.search(text) is not None
+
+
+def birth_date_forms(da: str) -> list[str]:
+    """A DA birth date as people write it: 19610203, 1961-02-03, 03/02/1961, 02/03/1961, ..."""
+    d = da.strip().replace(".", "")
+    if len(d) != 8 or not d.isdigit():
+        return [da.strip()] if da.strip() else []
+    y, m, dd = d[:4], d[4:6], d[6:]
+    return [d, f"{y}-{m}-{dd}", f"{y}/{m}/{dd}", f"{y}.{m}.{dd}", f"{dd}/{m}/{y}", f"{m}/{dd}/{y}",
+            f"{dd}.{m}.{y}", f"{dd}-{m}-{y}", f"{m}-{dd}-{y}"]
+
+
+def _texts(elem) -> list[str]:
+    """The text values of an element, raw or converted (bytes decoded leniently)."""
+    value = elem.value
+    if isinstance(elem, RawDataElement):
+        if not value:
+            return []
+        text = value.decode("utf-8", "replace") if not value.isascii() else value.decode("ascii")
+        return [p.strip(" \x00") for p in text.split("\\")]
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    return [str(v).strip(" \x00") for v in items]
+
+
+def capture(ds: Dataset, submitted: str | None = None, ordinary=None) -> Captured:
+    """The identifying values of a source dataset's top level, and of its submitted path.
+
+    ``submitted`` is the file's path as submitted (the study folder's name and
+    the path under it): each folder name and the file's name without its
+    extension are captured, except names that look like UIDs or dates (those
+    are judged by the UID and date policies), short numbers, and names that
+    ``ordinary(name)`` calls ordinary words (the clinical vocabulary: a folder
+    ``CT_HEAD`` names no one); a name component that is an ordinary word is
+    searched only within the whole name. An institution name that is also the name of the
+    device's maker (a test set's ``TOSHIBA``) names a company and is left out.
+    """
+    pairs: list[tuple[str, str]] = []
+    d = ds._dict
+    for tag, kind in _TAGS.items():
+        elem = d.get(tag)
+        if elem is None:
+            continue
+        try:
+            texts = _texts(elem)
+        except Exception:  # an unreadable value is judged by the engine, not captured
+            continue
+        for text in texts:
+            if not text:
+                continue
+            if tag in _PN:
+                for group in text.split("="):
+                    comps = group.split("^")
+                    pairs.append((" ".join(c for c in comps if c), kind))
+                    # family, given, middle (not prefix, suffix); a component that is a clinical
+                    # word (a phantom's "Perfusion") is searched only as part of the whole name
+                    pairs += [(c, kind) for c in comps[:3]
+                              if ordinary is None or not all(ordinary(w) for w in c.split() if w)]
+            elif kind == _BIRTH_DATE:
+                pairs += [(f, "birth date") for f in birth_date_forms(text)]
+            else:
+                if kind.startswith("Institution") and _in_manufacturer(d, text):
+                    continue
+                pairs.append((text, kind))
+                if kind.endswith("TelephoneNumbers"):
+                    digits = "".join(c for c in text if c.isdigit())
+                    if len(digits) >= 7:
+                        pairs.append((digits, kind))
+    if submitted:
+        for part in PurePath(submitted).parts:
+            name = _EXTENSIONS.sub("", part).strip()
+            if not name or _UID_LIKE.match(name) or (name.isdigit() and len(name) < 9) or tag_for_keyword(name):
+                continue  # UIDs, dates and short numbers have their own policies; a keyword names no one
+            if ordinary is not None and all(ordinary(w) for w in re.split(r"[\s_]+", name) if w):
+                continue
+            pairs.append((name, "a submitted file or folder name"))
+    return Captured.of(pairs)
+
+
+_MANUFACTURER = tag_for_keyword("Manufacturer")
+
+
+def _in_manufacturer(d: dict, text: str) -> bool:
+    elem = d.get(_MANUFACTURER)
+    if elem is None:
+        return False
+    try:
+        maker = " ".join(_texts(elem)).upper()
+    except Exception:
+        return False
+    return re.search(r"(?<![0-9A-Z])" + re.escape(text.upper()) + r"(?![0-9A-Z])", maker) is not None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One captured value found: what kind it was, whether it is a short number or UID-shaped."""
+
+    kind: str
+    short_number: bool
+    uid_like: bool = False
+
+
+class Matcher:
+    """One compiled search for a set of captured values, as whole tokens, case-insensitive."""
+
+    def __init__(self, captured: Captured) -> None:
+        self.kinds: dict[bytes, str] = {}
+        variants: set[bytes] = set()
+        for text, kind in captured.needles:
+            for enc in ("utf-8", "latin-1"):
+                try:
+                    b = text.encode(enc)
+                except UnicodeEncodeError:
+                    continue
+                variants.add(b)
+                self.kinds.setdefault(b.upper(), kind)
+        if variants:
+            alternatives = b"|".join(re.escape(v) for v in sorted(variants, key=lambda v: (-len(v), v)))
+            self.pattern: re.Pattern[bytes] | None = re.compile(
+                rb"(?<![" + TOKEN_CHARS + rb"])(?:" + alternatives + rb")(?![" + TOKEN_CHARS + rb"])",
+                re.IGNORECASE)
+            # The quick test: the same words without boundaries, case-sensitive over upper-cased
+            # bytes (several times faster than either lookarounds or IGNORECASE on a header).
+            upper = {v.upper() for v in variants}
+            self.quick: re.Pattern[bytes] | None = re.compile(
+                b"|".join(re.escape(v) for v in sorted(upper, key=lambda v: (-len(v), v))))
+        else:
+            self.pattern = self.quick = None
+
+    def __bool__(self) -> bool:
+        return self.pattern is not None
+
+    def any_in(self, data: bytes) -> bool:
+        """True when ``data`` may hold a captured value (a quick test; ``hits`` says which, as tokens)."""
+        return self.quick is not None and self.quick.search(data.upper()) is not None
+
+    def hits(self, data: bytes) -> list[Hit]:
+        if self.pattern is None:
+            return []
+        out = []
+        for m in self.pattern.finditer(data):
+            found = m.group().upper()
+            out.append(Hit(self.kinds.get(found, "a captured value"),
+                           found.isdigit() and len(found) < _SHORT_NUMBER,
+                           _UID_LIKE.match(found.decode("latin-1")) is not None))
+        return out
+
+    def text_hits(self, text: str) -> list[Hit]:
+        return self.hits(text.encode("utf-8", "ignore"))
+
+
+@lru_cache(maxsize=256)
+def matcher_for(captured: Captured) -> Matcher:
+    """The compiled matcher of a set of captured values (a batch's, or one patient's)."""
+    return Matcher(captured)
+
+
+def label(tag: int) -> str:
+    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

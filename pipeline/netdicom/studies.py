@@ -1,0 +1,453 @@
+"""Received instances grouped into studies; a study is submitted once nothing arrived for a while.
+
+This is the part of the DICOM listener that needs no socket: the Storage SCP
+(``scp.py``) and the DICOMweb gateway both hand it whole Part 10 instances and
+submit what it closes. Its API::
+
+    collector = StudyCollector(settings, dispatch=start_batch)   # or submit=..., spool=..., stable_seconds=...
+    received = collector.receive(data_or_path, calling="CT1", priority=None)   # durable when it returns
+    closed = collector.close_stable()          # call every second or so (``run(stop)`` does)
+
+``receive`` returns only once the instance is written, fsynced and renamed into
+its study's folder (so the caller may acknowledge it), and raises
+``SpoolFullError`` (C-STORE 0xA700, HTTP 507) when it cannot be stored - then
+nothing of it is left on disk - or ``UnreadableInstanceError`` (C-STORE 0xC210,
+HTTP 400) for data that cannot be parsed. Messages name no value from the data.
+
+Spool layout (``listen_spool_dir``, default ``TELERAD_HOME/listen``); folder and
+file names are hashes of UIDs, never UIDs or names::
+
+    tmp/ID.part                     an instance being written (never acknowledged)
+    open/KEY/instances/NAME.dcm     a study still receiving; KEY = hash of the Study Instance UID
+    open/KEY/study.json             its priority so far, calling AE titles, follow-up of which batches
+    closed/KEY-STAMP/               a stable study taken for submission (one atomic rename)
+        instances/ study.json ticket.json   (ticket: batch ID, whether it is queued)
+    sent/KEY.json                   batches made of this study and the instances they held
+    failed/KEY-STAMP/reason.txt     a study refused at submission, with why
+
+A study is stable when its ``instances/`` folder has not changed for
+``stable_seconds`` (the folder's mtime moves with every instance renamed in), so
+the rule survives restarts and needs no memory. Instances of a study that was
+already submitted open a new study of the same KEY: its batch is a follow-up
+(``follow_up_of`` in the manifest) and an instance already sent unchanged is
+acknowledged but not sent twice. After the batch is uploaded its closed folder
+is deleted (``discard_submitted``, called by the batch's last step).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from pipeline.exceptions import PermanentError, SubmissionError, TeleradError, TransientError
+from pipeline.netdicom.activity import Activity
+from pipeline.netdicom.priority import PriorityRules, highest
+from pipeline.settings import Settings
+from pipeline.state import BatchRecord, utcnow
+from pipeline.checksums import sha256_file
+
+log = logging.getLogger("telerad.listen")
+
+INSTANCES = "instances"
+STUDY_FILE = "study.json"
+TICKET_FILE = "ticket.json"
+
+
+class SpoolFullError(TransientError):
+    """The spool has no room (or cannot be written): the instance was not stored; send it again later."""
+
+
+class UnreadableInstanceError(PermanentError):
+    """The data is not a DICOM instance this collector can group (unparsable, no UIDs)."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """What ``receive`` did with one instance."""
+
+    study_key: str
+    name: str
+    size: int
+    priority: str | None
+    follow_up: bool = False
+    duplicate: bool = False  # already sent unchanged in an earlier batch: acknowledged, not stored again
+
+
+@dataclass(frozen=True)
+class StudyTicket:
+    """What a submitter needs to make a batch of one closed study (no PHI)."""
+
+    folder: Path
+    priority: str
+    calling: tuple[str, ...]
+    instances: int
+    follow_up_of: tuple[str, ...] = ()
+
+    @property
+    def note(self) -> str:
+        if not self.follow_up_of:
+            return ""
+        return ("Follow-up: instances of this study that arrived after batch "
+                f"{', '.join(self.follow_up_of)} was sent.")
+
+
+@dataclass(frozen=True)
+class ClosedStudy:
+    """One study submitted by ``close_stable``."""
+
+    study_key: str
+    batch_id: str
+    priority: str
+    instances: int
+    follow_up_of: tuple[str, ...] = ()
+
+
+Submitter = Callable[[StudyTicket], str]
+Dispatcher = Callable[[str], None]
+
+
+def study_key(study_uid: str) -> str:
+    """A folder name for a study that does not reveal its UID."""
+    return hashlib.sha256(study_uid.strip().encode()).hexdigest()[:32]
+
+
+def instance_name(sop_uid: str) -> str:
+    return hashlib.sha256(sop_uid.strip().encode()).hexdigest()[:40] + ".dcm"
+
+
+def batch_submitter(settings: Settings) -> Submitter:
+    """The default submitter: record the closed study as a batch (``create_batch``, origin ``listen``)."""
+
+    def submit(ticket: StudyTicket) -> str:
+        from pipeline.batch import create_batch
+
+        return create_batch(
+            settings, ticket.folder, priority=ticket.priority, origin="listen",
+            note=ticket.note, follow_up_of=list(ticket.follow_up_of),
+        )
+
+    return submit
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class StudyCollector:
+    """Stores received instances durably, groups them by study, submits stable studies."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        submit: Submitter | None = None,
+        dispatch: Dispatcher | None = None,
+        spool: Path | None = None,
+        stable_seconds: float | None = None,
+        rules: PriorityRules | None = None,
+        activity: Activity | None = None,
+        min_free_bytes: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.spool = Path(spool or settings.listen_spool).absolute()
+        self.stable_seconds = settings.listen_stable_seconds if stable_seconds is None else stable_seconds
+        self.min_free_bytes = settings.listen_min_free_bytes if min_free_bytes is None else min_free_bytes
+        self.rules = rules or PriorityRules.from_settings(settings)
+        self.submit = submit or batch_submitter(settings)
+        self.dispatch = dispatch
+        self.activity = activity or Activity(None)
+        for d in ("tmp", "open", "closed", "sent", "failed"):
+            (self.spool / d).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._lock_path = self.spool / ".lock"
+        self._retry_at: dict[str, tuple[float, int]] = {}  # closed study -> (next try, failures so far)
+        self.recover()
+
+    # --- receiving ------------------------------------------------------------------------
+    def receive(self, data: bytes | Path, *, calling: str = "", priority: str | None = None) -> Received:
+        """Store one Part 10 instance durably in its study's folder; see the module docstring."""
+        ds = self._parse(data)
+        study_uid = str(ds.get("StudyInstanceUID") or "").strip()
+        meta = getattr(ds, "file_meta", None)
+        sop_uid = str(ds.get("SOPInstanceUID") or (meta.get("MediaStorageSOPInstanceUID") if meta else "") or "").strip()
+        if not study_uid:
+            raise UnreadableInstanceError("the instance has no Study Instance UID: it cannot be grouped into a study")
+        if not sop_uid:
+            raise UnreadableInstanceError("the instance has no SOP Instance UID")
+        signal = self.rules.signal(ds, calling, priority)
+        key, name = study_key(study_uid), instance_name(sop_uid)
+        size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else Path(data).stat().st_size
+
+        sent = _read_json(self.spool / "sent" / f"{key}.json")
+        if sent and sent.get("instances", {}).get(name) == self._digest(data):
+            self.activity.add("instances_already_sent", ae=calling)
+            return Received(key, name, size, signal, follow_up=True, duplicate=True)
+
+        tmp = self._write_tmp(data, size)
+        try:
+            with self._locked():
+                folder = self.spool / "open" / key
+                self._note_study(folder, calling, signal)
+                os.rename(tmp, folder / INSTANCES / name)
+                _fsync_dir(folder / INSTANCES)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._spool_error(exc) from None
+        self.activity.add("instances_received", ae=calling)
+        return Received(key, name, size, signal, follow_up=bool(sent))
+
+    def _parse(self, data: bytes | Path):
+        import pydicom
+
+        from pipeline.dicomio import quiet_pydicom
+
+        quiet_pydicom()  # pydicom's warnings may quote values: keep them out of the listener's log
+        try:
+            src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+            return pydicom.dcmread(src, stop_before_pixels=True)
+        except Exception as exc:  # any parser failure: refuse this instance only, name no value
+            raise UnreadableInstanceError(f"the data cannot be parsed as a DICOM Part 10 instance ({type(exc).__name__})") from None
+
+    @staticmethod
+    def _digest(data: bytes | Path) -> str:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return hashlib.sha256(data).hexdigest()
+        return sha256_file(Path(data))
+
+    def _write_tmp(self, data: bytes | Path, size: int) -> Path:
+        """The instance in ``tmp/``, fsynced; nothing left behind when it cannot be written whole."""
+        if self.min_free_bytes:  # keep a reserve; with none, the disk's own ENOSPC decides
+            st = os.statvfs(self.spool / "tmp")
+            if st.f_bavail * st.f_frsize < size + self.min_free_bytes:
+                self.activity.add("out_of_resources")
+                raise SpoolFullError(
+                    f"the listener's spool is full (a {size}-byte instance would leave less than the "
+                    f"{self.min_free_bytes} bytes it keeps free): free space there, then send again"
+                )
+        tmp = self.spool / "tmp" / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                else:
+                    with open(data, "rb") as src:
+                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                            view = memoryview(chunk)
+                            while view:
+                                view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._spool_error(exc) from None
+        return tmp
+
+    def _spool_error(self, exc: OSError) -> SpoolFullError:
+        self.activity.add("out_of_resources")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return SpoolFullError("the listener's spool disk is full: free space there, then send again")
+        return SpoolFullError(f"the listener's spool cannot be written ({errno.errorcode.get(exc.errno or 0, type(exc).__name__)})")
+
+    def _note_study(self, folder: Path, calling: str, signal: str | None) -> None:
+        """Open the study's folder if needed; record a higher priority or a new calling AE."""
+        path = folder / STUDY_FILE
+        if not folder.exists():
+            (folder / INSTANCES).mkdir(parents=True)
+            info = {"opened_at": utcnow(), "priority": signal, "calling": [calling] if calling else []}
+            _write_json(path, info)
+            _fsync_dir(folder.parent)
+            return
+        info = _read_json(path)
+        better = highest([info.get("priority"), signal])
+        if better != info.get("priority") or (calling and calling not in info.get("calling", [])):
+            info["priority"] = better
+            if calling and calling not in info.setdefault("calling", []):
+                info["calling"].append(calling)
+            _write_json(path, info)
+
+    # --- closing ------------------------------------------------------------------------
+    def close_stable(self, now: float | None = None) -> list[ClosedStudy]:
+        """Take every study quiet for ``stable_seconds`` and submit it (plus any left from before)."""
+        now = time.time() if now is None else now
+        for folder in sorted((self.spool / "open").iterdir()):
+            if self._quiet_since(folder, now):
+                with self._locked():
+                    if self._quiet_since(folder, now):  # nothing slipped in meanwhile
+                        self._take(folder, now)
+        closed = self.submit_pending(now)
+        self.activity.set(open_studies=self.open_count(), studies_awaiting_upload=len(list((self.spool / "closed").iterdir())))
+        return closed
+
+    def _quiet_since(self, folder: Path, now: float) -> bool:
+        try:
+            return now - (folder / INSTANCES).stat().st_mtime >= self.stable_seconds
+        except FileNotFoundError:
+            return False
+
+    def _take(self, folder: Path, now: float) -> None:
+        if not any((folder / INSTANCES).iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        target = self.spool / "closed" / f"{folder.name}-{int(now * 1000)}-{uuid.uuid4().hex[:6]}"
+        os.rename(folder, target)
+        _fsync_dir(target.parent)
+
+    def submit_pending(self, now: float | None = None) -> list[ClosedStudy]:
+        """Submit and queue every closed study not yet queued, most urgent first.
+
+        A study whose queueing failed (the broker down) is tried again after 1, 2, 4 ...
+        seconds, at most a minute apart.
+        """
+        now = time.time() if now is None else now
+        waiting = []
+        for folder in (self.spool / "closed").iterdir():
+            info = _read_json(folder / STUDY_FILE)
+            prio = info.get("priority") or self.rules.default
+            waiting.append((("STAT", "URGENT", "ROUTINE").index(prio) if prio in ("STAT", "URGENT", "ROUTINE") else 9,
+                            int(folder.name.rsplit("-", 2)[-2]), folder, info, prio))
+        out = []
+        for _rank, _stamp, folder, info, prio in sorted(waiting, key=lambda w: w[:2]):
+            next_try, failures = self._retry_at.get(folder.name, (0.0, 0))
+            if now < next_try:
+                continue
+            try:
+                done = self._submit_one(folder, info, prio)
+            except Exception as exc:  # e.g. the broker is down: try again later, backing off
+                wait = min(60.0, 2.0 ** failures)
+                self._retry_at[folder.name] = (now + wait, failures + 1)
+                why = str(exc) if isinstance(exc, TeleradError) else type(exc).__name__
+                log.warning("study %s not queued yet (%s); trying again in %.0f s", folder.name[:8], why, wait)
+                continue
+            self._retry_at.pop(folder.name, None)
+            if done is not None:
+                out.append(done)
+        return out
+
+    def _submit_one(self, folder: Path, info: dict, prio: str) -> ClosedStudy | None:
+        ticket_path = folder / TICKET_FILE
+        ticket = _read_json(ticket_path)
+        files = sorted((folder / INSTANCES).iterdir())
+        key = folder.name.split("-", 1)[0]
+        if not ticket.get("batch_id"):
+            # Decided now, not when the study opened: a study closed a moment ago may have
+            # been submitted meanwhile, and then this one follows it.
+            follow = tuple(_read_json(self.spool / "sent" / f"{key}.json").get("batches", []))
+            try:
+                batch_id = self.submit(StudyTicket(folder / INSTANCES, prio, tuple(info.get("calling", [])),
+                                                   len(files), follow))
+            except SubmissionError as exc:  # refused for good (not a queueing problem): set aside with why
+                self._fail(folder, str(exc))
+                return None
+            ticket = {"batch_id": batch_id, "dispatched": False, "submitted_at": utcnow(), "follow_up_of": list(follow)}
+            _write_json(ticket_path, ticket)
+            self._remember_sent(key, batch_id, files)
+        follow = tuple(ticket.get("follow_up_of", []))
+        if ticket.get("dispatched"):
+            return None
+        if self.dispatch is not None:
+            self.dispatch(ticket["batch_id"])
+        ticket["dispatched"] = True
+        _write_json(ticket_path, ticket)
+        self.activity.add("studies_submitted")
+        self.activity.set(last_batch_queued_at=utcnow())
+        _audit(self.settings, "listen.study_submitted", ticket["batch_id"], priority=prio, instances=len(files),
+               calling_ae_titles=sorted(info.get("calling", [])), follow_up=bool(follow))
+        log.info("study %s submitted as batch %s (%s, %d instances%s)", key[:8], ticket["batch_id"], prio,
+                 len(files), ", follow-up" if follow else "")
+        return ClosedStudy(key, ticket["batch_id"], prio, len(files), follow)
+
+    def _remember_sent(self, key: str, batch_id: str, files: list[Path]) -> None:
+        path = self.spool / "sent" / f"{key}.json"
+        with self._locked():
+            sent = _read_json(path) or {"batches": [], "instances": {}}
+            sent["batches"].append(batch_id)
+            sent["instances"].update({p.name: sha256_file(p) for p in files})
+            _write_json(path, sent)
+
+    def _fail(self, folder: Path, reason: str) -> None:
+        target = self.spool / "failed" / folder.name
+        os.rename(folder, target)
+        (target / "reason.txt").write_text(f"Refused at submission: {utcnow()}\nReason: {reason}\n")
+        self.activity.add("studies_refused")
+        log.warning("study %s refused at submission; see %s/reason.txt", folder.name[:8], target)
+
+    # --- housekeeping -----------------------------------------------------------------------
+    def recover(self) -> None:
+        """After a crash: ``tmp/`` holds only instances never acknowledged; they go."""
+        for tmp in (self.spool / "tmp").glob("*.part"):
+            tmp.unlink(missing_ok=True)
+
+    def open_count(self) -> int:
+        return sum(1 for _ in (self.spool / "open").iterdir())
+
+    def run(self, stop: threading.Event, interval: float = 1.0) -> None:
+        """Close stable studies every ``interval`` seconds until ``stop`` is set."""
+        while not stop.wait(interval):
+            try:
+                self.close_stable()
+            except OSError as exc:  # a full disk while closing: the studies wait in open/
+                log.warning("closing stable studies failed (%s); will retry", type(exc).__name__)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer of the spool's folders at a time: threads here, processes via flock."""
+        with self._lock, open(self._lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def discard_submitted(record: BatchRecord) -> bool:
+    """Delete a listener study's spool folder once its batch is uploaded (called by ``finalize``)."""
+    folder = Path(record.source).parent
+    ticket = _read_json(folder / TICKET_FILE) if folder.is_dir() else {}
+    if ticket.get("batch_id") != record.batch_id or "upload" not in record.steps_done:
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def _audit(settings: Settings, action: str, batch_id: str | None, **details: object) -> None:
+    from pipeline.audit import AuditLog
+
+    outcome = str(details.pop("outcome", "ok"))
+    AuditLog.from_settings(settings).append(action, batch_id=batch_id, actor="telerad-listen", outcome=outcome, **details)
