@@ -222,7 +222,8 @@ class Deidentifier:
         try:  # burned-in text: candidates' pixels are read by OCR and masked, by policy
             source, pixels = self.guard.inspect(
                 src, source, inflate_limits=self.inflate_limits,
-                before_change=lambda full: masked_snapshot.append(completeness.Snapshot.of(full, keep_pixels=True)))
+                before_change=lambda full: masked_snapshot.append(completeness.Snapshot.of(full, keep_pixels=True)),
+                captured=[text for text, _kind in originals["captured"].needles])
         except TeleradError:
             raise
         except Exception as exc:  # a damaged BurnedInAnnotation, Modality, SOP Class...

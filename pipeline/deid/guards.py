@@ -23,7 +23,7 @@ happens then is the policy of ``config/deid/pixels.toml`` (or the profile's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -142,20 +142,22 @@ class BurnedInGuard:
     def inspect(self, path: Path, source: dicomio.SourceFile, *,
                 inflate_limits: dicomio.InflateLimits = dicomio.DEFAULT_INFLATE,
                 before_change: Callable[[dicomio.SourceFile], None] | None = None,
+                captured: Iterable[str] = (),
                 ) -> tuple[dicomio.SourceFile, PixelOutcome | None]:
         """Examine a candidate's pixels by the policy; returns the source to walk and what was done.
 
         Not a candidate: ``(source, None)``, pixels untouched. Raises
         RefusedFileError (quarantine, review) or DeidentificationError (fail).
         ``before_change(full)`` sees the file read with its pixels just before
-        they are masked (the completeness gate's snapshot).
+        they are masked (the completeness gate's snapshot); ``captured`` are the
+        identifying values the engine captured, certain hits when OCR reads them.
         """
         reason = self.suspect(source.dataset)
         if reason is None:
             return source, None
         from pipeline.pixels.inspect import inspect_candidate
 
-        return inspect_candidate(self, Path(path), source, reason, inflate_limits, before_change)
+        return inspect_candidate(self, Path(path), source, reason, inflate_limits, before_change, captured)
 
     # --- what the policy says about a finding -----------------------------------------
     def refuse(self, what: str) -> NoReturn:

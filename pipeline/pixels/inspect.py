@@ -7,7 +7,7 @@ text was found) and the ``PixelOutcome`` every report reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.SourceFile, reason: str,
                       inflate_limits: dicomio.InflateLimits = dicomio.DEFAULT_INFLATE,
                       before_change: Callable[[dicomio.SourceFile], None] | None = None,
+                      captured: Iterable[str] = (),
                       ) -> tuple[dicomio.SourceFile, "PixelOutcome"]:
     from pipeline.deid.guards import PixelOutcome
 
@@ -43,7 +44,7 @@ def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.Source
     decided = queue.find(file_digest(path)) if queue is not None else None
     if decided is not None and decided.status == "rejected":
         raise RefusedFileError(f"possible burned-in annotation: rejected in review {decided.id}")
-    header = HeaderValues.of(source.dataset)  # before the walk replaces them
+    header = HeaderValues.of(source.dataset, captured)  # before the walk replaces them
     flag_yes = reason.startswith("BurnedInAnnotation is YES")
 
     full = dicomio.read(path, load_pixels=True, inflate_limits=inflate_limits)

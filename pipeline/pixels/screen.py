@@ -14,6 +14,7 @@ is noise (ultrasound speckle or film grain read as short lower-case jumble).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,8 +64,11 @@ class HeaderValues:
     tokens: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, ds: Dataset) -> "HeaderValues":
-        raw: list[str] = []
+    def of(cls, ds: Dataset, captured: Iterable[str] = ()) -> "HeaderValues":
+        """The header's name, IDs, birth date, accession and institution, plus ``captured``
+        (the identifying values the engine captured for the verifier: physicians,
+        addresses, the submitted file's folder names...)."""
+        raw: list[str] = [t for text in captured for t in re.split(r"[\s^=,\\/]+", text) if t]
         for kw in ("PatientName", "PatientID", "AccessionNumber", "InstitutionName", "OtherPatientIDs"):
             try:
                 value = str(value_of(ds, kw, "") or "")

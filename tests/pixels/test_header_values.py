@@ -44,3 +44,12 @@ def test_noise_doubt_and_text_are_told_apart(header):
     assert classify(Word("MSCSKEL", 41, 0, 0, 5, 5), header, ocr) == "doubt"
     assert classify(Word("CINE", 95, 0, 0, 5, 5), header, ocr) == "text"
     assert classify(Word("red", 96, 0, 0, 5, 5), header, ocr) == "text"
+
+
+def test_values_the_engine_captured_are_certain_hits_too():
+    """What the engine captured for the verifier (a referring physician, an address) counts as well."""
+    ds = Dataset()
+    ds.PatientName = "QUISTBRNDL^MARGARETHE"
+    values = HeaderValues.of(ds, captured=["HOLLOWAY^FRIEDERIKE", "12 KESTREL LANE"])
+    assert values.hit("HOLLOWAY") and values.hit("FRIEDERIKE") and values.hit("KESTREL")
+    assert not HeaderValues.of(ds).hit("HOLLOWAY")
