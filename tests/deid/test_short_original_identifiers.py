@@ -53,3 +53,17 @@ def test_a_short_numeric_original_is_not_mistaken_for_a_kept_number(tmp_path, ps
     assert b"134 " in path.read_bytes()
     findings = Verifier(pseudonyms, deid.profile, originals=["134"]).verify_file(path, res.relpath)
     assert [f for f in findings if f.check == "original identifier"] == []
+
+
+def test_an_institution_named_like_the_maker_with_other_punctuation_is_a_company():
+    """InstitutionName "GE MEDICAL SYSTEMS" beside Manufacturer "G.E. Medical Systems" names the maker, not a site."""
+    from pydicom.dataset import Dataset
+
+    from pipeline.deid.capture import capture
+
+    ds = Dataset()
+    ds.InstitutionName = "GE MEDICAL SYSTEMS"
+    ds.Manufacturer = "G.E. Medical Systems"
+    assert "GE MEDICAL SYSTEMS" not in {t for t, _k in capture(ds).needles}
+    ds.InstitutionName = "RIVERBEND CLINIC"
+    assert "RIVERBEND CLINIC" in {t for t, _k in capture(ds).needles}
