@@ -31,7 +31,6 @@ name by default): useful to name a person behind a shared account, never proof.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.exceptions import AuditError, TeleradError
+from pipeline.locking import flocked
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -220,28 +220,20 @@ class AuditLog:
             log.warning("audit entry %r: redacted fields %s", action, ", ".join(entry["redacted"]))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            with flocked(self.path, flags=os.O_RDWR | os.O_CREAT | os.O_APPEND) as fd:
+                seq, prev, ends_clean = self._tail(fd)
+                entry = {"seq": seq + 1, **entry, "prev": prev}
+                entry["hash"] = entry_hash(entry)
+                line = _canonical(entry) + b"\n"
+                if not ends_clean:
+                    line = b"\n" + line  # never glue an entry onto a torn last line
+                _write_all(fd, line)
+                os.fsync(fd)
         except OSError as exc:
             raise AuditError(
-                f"cannot open the audit log {self.path} ({exc.strerror}); check its folder's permissions"
+                f"cannot write the audit log {self.path} ({exc.strerror}); check its folder's "
+                "permissions and free space"
             ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            seq, prev, ends_clean = self._tail(fd)
-            entry = {"seq": seq + 1, **entry, "prev": prev}
-            entry["hash"] = entry_hash(entry)
-            line = _canonical(entry) + b"\n"
-            if not ends_clean:
-                line = b"\n" + line  # never glue an entry onto a torn last line
-            _write_all(fd, line)
-            os.fsync(fd)
-        except OSError as exc:
-            raise AuditError(
-                f"cannot write the audit log {self.path} ({exc.strerror}); check free space"
-            ) from None
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
         self._mirror(entry)
         return entry
 

@@ -658,6 +658,7 @@ def _deid_report(deid: Any, record: BatchRecord, produced: list[tuple[str, Any]]
         refused_reasons=[e.reason for e in record.refused],
         overrides=record.overrides,
         pixel_policy=deid.guard.policy,
+        steps=deid.describe_actions(),
     )
     report["batch_id"] = record.batch_id
     return report

@@ -14,7 +14,6 @@ import binascii
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization

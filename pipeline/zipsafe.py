@@ -20,7 +20,6 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from pipeline.exceptions import UnsafeArchiveError
 from pipeline.settings import Settings

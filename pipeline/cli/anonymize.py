@@ -28,15 +28,13 @@ command could not start (bad arguments, unsafe ZIP, bad profile).
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional

@@ -6,8 +6,9 @@
     result = deid.deidentify_file(src, out_root)
 """
 
+from pipeline.deid.custom import load_profile
 from pipeline.deid.engine import DeidentifiedFile, Deidentifier, OriginalIds, action_totals
-from pipeline.deid.profile import ALL_OPTIONS, PRESETS, Profile, load_profile
+from pipeline.deid.profile import ALL_OPTIONS, PRESETS, Profile
 from pipeline.deid.report import build_report
 from pipeline.deid.verify import Finding, Verifier, VerifyReport
 

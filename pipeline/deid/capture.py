@@ -50,6 +50,9 @@ STOP_WORDS = frozenset({
     "ANONYMIZED", "ANONYMISED", "ANONYMOUS", "ANON", "UNKNOWN", "NONE", "NULL", "NAME", "PATIENT",
     "TEST", "PHANTOM", "DICOM", "DICOMDIR", "IMAGE", "IMAGES", "SERIES", "STUDY", "STUDIES", "DATA",
     "EXPORT", "FILES", "DCM", "IMG", "YES", "NO", "MODIFIED", "REMOVED",
+    # the priorities Telerad writes into every manifest (and the inbox's stat/urgent/routine
+    # folders), and the folders of Telerad's own inbox and listener
+    "STAT", "URGENT", "ROUTINE", "INBOX", "INCOMING", "OUTGOING", "UPLOAD", "QUARANTINE",
     # modalities (PS3.3 C.7.3.1.1.1), often the name of an exported file or folder
     "RTDOSE", "RTPLAN", "RTSTRUCT", "RTIMAGE", "RTRECORD", "SEG", "REG", "KER", "PLAN", "DOC",
 })

@@ -21,7 +21,7 @@ from pathlib import Path
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from pipeline.deid.guards import POLICIES
-from pipeline.deid.profile import PRESETS, Rule, build_profile
+from pipeline.deid.profile import PRESETS, Profile, Rule, build_profile
 from pipeline.deid.standard import TagPattern
 from pipeline.exceptions import ConfigError
 from pipeline.settings import config_dir
@@ -46,6 +46,15 @@ def _line_of(text: str, key: str) -> int:
         if pat.match(line):
             return i
     return 0
+
+
+def load_profile(name: str = "basic", options: list[str] | tuple[str, ...] | None = None) -> Profile:
+    """A preset by name, or ``config/profiles/NAME.toml`` (a site profile), plus extra ``options``."""
+    extra = list(options or [])
+    key = name.strip().lower()
+    if key in PRESETS:
+        return build_profile(key, [*PRESETS[key], *extra])
+    return load_custom_profile(name, extra)
 
 
 def load_custom_profile(name: str, extra_options: list[str] | None = None):

@@ -217,7 +217,14 @@ class Deidentifier:
         originals = _originals(ds)
         originals["captured"] = capture(ds, submitted if submitted is not None else src.name,
                                         self.cleaners.vocabulary.word_ok)
-        snapshot = completeness.Snapshot.of(source)  # before anything changes
+        try:
+            snapshot = completeness.Snapshot.of(source)  # before anything changes
+        except TeleradError:
+            raise
+        except Exception as exc:  # an image attribute with a VR no one knows (b"U\x00")...
+            raise DicomReadError(
+                f"the image attributes the completeness check reads cannot be read ({type(exc).__name__})"
+            ) from None
         masked_snapshot: list[completeness.Snapshot] = []
         try:  # burned-in text: candidates' pixels are read by OCR and masked, by policy
             source, pixels = self.guard.inspect(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import re
 from functools import lru_cache
 
 from pipeline.deid import vrforms
@@ -77,6 +78,18 @@ def _vocabulary():
     return Vocabulary.from_files(vocabulary_paths(config_dir()))
 
 
+_BATCH_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
 def clean_note(note: str) -> str:
-    """The words of a submission note that may leave: clinical vocabulary only (as Clean Descriptors)."""
-    return _vocabulary().clean(" ".join((note or "").split())) if note else ""
+    """The words of a submission note that may leave: clinical vocabulary only (as Clean Descriptors).
+
+    Batch IDs (random UUIDs Telerad made, as in the listener's follow-up notes)
+    identify no one and are kept too.
+    """
+    vocabulary = _vocabulary()
+    kept = []
+    for word in (note or "").split():
+        core = word.strip(".,;:()[]")
+        kept.append(core if _BATCH_ID.match(core) else vocabulary.clean(word))
+    return " ".join(k for k in kept if k)

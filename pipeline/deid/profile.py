@@ -244,17 +244,6 @@ def build_profile(name: str, options: list[str] | tuple[str, ...] = ()) -> Profi
     return Profile(name=name, options=ordered, exact=exact, masked=masked, private=private)
 
 
-def load_profile(name: str = "basic", options: list[str] | tuple[str, ...] | None = None) -> Profile:
-    """A preset by name, or ``config/profiles/NAME.toml``, plus extra ``options``."""
-    extra = list(options or [])
-    key = name.strip().lower()
-    if key in PRESETS:
-        return build_profile(key, [*PRESETS[key], *extra])
-    from pipeline.deid.custom import load_custom_profile  # custom TOML profiles
-
-    return load_custom_profile(name, extra)
-
-
 @lru_cache(maxsize=4096)
 def keyword_or_tag(tag: int) -> str:
     """A label for a tag in reports: its keyword, or ``(gggg,eeee)``."""

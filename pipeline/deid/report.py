@@ -28,11 +28,14 @@ def build_report(
     refused_reasons: list[str] | None = None,
     overrides: dict | None = None,
     pixel_policy: str | None = None,
+    steps: list[str] | None = None,
 ) -> dict:
     """The per-batch conformance report (``deid-report.json``).
 
     ``refused_reasons`` are the messages of RefusedFileError (they name no PHI);
     callers must not pass source paths. ``overrides`` lists only the keywords set.
+    ``steps`` is the engine's own account of what it does, in order
+    (``Deidentifier.describe_actions``), for an auditor reading the report.
     """
     described = profile.describe()
     codes = list(described["codes"])
@@ -49,6 +52,7 @@ def build_report(
         "custom_rules": described["custom_rules"],
         "pseudonym_key_id": pseudonyms.key_id,
         "overrides": sorted((overrides or {}).keys()),
+        "steps": list(steps or []),
         # Attributes the profile allows to hold identifying values (the verifier does not fail them).
         "allow_identifying": sorted(keyword_or_tag(t) for t in profile.settings.get("allow_identifying", ())),
         "counts": {

@@ -21,17 +21,16 @@ the spool path is what the batch records as its source.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
 import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline.locking import try_flock
 from pipeline.settings import Priority
 from pipeline.state import utcnow
 
@@ -100,26 +99,12 @@ class EntryLock:
 
     def acquire(self, timeout: float = 0.0) -> bool:
         """Take the lock; ``False`` if another process holds it (or the entry vanished)."""
-        deadline = time.monotonic() + timeout
-        try:
-            fd = os.open(self.entry / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self.fd = fd
-                return True
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(0.05)
+        self.fd = try_flock(self.entry / LOCK_FILE, timeout)
+        return self.fd is not None
 
     def release(self) -> None:
         if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
+            os.close(self.fd)  # closing the descriptor drops its flock
             self.fd = None
 
 

@@ -21,7 +21,6 @@ import os
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 from pipeline.inbox.claim import CLAIM_FILE, SPOOL, EntryLock, InboxLayout
 from pipeline.state import BatchRecord, StateStore, utcnow

@@ -26,7 +26,6 @@ ID is the key ARN KMS reports, which is what decryption is checked against.
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import os
 import stat
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.settings import Settings
 from pipeline.exceptions import ConfigError, KeyError_, TransientError
+from pipeline.locking import flocked
 
 LOCAL = "local"
 AWS_KMS = "aws-kms"
@@ -286,14 +286,8 @@ def write_private(path: Path, data: bytes) -> None:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    lock = path.with_name(f".{path.name}.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with flocked(path.with_name(f".{path.name}.lock")):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 class LocalKeyringFile:

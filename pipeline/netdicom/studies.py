@@ -37,7 +37,6 @@ is deleted (``discard_submitted``, called by the batch's last step).
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -48,7 +47,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -58,6 +57,7 @@ from pipeline.netdicom.priority import PriorityRules, highest
 from pipeline.settings import Settings
 from pipeline.state import BatchRecord, utcnow
 from pipeline.checksums import sha256_file
+from pipeline.locking import flocked
 
 log = logging.getLogger("telerad.listen")
 
@@ -428,12 +428,8 @@ class StudyCollector:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """One writer of the spool's folders at a time: threads here, processes via flock."""
-        with self._lock, open(self._lock_path, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with self._lock, flocked(self._lock_path):
+            yield
 
 
 def discard_submitted(record: BatchRecord) -> bool:

@@ -54,7 +54,7 @@ def test_an_unwritable_log_raises_audit_error(tmp_path):
     """When the log cannot be written the caller hears about it (AuditError), with the path."""
     (tmp_path / "audit").write_text("a file where the folder should be")
     log = AuditLog(tmp_path / "audit" / "audit.jsonl")
-    with pytest.raises(AuditError, match="cannot open the audit log"):
+    with pytest.raises(AuditError, match="cannot write the audit log"):
         log.append("upload", batch_id="b1")
 
 

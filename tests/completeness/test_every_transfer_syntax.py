@@ -91,6 +91,10 @@ def test_submit_keeps_every_pixel_and_element_in_every_transfer_syntax(tmp_path,
     outputs = sorted((settings.home / "bucket" / batch_id).rglob("*.dcm"))
     assert record.counts["images"] == len(outputs) == len(corpus)
     assert_whole(corpus, outputs)
+    # The report says what the engine does, step by step, for whoever audits the batch.
+    report = json.loads((settings.home / "bucket" / batch_id / "deid-report.json").read_text())
+    assert any("pseudonymise" in step for step in report["steps"])
+    assert any("burned-in" in step.lower() for step in report["steps"])
 
 
 @pytest.mark.real

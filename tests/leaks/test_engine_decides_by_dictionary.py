@@ -98,3 +98,18 @@ def test_dates_and_times_kept_by_an_option_must_be_dates_and_times(tmp_path):
     for element in (raw_element(0x00181012, "DA", b"DOE^JOHN"), raw_element(0x00181014, "TM", b"DOE^JOHN")):
         with pytest.raises(DeidentificationError, match="not valid for its VR"):
             one_file(tmp_path, element, profile="basic", options=("retain-long-full-dates",))
+
+
+def test_an_unknown_vr_on_an_image_attribute_is_a_clear_read_error(tmp_path):
+    """Rows written with the VR bytes 'U\\x00' fails with Telerad's read error, never a library exception."""
+    from pipeline.exceptions import TeleradError
+
+    ds = make_dataset(PlantedPHI(), study_uid="1.2.826.0.1.3680043.10.778.1", series_uid="1.2.826.0.1.3680043.10.778.2",
+                      sop_uid="1.2.826.0.1.3680043.10.778.3", frame_of_ref="1.2.826.0.1.3680043.10.778.4")
+    ds.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+    data = (tmp_path / "a.dcm").read_bytes()
+    at = data.index(b"\x28\x00\x10\x00US")
+    (tmp_path / "b.dcm").write_bytes(data[:at + 4] + b"U\x00" + data[at + 6:])
+    with pytest.raises(TeleradError):
+        Deidentifier(load_profile("teleradiology"), Pseudonyms(SECRET, "ACME")).deidentify_file(
+            tmp_path / "b.dcm", tmp_path / "out")
