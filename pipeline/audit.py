@@ -63,6 +63,7 @@ COUNT_DETAILS = frozenset(
         "reason_length", "studies_returned", "attempt", "findings",
         # DICOM network (listener associations, deliveries)
         "instances", "stored", "already_sent", "out_of_resources", "sent", "attempts",
+        "pixel_warnings", "pixels_masked", "frames",
     }
 )
 #: Other detail keys that may appear in an entry (their values are shape-checked too).
@@ -77,6 +78,7 @@ SAFE_DETAILS = COUNT_DETAILS | frozenset(
         "calling_ae", "calling_ae_titles", "called_ae", "priorities", "follow_up",
         # HTTP gateway: what an API key may do
         "scopes",
+        "review_id", "boxes", "decision",
     }
 )
 _SAFE_STR = re.compile(r"^[A-Za-z0-9._:@+=/-]{0,128}$")

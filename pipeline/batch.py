@@ -151,6 +151,7 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
             _pseudonyms(settings, record.organization),
             overrides=record.overrides or None,
             inflate_limits=settings.inflate_limits,
+            review_dir=settings.review_dir,  # images OCR is unsure about are held there
         )
         walked = study.walk(source_root)
         placement = study.Placement(staging)
@@ -197,6 +198,10 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
             (o.rel, results[o.index]) for o in outcomes if o.outcome is study.Outcome.WRITTEN
         ]
         skipped, refused = record.skipped, record.refused
+        # Burned-in policy "warn": uploaded unmasked, and said in status and the report.
+        record.warned = [FileError(o.index, o.rel, results[o.index].pixels.warning) for o in outcomes
+                         if o.outcome is study.Outcome.WRITTEN and results[o.index].pixels is not None
+                         and results[o.index].pixels.warning]
         if not produced:
             raise BatchFailed(
                 f"no DICOM images found to send in the study ({walked.seen} files looked at, "
@@ -216,6 +221,8 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
             "studies": len({e.cloud_study_id for e in entries}),
             "series": len({e.series_instance_uid for e in entries}),
             "bytes": sum(e.size for e in entries),
+            "pixel_warnings": len(record.warned),
+            "pixels_masked": sum(1 for _rel, res in produced if res.pixels_cleaned),
         })
         _audit(
             settings,
@@ -227,6 +234,7 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
             studies=record.counts["studies"],
             skipped=len(skipped),
             refused=len(refused),
+            pixel_warnings=len(record.warned),
         )
 
 
@@ -666,6 +674,7 @@ def _deid_report(deid: Any, record: BatchRecord, produced: list[tuple[str, Any]]
         skipped=len(record.skipped),
         refused_reasons=[e.reason for e in record.refused],
         overrides=record.overrides,
+        pixel_policy=deid.guard.policy,
         steps=deid.describe_actions(),
     )
     report["batch_id"] = record.batch_id
@@ -681,7 +690,23 @@ def _manifest_deid_section(report: dict[str, Any], report_key: str) -> dict[str,
         "method_codes": report["codes_applied"],
         "pseudonym_key_id": report["pseudonym_key_id"],
         "report_key": report_key,
+        **_manifest_pixel_summary(report.get("pixels") or {}),
     }
+
+
+def _manifest_pixel_summary(pixels: dict[str, Any]) -> dict[str, Any]:
+    """Burned-in text in the manifest: that Clean Pixel Data with OCR was applied (CID 7050 113101), by what."""
+    files = pixels.get("files") or []
+    if not files:
+        return {}
+    return {"pixels": {
+        "method": pixels.get("method"),
+        "ocr_engine": pixels.get("ocr_engine"),
+        "ocr_engine_version": pixels.get("ocr_engine_version"),
+        "files_examined": len(files),
+        "files_masked": sum(1 for f in files if f.get("boxes_masked")),
+        "files_warned": len(pixels.get("warnings") or []),
+    }}
 
 
 def _load_profile(name: str, options: list[str]) -> Any:

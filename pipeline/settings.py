@@ -301,6 +301,11 @@ class Settings(BaseSettings):
         return self.home / "secrets"
 
     @property
+    def review_dir(self) -> Path:
+        """Images held for a person's decision about burned-in text (``telerad review``)."""
+        return self.home / "review"
+
+    @property
     def audit_log_path(self) -> Path:
         return self.home / "audit" / "audit.jsonl"
 

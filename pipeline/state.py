@@ -87,6 +87,7 @@ class BatchRecord:
     counts: dict[str, int] = field(default_factory=dict)
     skipped: list[FileError] = field(default_factory=list)
     refused: list[FileError] = field(default_factory=list)
+    warned: list[FileError] = field(default_factory=list)  # uploaded with a warning (burned-in policy "warn")
     errors: list[FileError] = field(default_factory=list)
     error: str = ""
     missing: list[str] = field(default_factory=list)
@@ -103,7 +104,7 @@ class BatchRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BatchRecord":
         data = dict(data)
-        for name in ("skipped", "refused", "errors"):
+        for name in ("skipped", "refused", "warned", "errors"):
             data[name] = [FileError(**e) for e in data.get(name, [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -55,7 +55,7 @@ _allowed_names: list[str] = []
 
 
 def _init(profile: str, options: list[str], secret: bytes, organization: str,
-          overrides: dict[str, str], verify: bool) -> None:
+          overrides: dict[str, str], verify: bool, review_dir: str | None = None) -> None:
     """Build this process's engine once (profile, vocabularies, guards)."""
     global _engine, _verify, _allowed_names
     from pipeline.deid import Deidentifier, load_profile
@@ -63,7 +63,8 @@ def _init(profile: str, options: list[str], secret: bytes, organization: str,
 
     pseudonyms = Pseudonyms(secret, organization)
     prof = load_profile(profile, options=options)
-    _engine = Deidentifier(prof, pseudonyms, overrides=overrides or None)
+    _engine = Deidentifier(prof, pseudonyms, overrides=overrides or None,
+                           review_dir=Path(review_dir) if review_dir else None)
     _verify = verify
     # As verify_batch: a per-submission PatientName alias is the only name allowed besides pseudonyms.
     alias = _engine.overrides.as_dict().get("PatientName")
@@ -125,9 +126,10 @@ def _one(src_root: str, scratch_root: str, index: int, rel: str, plan: bool) -> 
         # Findings name the output's pseudonymous path, the check and the tag, never a value.
         return {"index": index, "rel": rel, "outcome": "failed", **actions,
                 "reason": f"verification: {len(findings)} finding(s), first: {findings[0]}"}
+    warning = {"warning": res.pixels.warning} if res.pixels is not None and res.pixels.warning else {}
     return {"index": index, "rel": rel, "outcome": "written", "relpath": res.relpath, "size": res.size,
-            "sha256": res.sha256, "study": res.cloud_study_id,
-            "scratch": None if plan else str(out_path), **actions}
+            "sha256": res.sha256, "study": res.cloud_study_id, "masked": res.pixels_cleaned,
+            "scratch": None if plan else str(out_path), **warning, **actions}
 
 
 def _chunk(src_root: str, scratch_root: str, items: list[tuple[int, str]], plan: bool) -> list[dict[str, Any]]:
@@ -163,7 +165,7 @@ def chunks(files: list[tuple[str, int]], *, max_files: int = CHUNK_FILES,
 
 def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[str], secret: bytes,
         organization: str, overrides: dict[str, str], verify: bool = True, scratch: Path,
-        plan: bool = False, walked: Any = None,
+        plan: bool = False, walked: Any = None, review_dir: str | None = None,
         advance: Callable[[int], None] | None = None) -> dict[str, Any]:
     """De-identify ``src`` into ``out`` with ``jobs`` processes; returns the summary.
 
@@ -188,7 +190,7 @@ def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[s
     if jobs > 1:  # the costliest first, so no process is left with a big chunk at the end
         sizes = dict(files)
         pieces.sort(key=lambda rels: len(rels) + sum(sizes[r] for r in rels) / 1e6, reverse=True)
-    args = (profile, options, secret, organization, overrides, verify)
+    args = (profile, options, secret, organization, overrides, verify, review_dir)
     placement = study.Placement(out)
     outcomes: list[study.FileOutcome] = list(walked.passed_over)
     extra: dict[int, dict[str, Any]] = {}
@@ -198,7 +200,7 @@ def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[s
             item = study.FileOutcome(r["index"], r["rel"], study.Outcome(r["outcome"]), r.get("reason", ""),
                                      relpath=r.get("relpath", ""), size=r.get("size", 0),
                                      sha256=r.get("sha256", ""))
-            extra[item.index] = {k: r[k] for k in ("actions", "study") if k in r}
+            extra[item.index] = {k: r[k] for k in ("actions", "study", "masked", "warning") if k in r}
             if item.outcome is study.Outcome.WRITTEN:
                 placement.place(item, Path(r["scratch"]) if r.get("scratch") else None)
             outcomes.append(item)
@@ -242,6 +244,10 @@ def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[s
         "skipped": listed(study.Outcome.SKIPPED),
         "refused": listed(study.Outcome.REFUSED),
         "failed": listed(study.Outcome.FAILED),
+        "masked": sum(1 for o in written if extra[o.index].get("masked")),
+        # Burned-in policy "warn": written unmasked, and said here.
+        "warned": [{"file": o.rel, "reason": extra[o.index]["warning"]} for o in written
+                   if extra[o.index].get("warning")],
         "not_processed": [f.rel for f in walked.files if f.index not in done_indexes],
         "interrupted": interrupted,
         "jobs": jobs,
@@ -434,7 +440,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
                      + " passed the leak verifier")
     if summary.get("quarantined") is not None:
         lines.append(f"  quarantined: {summary['quarantined']} file(s) with reasons")
-    for what in ("refused", "failed"):
+    if summary.get("masked"):
+        lines.append(f"  burned-in text masked in {_count(summary['masked'], 'file', 'files')} (OCR)")
+    for what in ("refused", "failed", "warned"):
         reasons: dict[str, int] = {}
         for item in summary[what]:
             reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
@@ -444,7 +452,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                  f"({rate:.1f} MB/s, {summary['jobs']} processes)")
     for line in lines:
         typer.echo(shown(line))
-    for what in ("refused", "failed"):
+    for what in ("refused", "failed", "warned"):
         for item in summary[what]:
             typer.echo(shown(f"  {what}: {item['file']}: {item['reason']}"), err=True)
 
@@ -501,6 +509,7 @@ def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, o
         "organization": (org or settings.organization).upper(),
         "overrides": parse_assignments(set_),
         "verify": verify,
+        "review_dir": None if dry_run else str(settings.review_dir),  # a dry run holds nothing
     }
     _init(**init_args)  # a bad profile, option or --set fails here, once, before any work
 

@@ -110,7 +110,8 @@ def status(
     print_table(
         ["priority", "state", "studies", "images", "bytes", "submitted", "stage times", "error", "batch"],
         [[r.priority, state(r), r.counts.get("studies", ""), r.counts.get("images", ""), r.counts.get("bytes", ""),
-          r.submitted_at, stage_durations(r, hosts=bool(settings.state_url)), r.error, r.batch_id] for r in records],
+          r.submitted_at, stage_durations(r, hosts=bool(settings.state_url)),
+          r.error or (f"{len(r.warned)} burned-in warning(s)" if r.warned else ""), r.batch_id] for r in records],
         no_wrap=("batch",),
     )
     from pipeline.netdicom.activity import summary_lines
@@ -170,7 +171,8 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
         console.print(m(f"  {step:15} {times.get('started', '')} -> {times.get('finished', '…')}{where}"))
     if r.takeovers:
         console.print(f"taken over {r.takeovers} time(s) from a host that stopped (see `telerad audit show`)")
-    for label, items in (("skipped", r.skipped), ("refused", r.refused), ("error in", r.errors)):
+    for label, items in (("skipped", r.skipped), ("refused", r.refused), ("warning", r.warned),
+                         ("error in", r.errors)):
         for e in items:
             console.print(f"{label} file {e.index}: {shown(e.relpath)}: {shown(e.reason)}", markup=False, soft_wrap=True)
     if r.error:

@@ -31,6 +31,7 @@ COMMANDS = {
     "share": "reader", "reader": "reader",
     "reidentify": "reidentify",
     "serve": "serve",
+    "review": "review",
 }
 
 

@@ -191,7 +191,13 @@ def _in_manufacturer(d: dict, text: str) -> bool:
         maker = " ".join(_texts(elem)).upper()
     except Exception:
         return False
-    return re.search(r"(?<![0-9A-Z])" + re.escape(text.upper()) + r"(?![0-9A-Z])", maker) is not None
+    if re.search(r"(?<![0-9A-Z])" + re.escape(text.upper()) + r"(?![0-9A-Z])", maker) is not None:
+        return True
+    # The same company written with other punctuation: "G.E. Medical Systems" and "GE MEDICAL SYSTEMS".
+    def plain(t: str) -> str:
+        return " ".join(re.sub(r"[^0-9A-Z]+", " ", t.upper().replace(".", "")).split())
+
+    return bool(plain(text)) and f" {plain(text)} " in f" {plain(maker)} "
 
 
 @dataclass(frozen=True)

@@ -90,10 +90,16 @@ class Snapshot:
     pixel_length: int = 0
     streamed: bool = False
     regions: list[PixelRegion] = field(default_factory=list)
+    pixel_module: Dataset | None = None  # kept for OCR masking: the source image, decoded to compare
 
     @classmethod
-    def of(cls, source) -> "Snapshot":
-        """Record the source's pixel payload and geometry; refuse an image without its pixels."""
+    def of(cls, source, *, keep_pixels: bool = False) -> "Snapshot":
+        """Record the source's pixel payload and geometry; refuse an image without its pixels.
+
+        ``keep_pixels`` (a file about to be masked) also keeps the source's
+        Image Pixel attributes, so masked output, which may be re-encoded, is
+        compared with the source as both decode.
+        """
         ds = source.dataset
         d = ds._dict
         geometry = {tag: _text(ds, kw) for tag, kw in GEOMETRY.items()}
@@ -117,6 +123,8 @@ class Snapshot:
                 "it would arrive as an image without pixels: send the complete file"
             )
         snap._check_native_length(source)
+        if keep_pixels and snap.pixel_tag == 0x7FE00010 and not snap.streamed:
+            snap.pixel_module = pixel_module(ds, source.transfer_syntax)
         return snap
 
     def _check_native_length(self, source) -> None:
@@ -171,6 +179,9 @@ class Snapshot:
             if value != self.pixel_value:
                 raise IncompleteOutputError(f"{name} differs from the source's; nothing was written")
             return
+        if self.pixel_module is not None:
+            self._check_decoded_regions(out, transfer_syntax)
+            return
         self._check_regions(out, value)
 
     def check_written(self, header_size: int, size: int) -> None:
@@ -205,6 +216,63 @@ class Snapshot:
             raise IncompleteOutputError(
                 "the cleaned pixel data differs from the source outside the recorded regions"
             )
+
+
+    def _check_decoded_regions(self, out: Dataset, transfer_syntax) -> None:
+        """OCR masking: the decoded output equals the decoded source outside the recorded regions."""
+        import numpy as np
+
+        try:
+            before = _decoded(self.pixel_module)
+            after = _decoded(pixel_module(out, transfer_syntax))
+        except Exception as exc:  # a decoder's failure: the output cannot be shown to be whole
+            raise IncompleteOutputError(
+                f"the masked pixel data cannot be compared with the source ({type(exc).__name__})") from None
+        if before.shape != after.shape:
+            raise IncompleteOutputError("the masked image has a different shape from the source")
+        after = after.copy()
+        for r in self.regions:
+            frames_hit = slice(None) if r.frame is None else slice(r.frame, r.frame + 1)
+            after[frames_hit, r.y:r.y + r.height, r.x:r.x + r.width, ...] = before[
+                frames_hit, r.y:r.y + r.height, r.x:r.x + r.width, ...]
+        if not np.array_equal(after, before):
+            raise IncompleteOutputError("the masked pixel data differs from the source outside the recorded regions")
+
+
+_PIXEL_MODULE = ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "BitsStored",
+                 "HighBit", "PixelRepresentation", "PhotometricInterpretation", "PlanarConfiguration")
+
+
+def pixel_module(ds: Dataset, transfer_syntax) -> Dataset:
+    """The Image Pixel attributes and pixel data of ``ds`` (sharing its bytes), to decode on their own."""
+    from pydicom.dataset import FileMetaDataset
+
+    out = Dataset()
+    out.file_meta = FileMetaDataset()
+    out.file_meta.TransferSyntaxUID = UID(str(transfer_syntax))
+    for kw in _PIXEL_MODULE:
+        value = value_of(ds, kw, None)
+        if value is not None and value != "":
+            setattr(out, kw, value)
+    elem = ds["PixelData"]
+    out.PixelData = elem.value
+    out["PixelData"].VR = elem.VR if elem.VR in ("OB", "OW") else "OB"
+    out["PixelData"].is_undefined_length = UID(str(transfer_syntax)).is_compressed
+    return out
+
+
+def _decoded(module: Dataset):
+    """All frames as (frames, rows, columns[, samples]), colour as RGB (as a reader's pydicom shows it)."""
+    import warnings
+
+    from pydicom.pixels import get_decoder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arr, meta = get_decoder(module.file_meta.TransferSyntaxUID).as_array(module, as_rgb=True)
+    frames = int(meta.get("number_of_frames", 1) or 1)
+    samples = int(meta.get("samples_per_pixel", 1) or 1)
+    return arr.reshape((frames, int(meta["rows"]), int(meta["columns"])) + ((samples,) if samples > 1 else ()))
 
 
 def _text(ds: Dataset, keyword: str) -> str:

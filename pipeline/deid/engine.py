@@ -24,6 +24,7 @@ from pipeline.dicomraw import value_of
 from pipeline.deid import completeness, guards, updaters
 from pipeline.deid.iodtypes import IodTypes, TypeNode
 from pipeline.deid.capture import Captured, capture
+from pipeline.deid.guards import PixelOutcome
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
 from pipeline.deid import rawelem
 from pipeline.deid.handlers import (
@@ -75,6 +76,10 @@ class DeidentifiedFile:
     pseudo_accession_number: str
     actions: dict[str, dict[str, int]] = field(default_factory=dict)
     pixels_cleaned: bool = False
+    # Burned-in text (pipeline/pixels): what was done to a candidate's pixels (None: not a candidate),
+    # and the regions (frame, x, y, w, h) where the output's pixels may differ from the source's.
+    pixels: PixelOutcome | None = None
+    masked_regions: tuple[tuple[int, int, int, int, int], ...] = ()
 
 
 def _keywords_to_tags(words: list[str], what: str) -> frozenset[int]:
@@ -101,7 +106,7 @@ class Deidentifier:
     """De-identifies files with one profile and one keyed pseudonym source."""
 
     def __init__(self, profile: Profile, pseudonyms: Pseudonyms, overrides: dict | None = None,
-                 *, config_root: Path | None = None,
+                 *, config_root: Path | None = None, review_dir: Path | None = None,
                  inflate_limits: dicomio.InflateLimits = dicomio.DEFAULT_INFLATE) -> None:
         root = config_root or config_dir()
         dicomio.quiet_pydicom()
@@ -111,7 +116,7 @@ class Deidentifier:
         self.overrides = Overrides.parse(overrides or {})
         self.never_remap, self.keep_text, self.clean_text = _load_keep_lists(root)
         self.cleaners = Cleaners(Vocabulary.from_files(vocabulary_paths(root)))
-        self.guard = guards.BurnedInGuard.from_config(root, profile)
+        self.guard = guards.BurnedInGuard.from_config(root, profile, review_dir)  # review_dir: doubt is held there
         self.handlers = [GroupLength(), Private(), Identity(), CodeMeaning(), OverlayPlane(), Dependent(), TableRule(), Unlisted()]
         # Plans are cached per Type node (one per SOP Class and sequence path): the same
         # tag may be Type 1 in one IOD or sequence and Type 3 in another.
@@ -213,19 +218,6 @@ class Deidentifier:
         originals["captured"] = capture(ds, submitted if submitted is not None else src.name,
                                         self.cleaners.vocabulary.word_ok)
         try:
-            self.guard.check(ds)  # raises RefusedFileError by policy
-            wants_cleaning = self.guard.wants_cleaning(ds)
-        except TeleradError:
-            raise
-        except Exception as exc:  # a damaged BurnedInAnnotation, Modality, SOP Class...
-            raise DicomReadError(
-                f"the attributes the burned-in policy reads cannot be read ({type(exc).__name__})"
-            ) from None
-        cleaned_pixels = False
-        if wants_cleaning:
-            source = dicomio.read(src, load_pixels=True, inflate_limits=self.inflate_limits)
-            ds = source.dataset
-        try:
             snapshot = completeness.Snapshot.of(source)  # before anything changes
         except TeleradError:
             raise
@@ -233,11 +225,23 @@ class Deidentifier:
             raise DicomReadError(
                 f"the image attributes the completeness check reads cannot be read ({type(exc).__name__})"
             ) from None
-        if wants_cleaning:
-            rule = self.guard.matching_rule(ds)
-            cleaned_pixels = self.guard.clean_pixels(source)
-            if cleaned_pixels and rule is not None:
-                snapshot.cleaned([completeness.PixelRegion(x, y, w, h) for x, y, w, h in rule.rectangles])
+        masked_snapshot: list[completeness.Snapshot] = []
+        try:  # burned-in text: candidates' pixels are read by OCR and masked, by policy
+            source, pixels = self.guard.inspect(
+                src, source, inflate_limits=self.inflate_limits,
+                before_change=lambda full: masked_snapshot.append(completeness.Snapshot.of(full, keep_pixels=True)),
+                captured=[text for text, _kind in originals["captured"].needles])
+        except TeleradError:
+            raise
+        except Exception as exc:  # a damaged BurnedInAnnotation, Modality, SOP Class...
+            raise DicomReadError(
+                f"the attributes the burned-in policy reads cannot be read ({type(exc).__name__})"
+            ) from None
+        ds = source.dataset
+        cleaned_pixels = pixels is not None and pixels.cleaned
+        if cleaned_pixels:  # masked: the gate compares with the source as decoded, outside the regions
+            snapshot = masked_snapshot[0]
+            snapshot.cleaned([completeness.PixelRegion(x, y, w, h, frame=f) for f, x, y, w, h in pixels.regions])
         ctx = Context(
             profile=self.profile, pseudonyms=self.pseudonyms, patient_key=originals["patient_key"],
             never_remap=self.never_remap, keep_text=self.keep_text, cleaners=self.cleaners,
@@ -257,15 +261,16 @@ class Deidentifier:
                 f"({type(exc).__name__}); the file is malformed there"
             ) from None
         snapshot.check_output(ds, source.transfer_syntax, streamed=source.pixel_span is not None)
-        return self._write(source, ds, originals, ctx, out_root, cleaned_pixels, check, digest, out_path)
+        return self._write(source, ds, originals, ctx, out_root, pixels, check, digest, out_path)
 
     def _write(self, source, ds: Dataset, originals: dict, ctx: Context, out_root: Path,
-               cleaned_pixels: bool, check, digest: bool, out_path: Path | None) -> DeidentifiedFile:
+               pixels: PixelOutcome | None, check, digest: bool, out_path: Path | None) -> DeidentifiedFile:
         study = str(value_of(ds, "StudyInstanceUID", "") or "")
         series = str(value_of(ds, "SeriesInstanceUID", "") or "")
         sop = str(value_of(ds, "SOPInstanceUID", "") or "")
         cloud = self.pseudonyms.study_id(originals["study"])
         relpath = f"{cloud}/{series}/{sop}.dcm"
+        cleaned_pixels = pixels is not None and pixels.cleaned
         if source.pixel_span is not None and cleaned_pixels:
             raise DeidentificationError("internal: cleaned pixels must not be streamed from the source")
         original = OriginalIds(originals["patient_id"], originals["study"], originals["accession"],
@@ -290,6 +295,8 @@ class Deidentifier:
             pseudo_accession_number=str(value_of(ds, "AccessionNumber", "") or ""),
             actions={k: dict(v) for k, v in ctx.counts.items()},
             pixels_cleaned=cleaned_pixels,
+            pixels=pixels,
+            masked_regions=tuple(tuple(r) for r in pixels.regions) if pixels is not None else (),
         )
 
 

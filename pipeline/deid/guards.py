@@ -1,171 +1,168 @@
-"""Whole-file guard before the walk: burned-in annotation policy and Clean Pixel Data.
+"""Whole-file guard before the walk: burned-in text, found in the pixels and masked.
 
-Pixels are never decoded unless a Clean Pixel Data rule applies to the file.
-A file that may show text in its pixels (BurnedInAnnotation = YES, or a SOP
-class or modality that commonly burns text in, with the flag absent) is, by
-the policy in ``config/deid/pixels.toml``, quarantined, failed or let through
-with a warning; with the Clean Pixel Data option a matching rule masks the
-rectangles instead, and only then is BurnedInAnnotation set to NO.
+A *candidate* is a file that may show text in its pixels: BurnedInAnnotation
+YES, or the flag absent on a SOP class or modality that commonly burns text in
+(ultrasound, secondary capture, XA/RF, screen captures), or a SOP class the
+site lists. Everything else passes without its pixels being decoded, so CT and
+MR cost what they always did.
+
+A candidate's frames are decoded and read by OCR (``pipeline.pixels``). What
+happens then is the policy of ``config/deid/pixels.toml`` (or the profile's
+``burned_in_policy``; the Clean Pixel Data option means ``mask``):
+
+- no text: the file passes unchanged, byte for byte, whatever the policy;
+- ``mask``: the text's boxes (and a matching rule's rectangles, with Clean
+  Pixel Data) are masked, OCR reads the masked frames again, and only when it
+  finds nothing is BurnedInAnnotation set to NO;
+- ``quarantine`` refuses the file, ``fail`` fails the batch, ``warn`` lets it
+  through unchanged and the outcome carries the warning for every report;
+- doubt (low-confidence words, pixels that cannot be decoded, text left after
+  masking, or the flag YES with nothing found) holds the file in the review
+  queue (``telerad review``); under ``warn`` it is let through with a warning.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from pydicom.dataset import Dataset
 
+from pipeline import dicomio
 from pipeline.dicomraw import value_of
-from pipeline.exceptions import ConfigError, DeidentificationError, RefusedFileError
+from pipeline.exceptions import DeidentificationError, RefusedFileError
+from pipeline.pixels.rules import POLICIES, PixelConfig, PixelRule
 
-POLICIES = ("quarantine", "warn", "fail")
-
-
-@dataclass(frozen=True)
-class PixelRule:
-    """Rectangles to blank for images that match modality / manufacturer / model / size."""
-
-    name: str
-    rectangles: tuple[tuple[int, int, int, int], ...]
-    modality: str | None = None
-    manufacturer: str | None = None
-    model: str | None = None
-    rows: int | None = None
-    columns: int | None = None
-
-    def matches(self, ds: Dataset) -> bool:
-        def s(kw: str) -> str:
-            return str(value_of(ds, kw, "") or "").strip().upper()
-
-        if self.modality and s("Modality") != self.modality.upper():
-            return False
-        if self.manufacturer and self.manufacturer.upper() not in s("Manufacturer"):
-            return False
-        if self.model and self.model.upper() not in s("ManufacturerModelName"):
-            return False
-        if self.rows is not None and value_of(ds, "Rows") != self.rows:
-            return False
-        if self.columns is not None and value_of(ds, "Columns") != self.columns:
-            return False
-        return True
+__all__ = ["POLICIES", "BurnedInGuard", "PixelOutcome", "PixelRule"]
 
 
-def _rule_from(d: dict, where: str) -> PixelRule:
-    try:
-        rects = tuple(tuple(int(v) for v in r) for r in d["rectangles"])
-        if not rects or any(len(r) != 4 or r[2] <= 0 or r[3] <= 0 or min(r) < 0 for r in rects):
-            raise ValueError("each rectangle is [x, y, width, height] with positive size")
-        return PixelRule(
-            name=str(d.get("name", "unnamed")), rectangles=rects, modality=d.get("modality"),
-            manufacturer=d.get("manufacturer"), model=d.get("model"),
-            rows=int(d["rows"]) if "rows" in d else None,
-            columns=int(d["columns"]) if "columns" in d else None,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: invalid [[rule]] {d.get('name', '')!r}: {exc}") from None
+@dataclass
+class PixelOutcome:
+    """What was done to one candidate's pixels; no values from the file (boxes and counts only)."""
+
+    reason: str                     # why it was a candidate
+    action: str                     # "no text", "masked", "warned"
+    frames_examined: int = 0
+    regions: list[list[int]] = field(default_factory=list)  # masked: [frame, x, y, w, h], output pixels
+    words_masked: int = 0
+    header_hits: int = 0
+    rules: list[str] = field(default_factory=list)  # names of the region rules applied
+    engine: str = ""
+    engine_version: str = ""
+    transfer_syntax_in: str = ""
+    transfer_syntax_out: str = ""
+    encoding: str = ""              # why the output syntax was chosen
+    reviewed: str | None = None     # the review item whose decision was applied
+    warning: str | None = None
+
+    @property
+    def cleaned(self) -> bool:
+        return bool(self.regions)
+
+    def as_report(self, relpath: str) -> dict:
+        out = {"file": relpath, "candidate_because": self.reason, "action": self.action,
+               "frames_examined": self.frames_examined, "boxes_masked": len(self.regions),
+               "masked_regions": self.regions, "words_masked": self.words_masked,
+               "header_values_found": self.header_hits,
+               "ocr_engine": self.engine, "ocr_engine_version": self.engine_version}
+        if self.rules:
+            out["rules"] = self.rules
+        if self.reviewed:
+            out["review_id"] = self.reviewed
+        if self.transfer_syntax_out:
+            out["transfer_syntax"] = {"source": self.transfer_syntax_in, "output": self.transfer_syntax_out,
+                                      "note": self.encoding}
+        if self.warning:
+            out["warning"] = self.warning
+        return out
 
 
 class BurnedInGuard:
-    """Decides, before the walk, whether a file's pixels may leave; cleans them when a rule says how."""
+    """Decides, before the walk, whether a file's pixels may leave, and masks text where the policy says so."""
 
-    def __init__(self, policy: str, sop_classes: tuple[str, ...], modalities: frozenset[str],
-                 rules: tuple[PixelRule, ...], clean: bool) -> None:
+    def __init__(self, config: PixelConfig, policy: str, clean: bool, review_dir: Path | None = None) -> None:
+        from pipeline.exceptions import ConfigError
+
         if policy not in POLICIES:
             raise ConfigError(f"burned-in policy must be one of {', '.join(POLICIES)}, not {policy!r}")
-        self.policy = policy
-        self.sop_classes = sop_classes
-        self.modalities = modalities
-        self.rules = rules
+        self.config = config
         self.clean = clean
-        self.warnings = 0
+        self.policy = "mask" if clean else policy
+        self.review_dir = review_dir
 
     @classmethod
-    def from_config(cls, root: Path, profile) -> "BurnedInGuard":
-        path = root / "deid" / "pixels.toml"
-        data = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        policy = str(profile.settings.get("burned_in_policy") or data.get("policy", "quarantine"))
-        rules = tuple(_rule_from(r, str(path)) for r in data.get("rule", []))
-        return cls(policy, tuple(data.get("suspect_sop_classes", [])),
-                   frozenset(m.upper() for m in data.get("suspect_modalities", [])), rules,
-                   profile.has("clean-pixel-data"))
+    def from_config(cls, root: Path, profile, review_dir: Path | None = None) -> "BurnedInGuard":
+        config = PixelConfig.load(root / "deid" / "pixels.toml")
+        policy = str(profile.settings.get("burned_in_policy") or config.policy)
+        return cls(config, policy, profile.has("clean-pixel-data"), review_dir)
+
+    @property
+    def rules(self) -> tuple[PixelRule, ...]:
+        return self.config.rules
 
     def describe(self) -> str:
-        return (f"burned-in annotation: {self.policy}"
-                + (f"; Clean Pixel Data with {len(self.rules)} rules" if self.clean else ""))
+        text = f"burned-in text: OCR on candidates, policy {self.policy}"
+        return text + (f"; Clean Pixel Data with {len(self.rules)} region rules" if self.clean else "")
 
     # --- judging ---------------------------------------------------------------------
     def suspect(self, ds: Dataset) -> str | None:
         """Why this file may show text in its pixels, or None."""
         present = ds._dict  # looked up by tag: Dataset's `in` parses keywords and tags each time
-        if not any(t in present for t in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
+        if not any(t in present for t in dicomio.PIXEL_TAGS):
             has_pixels = 0x00280010 in present and 0x00280011 in present  # Rows, Columns
         else:
             has_pixels = True
+        if not has_pixels:
+            return None
         flag = str(value_of(ds, "BurnedInAnnotation", "") or "").strip().upper()
         if flag == "YES":
             return "BurnedInAnnotation is YES"
-        if flag == "NO" or not has_pixels:
-            return None
         sop_class = str(value_of(ds, "SOPClassUID", "") or "")
-        if any(sop_class == p or sop_class.startswith(p + ".") for p in self.sop_classes):
+
+        def listed(prefixes: tuple[str, ...]) -> bool:
+            return any(sop_class == p or sop_class.startswith(p + ".") for p in prefixes)
+
+        if listed(self.config.site_sop_classes):
+            return "the site lists its SOP class for examination"
+        if flag == "NO":
+            return None
+        if listed(self.config.suspect_sop_classes):
             return "its SOP class commonly carries burned-in text and BurnedInAnnotation is absent"
-        if str(value_of(ds, "Modality", "") or "").strip().upper() in self.modalities:
+        if str(value_of(ds, "Modality", "") or "").strip().upper() in self.config.suspect_modalities:
             return "its modality commonly carries burned-in text and BurnedInAnnotation is absent"
         return None
 
-    def matching_rule(self, ds: Dataset) -> PixelRule | None:
-        if not self.clean:
-            return None
-        return next((r for r in self.rules if r.matches(ds)), None)
+    def matching_rules(self, ds: Dataset) -> tuple[PixelRule, ...]:
+        """The region rules to apply before OCR: only with the Clean Pixel Data option."""
+        return self.config.matching_rules(ds) if self.clean else ()
 
-    def check(self, ds: Dataset) -> None:
-        """Apply the policy: raise RefusedFileError (quarantine) or DeidentificationError (fail)."""
-        reason = self.suspect(ds)
-        if reason is None or self.matching_rule(ds) is not None:
-            return
-        if self.policy == "warn":
-            self.warnings += 1
-            return
-        hint = (" and no Clean Pixel Data rule matches it" if self.clean
-                else "; enable Clean Pixel Data with a rule in config/deid/pixels.toml, or review it by hand")
-        msg = f"possible burned-in annotation: {reason}{hint}"
+    # --- the one call the engine makes -------------------------------------------------
+    def inspect(self, path: Path, source: dicomio.SourceFile, *,
+                inflate_limits: dicomio.InflateLimits = dicomio.DEFAULT_INFLATE,
+                before_change: Callable[[dicomio.SourceFile], None] | None = None,
+                captured: Iterable[str] = (),
+                ) -> tuple[dicomio.SourceFile, PixelOutcome | None]:
+        """Examine a candidate's pixels by the policy; returns the source to walk and what was done.
+
+        Not a candidate: ``(source, None)``, pixels untouched. Raises
+        RefusedFileError (quarantine, review) or DeidentificationError (fail).
+        ``before_change(full)`` sees the file read with its pixels just before
+        they are masked (the completeness gate's snapshot); ``captured`` are the
+        identifying values the engine captured, certain hits when OCR reads them.
+        """
+        reason = self.suspect(source.dataset)
+        if reason is None:
+            return source, None
+        from pipeline.pixels.inspect import inspect_candidate
+
+        return inspect_candidate(self, Path(path), source, reason, inflate_limits, before_change, captured)
+
+    # --- what the policy says about a finding -----------------------------------------
+    def refuse(self, what: str) -> NoReturn:
+        """Text was found and the policy is not ``mask``: refuse the file or fail the batch."""
+        msg = f"possible burned-in annotation: {what}"
         if self.policy == "fail":
             raise DeidentificationError(msg)
         raise RefusedFileError(msg)
-
-    def wants_cleaning(self, ds: Dataset) -> bool:
-        return self.suspect(ds) is not None and self.matching_rule(ds) is not None
-
-    # --- cleaning --------------------------------------------------------------------
-    def clean_pixels(self, source) -> bool:
-        """Blank the matching rule's rectangles in every frame; write pixels back uncompressed."""
-        ds = source.dataset
-        rule = self.matching_rule(ds)
-        if rule is None:
-            return False
-        try:
-            if source.transfer_syntax.is_compressed:
-                ds.decompress(generate_instance_uid=False)
-                source.transfer_syntax = ds.file_meta.TransferSyntaxUID
-            arr = ds.pixel_array.copy()
-        except Exception as exc:
-            raise RefusedFileError(
-                "possible burned-in annotation, and its pixels cannot be decoded to clean them "
-                f"({type(exc).__name__}; install pylibjpeg or python-gdcm for compressed images)"
-            ) from None
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        multi_sample = int(ds.get("SamplesPerPixel", 1) or 1) > 1
-        for x, y, w, h in rule.rectangles:
-            if multi_sample:
-                idx = (..., slice(y, y + h), slice(x, x + w), slice(None))
-            else:
-                idx = (..., slice(y, y + h), slice(x, x + w))
-            arr[idx] = 0
-        del frames
-        if multi_sample:
-            ds.PlanarConfiguration = 0
-        ds.PixelData = arr.tobytes()
-        ds.BurnedInAnnotation = "NO"
-        source.pixel_span = None
-        return True

@@ -27,6 +27,7 @@ def build_report(
     skipped: int = 0,
     refused_reasons: list[str] | None = None,
     overrides: dict | None = None,
+    pixel_policy: str | None = None,
     steps: list[str] | None = None,
 ) -> dict:
     """The per-batch conformance report (``deid-report.json``).
@@ -61,7 +62,24 @@ def build_report(
             "skipped_not_dicom": skipped,
             "refused": sum(refused.values()),
             "pixels_cleaned": sum(1 for f in files if f.pixels_cleaned),
+            "pixels_examined": sum(1 for f in files if f.pixels is not None),
+            "pixel_warnings": sum(1 for f in files if f.pixels is not None and f.pixels.warning),
         },
         "refused": [{"reason": r, "files": n} for r, n in sorted(refused.items())],
         "actions": action_totals(f.actions for f in files),
+        "pixels": pixel_section(files, pixel_policy),
+    }
+
+
+def pixel_section(files: list[DeidentifiedFile], policy: str | None) -> dict:
+    """Burned-in text, per examined file: frames read, boxes masked, OCR engine; warnings apart."""
+    examined = [f for f in files if f.pixels is not None]
+    engine = next(((f.pixels.engine, f.pixels.engine_version) for f in examined), ("", ""))
+    return {
+        "method": "Clean Pixel Data with OCR" if any(f.pixels_cleaned for f in examined) else None,
+        "policy": policy,
+        "ocr_engine": engine[0] or None,
+        "ocr_engine_version": engine[1] or None,
+        "files": [f.pixels.as_report(f.relpath) for f in examined],
+        "warnings": [{"file": f.relpath, "warning": f.pixels.warning} for f in examined if f.pixels.warning],
     }

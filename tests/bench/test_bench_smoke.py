@@ -150,6 +150,19 @@ def test_a_cached_corpus_is_made_once_and_reused(tmp_path):
     assert dict(again.kinds) == dict(first.kinds)
 
 
+def test_ocr_benchmark_runs(tmp_path):
+    """The OCR path on two frames of each size, one and two processes, next to plain CT anonymize."""
+    data = bench(tmp_path, "ocr", "--frames", "2", "--ct-mb", "2", "--jobs", "2")
+    rows = {(r["row"], r["jobs"]): r for r in data["rows"]}
+    assert set(rows) == {(f"ocr {s}", j) for s in ("640x480", "1024x768") for j in (1, 2)} | {
+        ("plain ct", 1), ("plain ct", 2)}
+    for (row, _jobs), r in rows.items():
+        assert r["failed"] == 0 and r["refused"] == 0 and r["seconds"] > 0
+        if row.startswith("ocr"):
+            assert r["written"] == r["masked"] == 2 and r["frames_per_s"] > 0
+    assert data["ocr_engine"][0] == "tesseract"
+
+
 def test_hosts_benchmark_runs_on_a_tiny_corpus(tmp_path):
     """bench.hosts runs 1 and 2 worker hosts (namespaces) on two tiny batches and writes its figures."""
     import os

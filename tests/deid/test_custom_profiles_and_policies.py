@@ -75,13 +75,21 @@ def _write(tmp_path, **attrs) -> Path:
     return p
 
 
-def test_burned_in_files_are_quarantined_with_a_reason(tmp_path, pseudonyms):
-    """BurnedInAnnotation YES, or ultrasound without the flag, is refused; nothing is written."""
+def test_burned_in_flag_without_readable_text_is_refused_for_review(tmp_path, pseudonyms):
+    """BurnedInAnnotation YES where OCR reads no text is doubt: refused for a person, nothing written."""
     deid = Deidentifier(load_profile("basic"), pseudonyms)
-    for attrs in ({"BurnedInAnnotation": "YES"}, {"Modality": "US", "BurnedInAnnotation": None}):
-        with pytest.raises(RefusedFileError, match="burned-in"):
-            deid.deidentify_file(_write(tmp_path, **attrs), tmp_path / "out")
+    with pytest.raises(RefusedFileError, match="burned-in annotation: BurnedInAnnotation is YES but OCR found no text"):
+        deid.deidentify_file(_write(tmp_path, BurnedInAnnotation="YES"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_ultrasound_without_text_passes_with_its_pixels_unchanged(tmp_path, pseudonyms):
+    """Ultrasound without the flag is examined by OCR; with no text in it, it is written, pixels unchanged."""
+    src = _write(tmp_path, Modality="US", BurnedInAnnotation=None)
+    r = Deidentifier(load_profile("basic"), pseudonyms).deidentify_file(src, tmp_path / "out")
+    assert r.pixels is not None and r.pixels.action == "no text" and r.pixels.frames_examined == 1
+    assert not r.pixels_cleaned and r.masked_regions == ()
+    assert pydicom.dcmread(tmp_path / "out" / r.relpath).PixelData == pydicom.dcmread(src).PixelData
 
 
 def test_clean_pixel_data_masks_a_matching_rule(tmp_path, pseudonyms):
