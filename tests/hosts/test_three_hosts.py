@@ -39,8 +39,9 @@ def _wait_all(site: Site, ids: list[str], timeout: float) -> dict[str, dict]:
 
 def test_stat_behind_30_routine_across_three_hosts(site: Site, tmp_path: Path) -> None:
     """A STAT batch submitted on A behind 30 ROUTINE ones from A, B and C is the next one any free worker starts."""
-    for host in site.hosts.values():
-        host.ensure_worker()
+    site.hosts["a"].stop()
+    site.hosts["b"].stop()
+    site.hosts["c"].ensure_worker()  # C works through the ROUTINE queue while it builds up
     study = make_study(tmp_path / "routine-src7q", series=2, images=20, rows=64, cols=64)  # about a second each
     stat_study = make_study(tmp_path / "stat-src7q", series=1, images=2)
     a, b, c = site.hosts["a"], site.hosts["b"], site.hosts["c"]
@@ -49,6 +50,8 @@ def test_stat_behind_30_routine_across_three_hosts(site: Site, tmp_path: Path) -
     submitted = [x for p in procs for x in _collect(p)]
     stat, stat_submitted = submitted[-1]
     routine = [bid for bid, _ in submitted[:-1]]
+    site.hosts["a"].ensure_worker()  # two more free workers arrive: the STAT batch must be what they take
+    site.hosts["b"].ensure_worker()
     records = _wait_all(site, routine + [stat], 240)
     assert all(r["state"] == "done" for r in records.values())
     stat_started = _ms(records[stat]["stage_times"]["deidentify"]["started"])
