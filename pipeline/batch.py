@@ -24,11 +24,12 @@ import threading
 import time
 import uuid
 import zipfile
-from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pipeline.checksums import sha256_file
 from pipeline.exceptions import (
@@ -461,69 +462,61 @@ def _leave_uplink(states: BatchStateStore, priority: str, max_pause: float) -> N
         time.sleep(0.01)
 
 
-class _step:
+@contextmanager
+def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> Iterator[BatchRecord | None]:
     """Context for one step: lock, skip when done, record timing, state and failure.
 
-    While a STAT or URGENT step runs it says so (``StateStore.running``), so that
-    lower-priority uploads on this machine can leave it the uplink between their files.
+    Yields the batch's record, or None when the step has nothing to do here
+    (done already, the batch failed, or its staging is on another host). While
+    a STAT or URGENT step runs it says so (``states.running``), so that
+    lower-priority uploads on this machine can leave it the uplink between
+    their files. Every lock is held by one ``ExitStack``: whatever fails, all
+    are released.
     """
-
-    def __init__(self, settings: Settings, batch_id: str, name: str, state: BatchState) -> None:
-        self.settings, self.batch_id, self.name, self.state = settings, batch_id, name, state
-        self.states = open_state_store(settings)
-        self._lock = StepLease(self.states, settings, batch_id)  # flock here, a lease across hosts
-        self._running: Any = None
-
-    def __enter__(self) -> BatchRecord | None:
-        self._lock.__enter__()
-        record = self.states.get(self.batch_id)
-        if self.name in record.steps_done or record.state == BatchState.FAILED.value:
-            return None
-        if staged_elsewhere(self.states, record, self.name, self.settings):
-            log.info("batch %s: %s skipped here, its staging is on %s", self.batch_id, self.name, record.host)
-            return None
-        self._running = self.states.running(record.priority)
-        self._running.__enter__()
-        record.state = self.state.value
-        record.stage_times.setdefault(self.name, {})["started"] = utcnow_ms()
-        begin_step(record, self.name, self.settings)
-        self.states.save(record)
-        self.record = record
-        return record
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    states = open_state_store(settings)
+    with ExitStack() as held:
+        held.enter_context(StepLease(states, settings, batch_id))  # flock here, a lease across hosts
+        record = states.get(batch_id)
+        if name in record.steps_done or record.state == BatchState.FAILED.value:
+            yield None
+            return
+        if staged_elsewhere(states, record, name, settings):
+            log.info("batch %s: %s skipped here, its staging is on %s", batch_id, name, record.host)
+            yield None
+            return
+        held.enter_context(states.running(record.priority))
+        record.state = state.value
+        record.stage_times.setdefault(name, {})["started"] = utcnow_ms()
+        begin_step(record, name, settings)
+        states.save(record)
         try:
-            record = getattr(self, "record", None)
-            if record is None:
-                return False
+            yield record
+        except BaseException as exc:
             record.running_step = ""
-            if exc is None:
-                if self.name == "deidentify":  # staging holds all later steps need
-                    remove_unpacked_originals(self.settings.state_dir, self.batch_id)
-                record.steps_done.append(self.name)
-                record.stage_times[self.name]["finished"] = utcnow_ms()
-                if self.name == "finalize":
-                    record.state = BatchState.DONE.value
-            elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 failure = BatchFailed(
                     "no space left on the disk of staging or TELERAD_HOME; free space there "
-                    f"and run `telerad retry {self.batch_id}`"
+                    f"and run `telerad retry {batch_id}`"
                 )
                 record.state = BatchState.FAILED.value
-                record.error = f"{self.name}: {failure}"
-                self.states.save(record)
+                record.error = f"{name}: {failure}"
+                states.save(record)
                 raise failure from None
-            elif isinstance(exc, PermanentError):
+            if isinstance(exc, PermanentError):
                 record.state = BatchState.FAILED.value
-                record.error = f"{self.name}: {exc}"
+                record.error = f"{name}: {exc}"
             else:
-                record.error = f"{self.name}: {type(exc).__name__} (will retry)"
-            self.states.save(record)
-            return False
-        finally:
-            if self._running is not None:
-                self._running.__exit__(None, None, None)
-            self._lock.__exit__(exc_type, exc, tb)
+                record.error = f"{name}: {type(exc).__name__} (will retry)"
+            states.save(record)
+            raise
+        record.running_step = ""
+        if name == "deidentify":  # staging holds all later steps need
+            remove_unpacked_originals(settings.state_dir, batch_id)
+        record.steps_done.append(name)
+        record.stage_times[name]["finished"] = utcnow_ms()
+        if name == "finalize":
+            record.state = BatchState.DONE.value
+        states.save(record)
 
 
 class _Progress:

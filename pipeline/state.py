@@ -10,7 +10,6 @@ local source folder, so nothing here is ever uploaded or logged.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.exceptions import SubmissionError
+from pipeline.locking import flocked, held_by_another
 
 
 class BatchState(str, Enum):
@@ -145,7 +145,7 @@ class StateStore:
 
     def lock(self, batch_id: str) -> AbstractContextManager[None]:
         """An exclusive lock on one batch, held across processes on this machine."""
-        return _flocked(self.root / f".{batch_id}.lock", fcntl.LOCK_EX)
+        return flocked(self.root / f".{batch_id}.lock")
 
     # --- which priorities are running on this machine ---------------------------------
     # A step of a STAT or URGENT batch holds a shared flock on ``.running-PRIORITY`` while
@@ -160,22 +160,11 @@ class StateStore:
         """Announce, for the block, that a step of ``priority`` runs on this machine."""
         if priority not in _PRIORITY_ORDER[:-1]:  # nothing ranks below the lowest
             return nullcontext()
-        return _flocked(self._running_path(priority), fcntl.LOCK_SH)
+        return flocked(self._running_path(priority), shared=True)
 
     def outranked(self, priority: str) -> bool:
         """True when a step of a higher priority than ``priority`` is running on this machine."""
-        for higher in _higher_than(priority):
-            try:
-                fd = os.open(self._running_path(higher), os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            finally:
-                os.close(fd)  # closing drops the probe's lock, if it got one
-        return False
+        return any(held_by_another(self._running_path(higher)) for higher in _higher_than(priority))
 
     def create(self, record: BatchRecord) -> None:
         path = self._path(record.batch_id)
@@ -237,14 +226,3 @@ class StateStore:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         tmp.write_text(json.dumps(record.to_dict(), indent=1, sort_keys=True))
         os.replace(tmp, path)
-
-
-@contextmanager
-def _flocked(path: Path, mode: int) -> Iterator[None]:
-    """Hold ``flock(mode)`` on ``path`` for the block; the kernel drops it if the process dies."""
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, mode)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
