@@ -90,9 +90,6 @@ class Settings(BaseSettings):
         description="Largest size a Deflated Explicit VR Little Endian dataset may inflate to.",
     )
     deflated_max_ratio: int = Field(200, ge=2, description="Largest inflation ratio of a deflated dataset over 16 MB.")
-    worker_shutdown_seconds: int = Field(
-        30, ge=1, description="On SIGTERM a worker lets a running step finish this long, then requeues it and exits.",
-    )
     queued_stale_seconds: int = Field(
         300, ge=1, description="A batch queued this long with no worker taking it is shown as stale.",
     )

@@ -63,11 +63,6 @@ def broker_settings(settings: Settings) -> dict:
     }
 
 
-def shutdown_seconds(settings: Settings) -> int:
-    """How long a stopping worker lets its running step go on: never past the visibility timeout."""
-    return max(1, min(settings.worker_shutdown_seconds, settings.visibility_timeout - 1))
-
-
 def make_app(settings: Settings | None = None) -> Celery:
     """Build the app; pass settings explicitly in tests, or let it read the environment."""
     settings = settings or load_settings()
@@ -86,11 +81,6 @@ def make_app(settings: Settings | None = None) -> Celery:
         accept_content=["json"],
         worker_send_task_events=False,
         broker_heartbeat=0,
-        # SIGTERM (remapped to a cold shutdown by `telerad worker`) first lets the running step
-        # finish for a bounded time (Celery's soft shutdown), then stops it and requeues its
-        # message (late acks), so a worker always exits, and within the visibility timeout.
-        worker_soft_shutdown_timeout=float(shutdown_seconds(settings)),
-        worker_enable_soft_shutdown_on_idle=False,  # idle: exit at once
     )
     app.telerad_settings = settings  # type: ignore[attr-defined]
     from workers.hosts import install  # several hosts: per-host queues, heartbeats, take-over

@@ -67,11 +67,12 @@ def worker(
 ) -> None:
     """Run a Celery worker on the configured broker (embedded by default).
 
-    SIGTERM stops it within TELERAD_WORKER_SHUTDOWN_SECONDS: the running step
-    finishes or is put back on the queue. Ctrl-C twice stops it at once.
+    SIGTERM stops it at once: a running step is stopped and put back on the
+    queue (late acknowledgement; steps are idempotent), so another worker
+    redoes it. Ctrl-C waits for the running step; Ctrl-C twice stops at once.
     """
-    # Celery's SIGTERM is a warm shutdown that waits for the pool without a bound; as a cold
-    # shutdown it goes through the bounded soft shutdown first (workers/app.py) and requeues.
+    # Celery's SIGTERM is a warm shutdown that waits for the pool without a bound (and was
+    # seen to hang in Pool.join); as a cold shutdown it stops the pool and requeues the step.
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     from workers.app import app as celery_app
 

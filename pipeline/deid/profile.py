@@ -58,6 +58,13 @@ ACTION_NAMES = {
 }
 
 
+def _action_name(rule: "Rule") -> str:
+    """What ``profile show`` calls a rule's action: a date "cleaned" by Modified Dates is shifted."""
+    if rule.action == "C" and rule.source == "retain-long-modified-dates":
+        return ACTION_NAMES["S"]
+    return ACTION_NAMES[rule.action]
+
+
 def normalize_option(name: str) -> str:
     """``Retain_UIDs`` -> ``retain-uids``; ConfigError for an unknown option."""
     n = name.strip().lower().replace("_", "-").replace(" ", "-")
@@ -210,7 +217,7 @@ class Profile:
         """Every attribute's effective action, in tag order (for ``profile show``)."""
         rules = sorted([*self.exact.values(), *self.masked], key=lambda r: (r.pattern.value, r.label))
         out = [
-            {"tag": r.pattern.text, "attribute": r.label, "action": ACTION_NAMES[r.action],
+            {"tag": r.pattern.text, "attribute": r.label, "action": _action_name(r),
              "code": r.code, "source": r.source, **({"value": r.value} if r.value is not None else {})}
             for r in rules
         ]

@@ -47,3 +47,10 @@ def test_every_option_loads():
     """Every option name can be used on its own."""
     for o in ALL_OPTIONS:
         assert load_profile("basic", [o]).options == (o,)
+
+
+def test_profile_show_calls_modified_dates_a_shift_as_the_dry_run_does():
+    """Under Modified Dates a date's action reads "shift date" (the dry run counts it as shifted), not "clean"."""
+    rows = {r["attribute"]: r for r in load_profile("teleradiology").effective_actions()}
+    assert rows["StudyDate"]["action"] == "shift date"
+    assert rows["StudyDescription"]["action"] == "clean"  # a descriptor is still cleaned

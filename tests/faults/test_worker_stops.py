@@ -58,11 +58,14 @@ def test_an_idle_worker_stops_on_sigterm_every_time(tmp_path, redis_url):
 
 
 def test_sigterm_mid_step_requeues_it_and_another_worker_finishes(tmp_path, redis_url):
-    """A worker stopped inside de-identification exits within its shutdown time; the batch still completes."""
+    """A worker stopped inside de-identification exits at once and requeues the step; another finishes it.
+
+    The visibility timeout is 600 s here, so the batch finishing soon proves the step was put back on
+    the queue by the stopping worker, not redelivered by Redis after the timeout.
+    """
     fault_dir = tmp_path / "fault"
     fault_dir.mkdir()
-    env = telerad_env(tmp_path / "home", TELERAD_BROKER_URL=redis_url, TELERAD_WORKER_SHUTDOWN_SECONDS="2",
-                      TELERAD_VISIBILITY_TIMEOUT="30")
+    env = telerad_env(tmp_path / "home", TELERAD_BROKER_URL=redis_url, TELERAD_VISIBILITY_TIMEOUT="600")
     hooked = dict(env, TELERAD_FAULT_PAUSE="deid-write:1", TELERAD_FAULT_DIR=str(fault_dir))
     states = StateStore(tmp_path / "home" / "state")
     worker = HookedWorker(hooked, tmp_path / "hooked.log").start()
@@ -72,7 +75,7 @@ def test_sigterm_mid_step_requeues_it_and_another_worker_finishes(tmp_path, redi
         while not (fault_dir / "paused-deid-write").exists():
             assert time.monotonic() < deadline, worker.log_path.read_text()[-2000:]
             time.sleep(0.05)
-        took = _sigterm_and_time(worker, 25)  # 2 s to finish the step, then it is stopped and requeued
+        took = _sigterm_and_time(worker, 25)
     finally:
         worker.stop()
     assert took < 25
@@ -84,3 +87,30 @@ def test_sigterm_mid_step_requeues_it_and_another_worker_finishes(tmp_path, redi
         second.stop()
     assert record.state == "done", record.error
     assert record.counts["images"] == 4
+
+
+def test_ctrl_c_twice_stops_a_busy_worker_at_once(tmp_path, redis_url):
+    """Ctrl-C twice (an operator at the terminal) stops a worker stuck in a step within seconds, not 30."""
+    fault_dir = tmp_path / "fault"
+    fault_dir.mkdir()
+    env = telerad_env(tmp_path / "home", TELERAD_BROKER_URL=redis_url, TELERAD_VISIBILITY_TIMEOUT="600")
+    hooked = dict(env, TELERAD_FAULT_PAUSE="deid-write:0", TELERAD_FAULT_DIR=str(fault_dir))
+    worker = HookedWorker(hooked, tmp_path / "hooked.log").start()
+    try:
+        _submit(env, make_study(tmp_path / "study", series=1, images=2).root)
+        deadline = time.monotonic() + 60
+        while not (fault_dir / "paused-deid-write").exists():
+            assert time.monotonic() < deadline, worker.log_path.read_text()[-2000:]
+            time.sleep(0.05)
+        started = time.monotonic()
+        worker.proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        worker.proc.send_signal(signal.SIGINT)
+        try:
+            worker.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"two Ctrl-C did not stop the worker:\n{worker.log_path.read_text()[-2000:]}")
+        took = time.monotonic() - started
+    finally:
+        worker.stop()
+    assert took < 15
