@@ -12,12 +12,17 @@ batch waits, and a batch whose worker dies is delivered again.
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_init
 
 from pipeline.permissions import make_process_private
 from pipeline.settings import Settings, load_settings
 
-# However the worker was started (`telerad worker`, `celery -A workers.app worker`, `telerad up`).
-make_process_private()
+
+@worker_init.connect
+def _private_files(**_: object) -> None:
+    """Files a worker creates are 0600/0700, however it was started (`telerad worker`,
+    `celery -A workers.app worker`, `telerad up`); its pool processes inherit the umask."""
+    make_process_private()
 
 QUEUE = "telerad"
 
