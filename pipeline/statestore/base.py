@@ -14,6 +14,7 @@ key TTLs), never by comparing the hosts' clocks.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Iterator, Protocol, runtime_checkable
@@ -42,7 +43,7 @@ class BatchStateStore(Protocol):
     def outranked(self, priority: str) -> bool: ...
 
 
-class SharedStateStore:
+class SharedStateStore(ABC):
     """Common part of the stores several hosts share; subclasses store the records.
 
     The batch's private work folder and the uplink courtesy between priorities stay
@@ -55,21 +56,26 @@ class SharedStateStore:
     def __init__(self, work_root: Path) -> None:
         self.local = StateStore(work_root)
 
-    # --- to implement -------------------------------------------------------------
+    # --- what each shared backend implements ----------------------------------------
+    @abstractmethod
     def create(self, record: BatchRecord) -> None:
-        raise NotImplementedError
+        """Record a new batch; SubmissionError if its ID exists."""
 
+    @abstractmethod
     def _load(self, batch_id: str) -> BatchRecord | None:
-        raise NotImplementedError
+        """The stored record, or None."""
 
+    @abstractmethod
     def _store(self, record: BatchRecord) -> None:
-        raise NotImplementedError
+        """Write the record (the caller holds the batch's lock)."""
 
+    @abstractmethod
     def lock(self, batch_id: str) -> AbstractContextManager[None]:
-        raise NotImplementedError
+        """An exclusive lock on one batch, across hosts."""
 
+    @abstractmethod
     def all(self) -> list[BatchRecord]:
-        raise NotImplementedError
+        """Every record, newest submission first (as StateStore.all)."""
 
     def unfinished(self) -> list[BatchRecord]:
         """Every batch neither done nor failed (what the take-over sweep looks at, every few seconds)."""
