@@ -103,8 +103,10 @@ def login(driver, gw, key: str) -> None:
     assert driver.find_element(By.CSS_SELECTOR, "label[for=key]").text == "API key"
     field.send_keys("trk_00000000_wrong")
     field.submit()
-    assert "not valid" in driver.find_element(By.ID, "login-error").text
-    field = driver.find_element(By.ID, "key")
+    # The form posts and the page is replaced: wait for the answer, not for a fixed time.
+    [error] = wait_for(lambda: driver.find_elements(By.ID, "login-error"))
+    assert "not valid" in error.text
+    field = wait_for(lambda: driver.find_elements(By.ID, "key"))[0]
     field.send_keys(key)
     field.submit()
     wait_for(lambda: driver.current_url.endswith("/console") and driver.find_elements(By.ID, "batches"))
