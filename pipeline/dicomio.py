@@ -323,15 +323,22 @@ def _read_raw(path: Path | None, fh, buf: bytes, size: int, load_pixels: bool,
         fh.seek(len(buf))
         buf += fh.read(size - len(buf))
         elements, stop, _ = dicomraw.parse_elements(buf, start, len(buf), implicit=implicit, little=little)
+    ds = _part10_dataset(elements, meta, buf[:128], implicit=implicit, little=little)
+    head = buf if span is None else buf[:span[0]]
+    whole = buf if span is not None and len(buf) == size else None
+    return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path, head=head, data=whole)
+
+
+def _part10_dataset(elements: dict, meta: FileMetaDataset, preamble: bytes, *, implicit: bool,
+                    little: bool) -> Dataset:
+    """The dataset of a Part 10 file cut by ``dicomraw``; refuses an empty one and a DICOMDIR."""
     if not elements:
         raise DicomReadError("the file has a DICOM preamble but no readable data elements")
     ds = dicomraw.dataset_of(elements, implicit=implicit, little=little)
     ds.file_meta = meta
-    ds.preamble = buf[:128]
+    ds.preamble = preamble
     _check_not_dicomdir(ds)
-    head = buf if span is None else buf[:span[0]]
-    whole = buf if span is not None and len(buf) == size else None
-    return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=span, path=path, head=head, data=whole)
+    return ds
 
 
 def _read_deflated(path: Path | None, fh, buf: bytes, size: int, meta: FileMetaDataset, start: int,
@@ -353,12 +360,7 @@ def _read_deflated(path: Path | None, fh, buf: bytes, size: int, meta: FileMetaD
         buf += fh.read(size - len(buf))
     body = inflate(memoryview(buf)[start:], limits)
     elements, _stop, _ = dicomraw.parse_elements(body, 0, len(body), implicit=False, little=True)
-    if not elements:
-        raise DicomReadError("the file has a DICOM preamble but no readable data elements")
-    ds = dicomraw.dataset_of(elements, implicit=False, little=True)
-    ds.file_meta = meta
-    ds.preamble = buf[:128]
-    _check_not_dicomdir(ds)
+    ds = _part10_dataset(elements, meta, buf[:128], implicit=False, little=True)
     return SourceFile(dataset=ds, transfer_syntax=DeflatedExplicitVRLittleEndian, pixel_span=None,
                       path=path, head=bytes(buf[:start]) + body)
 

@@ -81,27 +81,29 @@ class SharedStateStore(ABC):
         """Every batch neither done nor failed (what the take-over sweep looks at, every few seconds)."""
         return [r for r in self.all() if not r.final]
 
+    @abstractmethod
     def acquire_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
         """Take the batch's lease if it is free or expired (or already ``owner``'s)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def renew_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
         """Extend ``owner``'s lease; False when it is no longer ``owner``'s."""
-        raise NotImplementedError
 
+    @abstractmethod
     def release_lease(self, batch_id: str, owner: str) -> None:
-        raise NotImplementedError
+        """Give the lease up (only ``owner``'s)."""
 
+    @abstractmethod
     def lease_holder(self, batch_id: str) -> str | None:
         """The owner of the live lease, or None when there is none (free or expired)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def beat_host(self, host: str, ttl: float) -> None:
         """Say that ``host`` has a live worker for the next ``ttl`` seconds."""
-        raise NotImplementedError
 
+    @abstractmethod
     def live_hosts(self) -> set[str]:
-        raise NotImplementedError
+        """Hosts whose heartbeat has not expired."""
 
     # --- shared behaviour -------------------------------------------------------
     @staticmethod
