@@ -291,7 +291,7 @@ def read_header_lean(buf: bytes, leave_out: set[int] | frozenset[int]) -> Source
         syntax = UID(str(declared))
         if not syntax.is_transfer_syntax or syntax.is_implicit_VR or not syntax.is_little_endian:
             return None
-        elements = dicomraw.scan_explicit_little(buf, start, len(buf), leave_out)
+        elements, _, _ = dicomraw.scan_explicit_little(buf, start, len(buf), leave_out, stop_at_pixels=True)
     except dicomraw.Unparsed:
         return None
     ds = dicomraw.dataset_of(elements, implicit=False, little=True)

@@ -148,14 +148,14 @@ def vr_key(tag: int, vr: str) -> int:
     return tag << 16 | int.from_bytes(vr.encode(), "little")
 
 
-def scan_explicit_little(buf: bytes, pos: int, end: int, leave_out: set[int] | frozenset[int]) -> dict:
-    """The top level of an explicit VR little endian dataset up to its pixel element (or its
-    end), as raw elements, without the elements whose ``vr_key`` is in ``leave_out`` (never built).
+def scan_explicit_little(buf: bytes, pos: int, end: int, leave_out: set[int] | frozenset[int], *,
+                         stop_at_pixels: bool = False, in_item: bool = False) -> tuple[dict, int, bool]:
+    """``parse_elements`` for explicit VR little endian, without building the elements whose
+    ``vr_key`` is in ``leave_out``.
 
     For a reader that has already judged those (tag, VR) pairs and only needs
     the rest (the leak verifier): building an element costs more than reading
-    its header. Anything unusual raises ``Unparsed`` (read it with
-    ``parse_elements``).
+    its header. Returns what ``parse_elements`` returns, less those elements.
     """
     head = _HEAD.unpack_from
     u32 = _LAYOUTS[True].u32.unpack_from
@@ -166,10 +166,12 @@ def scan_explicit_little(buf: bytes, pos: int, end: int, leave_out: set[int] | f
             raise Unparsed("an element header runs past the end")
         group, elem, code, length = head(buf, pos)
         tag = group << 16 | elem
-        if tag in pixel_tags:
-            return out
         if group == 0xFFFE:
+            if in_item and tag == ITEM_END:
+                return out, pos + 8, True
             raise Unparsed("a delimiter where an element was expected")
+        if stop_at_pixels and tag in pixel_tags:
+            return out, pos, True
         if code in long16:
             if pos + 12 > end:
                 raise Unparsed("an element header runs past the end")
@@ -178,16 +180,28 @@ def scan_explicit_little(buf: bytes, pos: int, end: int, leave_out: set[int] | f
         else:
             vstart = pos + 8
         vend = vstart + length
-        if length == UNDEFINED or vend > end:
-            raise Unparsed("an undefined length or a value past the end")
-        if tag << 16 | code not in leave_out:
-            vr = vr_names.get(code)
-            if vr is None:
-                raise Unparsed("an unknown VR")
+        if tag << 16 | code in leave_out and vend <= end:
+            pos = vend  # judged already: its VR is one the keys were made of, its length a number
+            continue
+        vr = vr_names.get(code)
+        if vr is None:
+            raise Unparsed("an unknown VR")
+        if length == UNDEFINED:
+            if vr not in ("SQ", "OB", "OW"):
+                raise Unparsed("undefined length on a VR that cannot have it")
+            vend = _end_of_items(buf, vstart, end, implicit=False, little=True)
             key = BaseTag(tag)
-            out[key] = _raw(RawDataElement, (key, vr, length, buf[vstart:vend], vstart, False, True, True, False))
+            out[key] = _raw(RawDataElement, (key, vr, UNDEFINED, buf[vstart:vend], vstart, False, True, True, True))
+            pos = vend + 8  # the sequence delimiter
+            continue
+        if vend > end:
+            raise Unparsed("a value runs past the end")
+        key = BaseTag(tag)
+        out[key] = _raw(RawDataElement, (key, vr, length, buf[vstart:vend], vstart, False, True, True, False))
         pos = vend
-    return out
+    if in_item:
+        raise Unparsed("an undefined-length item without its delimiter")
+    return out, pos, False
 
 
 def _end_of_items(buf: bytes, pos: int, end: int, *, implicit: bool, little: bool) -> int:
@@ -292,9 +306,20 @@ def dataset_of(elements: dict, *, implicit: bool, little: bool,
                        encoding=encoding, cls=cls)
 
 
-def parse_items(elem: RawDataElement, parent: Dataset) -> list[Dataset]:
-    """The items of a raw sequence as datasets of raw elements (undefined or defined length)."""
+def parse_items(elem: RawDataElement, parent: Dataset,
+                leave_out: set[int] | frozenset[int] | None = None) -> list[Dataset]:
+    """The items of a raw sequence as datasets of raw elements (undefined or defined length).
+
+    With ``leave_out``, items in explicit VR little endian lack those elements
+    (``scan_explicit_little``): for a reader that judges only the rest.
+    """
     buf, implicit, little = elem.value or b"", elem.is_implicit_VR, elem.is_little_endian
+    if leave_out is not None and not implicit and little:
+        def cut(pos: int, end: int, in_item: bool) -> tuple[dict, int, bool]:
+            return scan_explicit_little(buf, pos, end, leave_out, in_item=in_item)
+    else:
+        def cut(pos: int, end: int, in_item: bool) -> tuple[dict, int, bool]:
+            return parse_elements(buf, pos, end, implicit=implicit, little=little, in_item=in_item)
     unpack_tl = _LAYOUTS[little].tag_len.unpack_from
     encoding = parent.original_character_set or parent._character_set
     items: list[Dataset] = []
@@ -310,11 +335,11 @@ def parse_items(elem: RawDataElement, parent: Dataset) -> list[Dataset]:
             raise Unparsed("a sequence holds something that is not an item")
         pos += 8
         if length == UNDEFINED:
-            elements, pos, _ = parse_elements(buf, pos, end, implicit=implicit, little=little, in_item=True)
+            elements, pos, _ = cut(pos, end, True)
         else:
             if pos + length > end:
                 raise Unparsed("an item runs past the end")
-            elements, _, _ = parse_elements(buf, pos, pos + length, implicit=implicit, little=little)
+            elements, _, _ = cut(pos, pos + length, False)
             pos += length
         item = dataset_of(elements, implicit=implicit, little=little, parent_encoding=encoding)
         item.is_undefined_length_sequence_item = length == UNDEFINED

@@ -236,7 +236,7 @@ class Matcher:
 
     def with_names(self, names: tuple[tuple[str, str], ...]) -> "Matcher":
         """This search plus more submitted names (a file's own), with no compilation."""
-        other = Matcher(Captured())
+        other = object.__new__(Matcher)
         other._regex, other._names = self._regex, tuple(sorted({*self._names, *_name_variants(names)}))
         return other
 

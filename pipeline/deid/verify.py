@@ -16,7 +16,6 @@ file, the tag and the check, never the offending value.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -88,14 +87,15 @@ def _tag(t) -> str:
     return f"({t.group:04X},{t.element:04X})"
 
 
-def _items(ds, tag) -> list:
-    """A sequence's items: cut from the raw bytes when possible, else converted by pydicom."""
+def _items(ds, tag, leave_out: set[int] | None = None) -> list:
+    """A sequence's items: cut from the raw bytes when possible (without the ``leave_out``
+    elements, see ``dicomraw.scan_explicit_little``), else converted by pydicom."""
     elem = ds.get_item(tag)
     if isinstance(elem, RawDataElement):
         if not elem.value:
             return []
         try:
-            return dicomraw.parse_items(elem, ds)
+            return dicomraw.parse_items(elem, ds, leave_out)
         except dicomraw.Unparsed:
             pass
     return list(ds[tag].value or [])
@@ -128,7 +128,8 @@ class Verifier:
 
     def with_names(self, names: tuple[tuple[str, str], ...]) -> "Verifier":
         """This verifier also searching for submitted file and folder names (a file's own)."""
-        other = copy.copy(self)
+        other = object.__new__(Verifier)  # a shallow copy (copy.copy costs more per file)
+        other.__dict__.update(self.__dict__)
         org = self.pseudonyms.organization.upper()
         other.matcher = self.matcher.with_names(tuple(n for n in names if n[0] != org))
         return other
@@ -330,7 +331,7 @@ class Verifier:
             emitted.append((check, detail))
             add(check, detail)
 
-        for item in _items(ds, t):
+        for item in _items(ds, t, _QUIET_KEYS):  # elements every check has passed are left out
             self._walk(item, opts, date_policy, add_and_keep, depth + 1)
         if key is not None:
             if len(_SEQUENCE_VERDICTS) >= _SEQUENCE_VERDICTS_MAX:
