@@ -276,6 +276,29 @@ def read_header_bytes(buf: bytes, inflate_limits: InflateLimits = DEFAULT_INFLAT
     return SourceFile(dataset=ds, transfer_syntax=ts, pixel_span=None, path=None, head=buf)
 
 
+def read_header_lean(buf: bytes, leave_out: set[int] | frozenset[int]) -> SourceFile | None:
+    """A Part 10 header held in memory without the elements ``leave_out`` names (see
+    ``dicomraw.scan_explicit_little``); None when it is not a plain explicit VR little
+    endian header ending at its pixel element (then ``read_header_bytes`` reads it)."""
+    if buf[128:132] != b"DICM":
+        return None
+    try:
+        meta, start = _file_meta(buf)
+        declared = dicomraw.value_of(meta, "TransferSyntaxUID")
+        if declared is None or declared == DeflatedExplicitVRLittleEndian or start + 6 > len(buf) \
+                or buf[start + 4:start + 6] not in dicomraw.VR_CODES:
+            return None
+        syntax = UID(str(declared))
+        if not syntax.is_transfer_syntax or syntax.is_implicit_VR or not syntax.is_little_endian:
+            return None
+        elements = dicomraw.scan_explicit_little(buf, start, len(buf), leave_out)
+    except dicomraw.Unparsed:
+        return None
+    ds = dicomraw.dataset_of(elements, implicit=False, little=True)
+    ds.file_meta = meta
+    return SourceFile(dataset=ds, transfer_syntax=syntax, pixel_span=None, path=None, head=buf)
+
+
 _WHOLE_READ = 1024 * 1024  # files up to this size are read whole: their pixels need no second open
 _HEADER_READ = 64 * 1024
 

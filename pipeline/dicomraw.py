@@ -16,6 +16,7 @@ so damaged files keep pydicom's behaviour and error messages.
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import tag_for_keyword
@@ -69,6 +70,9 @@ _LAYOUTS = {True: _Layout(True), False: _Layout(False)}
 
 
 # --- reading ---------------------------------------------------------------------------
+# RawDataElement is a NamedTuple: building it through tuple.__new__ skips the Python-level
+# __new__ frame the class adds (the same object; one per element of every header read).
+_raw = tuple.__new__
 def parse_elements(buf: bytes, pos: int, end: int, *, implicit: bool, little: bool,
                    stop_at_pixels: bool = False, in_item: bool = False,
                    tell: int = 0) -> tuple[dict, int, bool]:
@@ -82,6 +86,7 @@ def parse_elements(buf: bytes, pos: int, end: int, *, implicit: bool, little: bo
     lay = _LAYOUTS[little]
     unpack_tag = lay.tag.unpack_from
     u16, u32 = lay.u16.unpack_from, lay.u32.unpack_from
+    vr_names, long_codes, pixel_tags = _VR_NAMES, _LONG, PIXEL_TAGS
     out: dict = {}
     while pos < end:
         if pos + 8 > end:
@@ -92,7 +97,7 @@ def parse_elements(buf: bytes, pos: int, end: int, *, implicit: bool, little: bo
             if in_item and tag == ITEM_END:
                 return out, pos + 8, True
             raise Unparsed("a delimiter where an element was expected")
-        if stop_at_pixels and tag in PIXEL_TAGS:
+        if stop_at_pixels and tag in pixel_tags:
             return out, pos, True
         if implicit:
             vr = None
@@ -100,10 +105,10 @@ def parse_elements(buf: bytes, pos: int, end: int, *, implicit: bool, little: bo
             vstart = pos + 8
         else:
             code = buf[pos + 4:pos + 6]
-            vr = _VR_NAMES.get(code)
+            vr = vr_names.get(code)
             if vr is None:
                 raise Unparsed("an unknown VR")
-            if code in _LONG:
+            if code in long_codes:
                 if pos + 12 > end:
                     raise Unparsed("an element header runs past the end")
                 length = u32(buf, pos + 8)[0]
@@ -111,25 +116,78 @@ def parse_elements(buf: bytes, pos: int, end: int, *, implicit: bool, little: bo
             else:
                 length = u16(buf, pos + 6)[0]
                 vstart = pos + 8
+        key = BaseTag(tag)
         if length == UNDEFINED:
             if vr not in (None, "SQ", "OB", "OW"):
                 raise Unparsed("undefined length on a VR that cannot have it")
             if vr is None:
-                vr = None if tag in PIXEL_TAGS else "SQ"
+                vr = None if tag in pixel_tags else "SQ"
             vend = _end_of_items(buf, vstart, end, implicit=implicit, little=little)
-            out[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, UNDEFINED, buf[vstart:vend],
-                                               vstart + tell, implicit, little, True, True)
+            out[key] = _raw(RawDataElement, (key, vr, UNDEFINED, buf[vstart:vend], vstart + tell,
+                                             implicit, little, True, True))
             pos = vend + 8  # the sequence delimiter
             continue
         vend = vstart + length
         if vend > end:
             raise Unparsed("a value runs past the end")
-        out[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, buf[vstart:vend],
-                                           vstart + tell, implicit, little)
+        out[key] = _raw(RawDataElement, (key, vr, length, buf[vstart:vend], vstart + tell,
+                                         implicit, little, True, False))
         pos = vend
     if in_item:
         raise Unparsed("an undefined-length item without its delimiter")
     return out, pos, False
+
+
+_HEAD = struct.Struct("<HHHH")  # group, element, VR code, short length (explicit VR little endian)
+VR_CODE16 = {int.from_bytes(code, "little"): name for code, name in _VR_NAMES.items()}
+_LONG16 = frozenset(int.from_bytes(code, "little") for code in _LONG)
+
+
+def vr_key(tag: int, vr: str) -> int:
+    """One int for (tag, explicit VR), as ``scan_explicit_little`` compares them."""
+    return tag << 16 | int.from_bytes(vr.encode(), "little")
+
+
+def scan_explicit_little(buf: bytes, pos: int, end: int, leave_out: set[int] | frozenset[int]) -> dict:
+    """The top level of an explicit VR little endian dataset up to its pixel element (or its
+    end), as raw elements, without the elements whose ``vr_key`` is in ``leave_out`` (never built).
+
+    For a reader that has already judged those (tag, VR) pairs and only needs
+    the rest (the leak verifier): building an element costs more than reading
+    its header. Anything unusual raises ``Unparsed`` (read it with
+    ``parse_elements``).
+    """
+    head = _HEAD.unpack_from
+    u32 = _LAYOUTS[True].u32.unpack_from
+    vr_names, long16, pixel_tags = VR_CODE16, _LONG16, PIXEL_TAGS
+    out: dict = {}
+    while pos < end:
+        if pos + 8 > end:
+            raise Unparsed("an element header runs past the end")
+        group, elem, code, length = head(buf, pos)
+        tag = group << 16 | elem
+        if tag in pixel_tags:
+            return out
+        if group == 0xFFFE:
+            raise Unparsed("a delimiter where an element was expected")
+        if code in long16:
+            if pos + 12 > end:
+                raise Unparsed("an element header runs past the end")
+            length = u32(buf, pos + 8)[0]
+            vstart = pos + 12
+        else:
+            vstart = pos + 8
+        vend = vstart + length
+        if length == UNDEFINED or vend > end:
+            raise Unparsed("an undefined length or a value past the end")
+        if tag << 16 | code not in leave_out:
+            vr = vr_names.get(code)
+            if vr is None:
+                raise Unparsed("an unknown VR")
+            key = BaseTag(tag)
+            out[key] = _raw(RawDataElement, (key, vr, length, buf[vstart:vend], vstart, False, True, True, False))
+        pos = vend
+    return out
 
 
 def _end_of_items(buf: bytes, pos: int, end: int, *, implicit: bool, little: bool) -> int:
@@ -212,13 +270,24 @@ def new_dataset(elements: dict, *, implicit: bool, little: bool, parent_encoding
     return ds
 
 
+def _encodings_of(charset: RawDataElement) -> list[str]:
+    """Python encodings of a raw SpecificCharacterSet, converted once per distinct value (a new list each time)."""
+    return list(_encodings_cached(charset.value, charset.VR, charset.is_implicit_VR, charset.is_little_endian))
+
+
+@lru_cache(maxsize=64)
+def _encodings_cached(value: bytes | None, vr: str | None, implicit: bool, little: bool) -> tuple[str, ...]:
+    elem = RawDataElement(CHARSET, vr, len(value or b""), value, 0, implicit, little)
+    return tuple(convert_encodings(convert_raw_data_element(elem, encoding=default_encoding).value))
+
+
 def dataset_of(elements: dict, *, implicit: bool, little: bool,
                parent_encoding: str | list[str] = default_encoding, cls: type[Dataset] = Dataset) -> Dataset:
     """A pydicom Dataset over raw elements, with the encodings pydicom's reader would set."""
     encoding = parent_encoding
     charset = elements.get(CHARSET)
     if charset is not None:  # converted aside: the element itself stays raw
-        encoding = convert_encodings(convert_raw_data_element(charset, encoding=default_encoding).value)
+        encoding = _encodings_of(charset) if type(charset) is RawDataElement else convert_encodings(charset.value)
     return new_dataset(elements, implicit=implicit, little=little, parent_encoding=parent_encoding,
                        encoding=encoding, cls=cls)
 
@@ -263,7 +332,12 @@ def value_of(ds: Dataset, keyword: str, default=None):
     a mere look at a value would make the writer encode it again.
     """
     tag = tag_for_keyword(keyword)
-    elem = ds._dict.get(tag) if tag is not None else None
+    return default if tag is None else value_at(ds, tag, default)
+
+
+def value_at(ds: Dataset, tag: int, default=None):
+    """``value_of`` by tag number."""
+    elem = ds._dict.get(tag)
     if elem is None:
         return default
     if type(elem) is RawDataElement:
@@ -296,7 +370,10 @@ def _encode_into(out: list, ds: Dataset, implicit: bool, little: bool, parent_en
         if type(elem) is RawDataElement and elem.is_implicit_VR == implicit \
                 and elem.is_little_endian == little and (implicit or elem.VR is not None):
             value = elem.value or b""
-            undefined = elem.length == UNDEFINED
+            # An undefined-length sequence is written with its length (no delimiter): valid DICOM
+            # either way, and a reader skips it whole. Encapsulated pixel data keeps its delimiter,
+            # and so does a private sequence in implicit VR (only the delimiter says it is one).
+            undefined = elem.length == UNDEFINED and not (elem.VR == "SQ" and _length_says_sq(tag, implicit))
             if implicit:
                 out.append(lay.tag_len.pack(tag >> 16, tag & 0xFFFF, UNDEFINED if undefined else len(value)))
             elif elem.VR in LONG_VRS:
@@ -368,16 +445,43 @@ def _ascii_text(elem: DataElement) -> bytes | None:
 
 def _encode_sequence(out: list, elem: DataElement, ds: Dataset, implicit: bool, little: bool,
                      encodings) -> None:
-    """A sequence and its items, all of undefined length (no lengths to compute)."""
+    """A sequence of defined length (so a reader skips it whole) holding undefined-length items."""
     lay = _LAYOUTS[little]
     tag = int(elem.tag)
-    if implicit:
-        out.append(lay.tag_len.pack(tag >> 16, tag & 0xFFFF, UNDEFINED))
-    else:
-        out.append(lay.long.pack(tag >> 16, tag & 0xFFFF, b"SQ", UNDEFINED))
+    if not _length_says_sq(tag, implicit):
+        _encode_undefined_sequence(out, elem, tag, lay, implicit, encodings)
+        return
+    body: list[bytes] = []
     items = elem.value if isinstance(elem.value, (list, Sequence)) else []
     for item in items:
+        body.append(lay.item_start)
+        _encode_into(body, item, implicit, little, encodings)
+        body.append(lay.item_end)
+    length = sum(map(len, body))
+    if implicit:
+        out.append(lay.tag_len.pack(tag >> 16, tag & 0xFFFF, length))
+    else:
+        out.append(lay.long.pack(tag >> 16, tag & 0xFFFF, b"SQ", length))
+    out += body
+
+
+def _encode_undefined_sequence(out: list, elem: DataElement, tag: int, lay: _Layout, implicit: bool,
+                               encodings) -> None:
+    """A sequence and its items, all of undefined length: a private sequence in implicit VR."""
+    out.append(lay.tag_len.pack(tag >> 16, tag & 0xFFFF, UNDEFINED) if implicit
+               else lay.long.pack(tag >> 16, tag & 0xFFFF, b"SQ", UNDEFINED))
+    for item in elem.value if isinstance(elem.value, (list, Sequence)) else []:
         out.append(lay.item_start)
-        _encode_into(out, item, implicit, little, encodings)
+        _encode_into(out, item, implicit, lay.little, encodings)
         out.append(lay.item_end)
     out.append(lay.sequence_end)
+
+
+def _length_says_sq(tag: int, implicit: bool) -> bool:
+    """Whether a reader still knows the element is a sequence when it has a defined length.
+
+    In explicit VR the VR says so; in implicit VR the dictionary does for
+    public tags, but a private tag is recognised as a sequence only by its
+    undefined length and delimiters.
+    """
+    return not implicit or not (tag >> 16) & 1

@@ -52,12 +52,13 @@ ZIP_LEVEL = 1  # fast deflate: pixel data gains little from harder compression
 _engine: Any = None  # one Deidentifier per process, built by _init
 _verify: bool = False
 _allowed_names: list[str] = []
+_verifiers: Any = None  # this process's SourceVerifiers, made on first use
 
 
 def _init(profile: str, options: list[str], secret: bytes, organization: str,
           overrides: dict[str, str], verify: bool, review_dir: str | None = None) -> None:
     """Build this process's engine once (profile, vocabularies, guards)."""
-    global _engine, _verify, _allowed_names
+    global _engine, _verify, _allowed_names, _verifiers
     from pipeline.deid import Deidentifier, load_profile
     from pipeline.pseudonyms import Pseudonyms
 
@@ -69,14 +70,16 @@ def _init(profile: str, options: list[str], secret: bytes, organization: str,
     # As verify_batch: a per-submission PatientName alias is the only name allowed besides pseudonyms.
     alias = _engine.overrides.as_dict().get("PatientName")
     _allowed_names = [alias] if alias else []
+    _verifiers = None
 
 
 def _verifier(original: Any) -> Any:
-    from pipeline.deid.verify import Verifier
+    global _verifiers
+    if _verifiers is None:
+        from pipeline.deid.verify import SourceVerifiers
 
-    return Verifier(_engine.pseudonyms, _engine.profile,
-                    originals=[original.patient_id, original.study_instance_uid, original.accession_number],
-                    captured=original.captured, allowed_names=_allowed_names)
+        _verifiers = SourceVerifiers(_engine.pseudonyms, _engine.profile, allowed_names=_allowed_names)
+    return _verifiers.for_original(original)
 
 
 def _check(path: Path, res: Any) -> list[Any]:

@@ -41,6 +41,7 @@ _WHOLE_VALUES = (
     "InstitutionName", "InstitutionalDepartmentName",
 )
 _BIRTH_DATE = "PatientBirthDate"
+SUBMITTED_NAME = "a submitted file or folder name"  # the kind of values that differ per file
 _TAGS = {tag_for_keyword(k): k for k in (*_PERSON_NAMES, *_IDS, *_WHOLE_VALUES, _BIRTH_DATE)}
 _PN = frozenset(tag_for_keyword(k) for k in _PERSON_NAMES)
 _ID = frozenset(tag_for_keyword(k) for k in _IDS)
@@ -89,6 +90,15 @@ class Captured:
 
     def merged(self, *others: "Captured") -> "Captured":
         return Captured.of([p for c in (self, *others) for p in c.needles])
+
+    def split_names(self) -> tuple["Captured", tuple[tuple[str, str], ...]]:
+        """The values a patient's files share, and the submitted names (which differ per file)."""
+        split = self.__dict__.get("_split")
+        if split is None:
+            split = (Captured(tuple(p for p in self.needles if p[1] != SUBMITTED_NAME)),
+                     tuple(p for p in self.needles if p[1] == SUBMITTED_NAME))
+            object.__setattr__(self, "_split", split)
+        return split
 
     def without(self, words) -> "Captured":
         drop = {str(w).upper() for w in words if w}
@@ -176,7 +186,7 @@ def capture(ds: Dataset, submitted: str | None = None, ordinary=None) -> Capture
                 continue  # UIDs, dates and short numbers have their own policies; a keyword names no one
             if ordinary is not None and all(ordinary(w) for w in re.split(r"[\s_]+", name) if w):
                 continue
-            pairs.append((name, "a submitted file or folder name"))
+            pairs.append((name, SUBMITTED_NAME))
     return Captured.of(pairs)
 
 
@@ -210,52 +220,102 @@ class Hit:
 
 
 class Matcher:
-    """One compiled search for a set of captured values, as whole tokens, case-insensitive."""
+    """One search for a set of captured values, as whole tokens, case-insensitive.
+
+    The values a source shares with the other files of its patient and study
+    (names, IDs, dates, addresses) are compiled into one regular expression,
+    once per set (``_compiled``); the submitted file and folder names, which
+    differ from file to file, are found with plain byte searches, so a new
+    file costs no compilation.
+    """
 
     def __init__(self, captured: Captured) -> None:
-        self.kinds: dict[bytes, str] = {}
-        variants: set[bytes] = set()
-        for text, kind in captured.needles:
-            for enc in ("utf-8", "latin-1"):
-                try:
-                    b = text.encode(enc)
-                except UnicodeEncodeError:
-                    continue
-                variants.add(b)
-                self.kinds.setdefault(b.upper(), kind)
-        if variants:
-            alternatives = b"|".join(re.escape(v) for v in sorted(variants, key=lambda v: (-len(v), v)))
-            self.pattern: re.Pattern[bytes] | None = re.compile(
-                rb"(?<![" + TOKEN_CHARS + rb"])(?:" + alternatives + rb")(?![" + TOKEN_CHARS + rb"])",
-                re.IGNORECASE)
-            # The quick test: the same words without boundaries, case-sensitive over upper-cased
-            # bytes (several times faster than either lookarounds or IGNORECASE on a header).
-            upper = {v.upper() for v in variants}
-            self.quick: re.Pattern[bytes] | None = re.compile(
-                b"|".join(re.escape(v) for v in sorted(upper, key=lambda v: (-len(v), v))))
-        else:
-            self.pattern = self.quick = None
+        shared, names = captured.split_names()
+        self._regex = _compiled(shared.needles)
+        self._names = _name_variants(names)
+
+    def with_names(self, names: tuple[tuple[str, str], ...]) -> "Matcher":
+        """This search plus more submitted names (a file's own), with no compilation."""
+        other = Matcher(Captured())
+        other._regex, other._names = self._regex, tuple(sorted({*self._names, *_name_variants(names)}))
+        return other
 
     def __bool__(self) -> bool:
-        return self.pattern is not None
+        return self._regex is not None or bool(self._names)
 
     def any_in(self, data: bytes) -> bool:
         """True when ``data`` may hold a captured value (a quick test; ``hits`` says which, as tokens)."""
-        return self.quick is not None and self.quick.search(data.upper()) is not None
+        upper = data.upper()
+        return (self._regex is not None and self._regex.quick.search(upper) is not None) or any(
+            name in upper for name, _ in self._names)
 
     def hits(self, data: bytes) -> list[Hit]:
-        if self.pattern is None:
-            return []
-        out = []
-        for m in self.pattern.finditer(data):
-            found = m.group().upper()
-            out.append(Hit(self.kinds.get(found, "a captured value"),
-                           found.isdigit() and len(found) < _SHORT_NUMBER,
-                           _UID_LIKE.match(found.decode("latin-1")) is not None))
-        return out
+        found: list[tuple[bytes, str]] = []
+        if self._regex is not None:
+            found += [(m.group().upper(), self._regex.kinds.get(m.group().upper(), "a captured value"))
+                      for m in self._regex.pattern.finditer(data)]
+        if self._names:
+            upper = data.upper()
+            for name, kind in self._names:
+                at = upper.find(name)
+                while at >= 0:
+                    end = at + len(name)
+                    if (at == 0 or upper[at - 1] not in _TOKEN_BYTES) and (
+                            end == len(upper) or upper[end] not in _TOKEN_BYTES):
+                        found.append((name, kind))
+                    at = upper.find(name, at + 1)
+        return [Hit(kind, text.isdigit() and len(text) < _SHORT_NUMBER,
+                    _UID_LIKE.match(text.decode("latin-1")) is not None) for text, kind in found]
 
     def text_hits(self, text: str) -> list[Hit]:
         return self.hits(text.encode("utf-8", "ignore"))
+
+
+_TOKEN_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _name_variants(names) -> tuple[tuple[bytes, str], ...]:
+    return tuple(sorted({(v.upper(), kind) for text, kind in names for v in _variants(text)}))
+
+
+def _variants(text: str) -> set[bytes]:
+    """A value's bytes as a file may hold them: UTF-8 and Latin-1."""
+    out = set()
+    for enc in ("utf-8", "latin-1"):
+        try:
+            out.add(text.encode(enc))
+        except UnicodeEncodeError:
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class _Regex:
+    pattern: re.Pattern[bytes]  # the values as whole tokens, case-insensitive
+    quick: re.Pattern[bytes]  # the same words without boundaries, over upper-cased bytes
+    kinds: dict[bytes, str]
+
+
+@lru_cache(maxsize=256)
+def _compiled(needles: tuple[tuple[str, str], ...]) -> _Regex | None:
+    """One compiled search for a set of values (the same for every file of a patient)."""
+    kinds: dict[bytes, str] = {}
+    variants: set[bytes] = set()
+    for text, kind in needles:
+        for b in _variants(text):
+            variants.add(b)
+            kinds.setdefault(b.upper(), kind)
+    if not variants:
+        return None
+    alternatives = b"|".join(re.escape(v) for v in sorted(variants, key=lambda v: (-len(v), v)))
+    # The quick test: case-sensitive over upper-cased bytes, no boundaries (several times faster
+    # than either lookarounds or IGNORECASE on a header).
+    upper = {v.upper() for v in variants}
+    return _Regex(
+        re.compile(rb"(?<![" + TOKEN_CHARS + rb"])(?:" + alternatives + rb")(?![" + TOKEN_CHARS + rb"])",
+                   re.IGNORECASE),
+        re.compile(b"|".join(re.escape(v) for v in sorted(upper, key=lambda v: (-len(v), v)))),
+        kinds)
 
 
 @lru_cache(maxsize=256)

@@ -16,6 +16,7 @@ file, the tag and the check, never the offending value.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +26,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 
 from pipeline import dicomio, dicomraw
-from pipeline.dicomraw import value_of
+from pipeline.dicomraw import value_at, value_of
 from pipeline.deid import rawelem, standard
 from pipeline.deid.capture import Captured, Matcher, matcher_for
 from pipeline.deid.cleaning import Cleaners
@@ -46,6 +47,10 @@ _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "US", "SS", "UL", "
 _FORBIDDEN_META = {tag_for_keyword(kw): kw for kw in (
     "SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle",
     "PrivateInformation", "PrivateInformationCreatorUID")}
+_INSTANCE_UID_TAGS = tuple((kw, tag_for_keyword(kw)) for kw in INSTANCE_UIDS)
+_IDENTITY_REMOVED, _BURNED_IN, _PATIENT_ID, _SOP_INSTANCE_UID, _LONGITUDINAL = (tag_for_keyword(kw) for kw in (
+    "PatientIdentityRemoved", "BurnedInAnnotation", "PatientID", "SOPInstanceUID",
+    "LongitudinalTemporalInformationModified"))
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: search values, not bytes
 MIN_ORIGINAL_LEN = 3  # shorter originals ("1", "A") would match by chance anywhere
 # Free-text VRs: the only places a short number (an accession "134") counts as a hit; in
@@ -111,6 +116,7 @@ class Verifier:
                  allow_identifying: frozenset[int] | None = None) -> None:
         self.pseudonyms = pseudonyms
         self.profile = profile
+        self._profile_options = None if profile is None else frozenset(profile.options)
         self.originals = sorted({o.strip() for o in (originals or []) if len(o.strip()) >= MIN_ORIGINAL_LEN})
         self.allowed_names = {n.strip().upper() for n in (allowed_names or []) if n.strip()}
         self._settings_key = (pseudonyms.key_id, pseudonyms.organization, frozenset(self.allowed_names))
@@ -119,6 +125,13 @@ class Verifier:
         if allow_identifying is None:
             allow_identifying = allowances(profile)
         self.allow_identifying = frozenset(allow_identifying)
+
+    def with_names(self, names: tuple[tuple[str, str], ...]) -> "Verifier":
+        """This verifier also searching for submitted file and folder names (a file's own)."""
+        other = copy.copy(self)
+        org = self.pseudonyms.organization.upper()
+        other.matcher = self.matcher.with_names(tuple(n for n in names if n[0] != org))
+        return other
 
     @classmethod
     def originals_from_mapping(cls, mapping: dict) -> list[str]:
@@ -134,11 +147,11 @@ class Verifier:
                 for h in self.matcher.text_hits(text) if not h.short_number][:1]
 
     # --- options in force for one file -----------------------------------------------
-    def _options(self, ds) -> set[str]:
-        if self.profile is not None:
-            return set(self.profile.options)
+    def _options(self, ds) -> frozenset[str]:
+        if self._profile_options is not None:
+            return self._profile_options
         codes = {str(i.get("CodeValue", "")) for i in ds.get("DeidentificationMethodCodeSequence", [])}
-        return {_CODE_OPTIONS[c] for c in codes if c in _CODE_OPTIONS}
+        return frozenset(_CODE_OPTIONS[c] for c in codes if c in _CODE_OPTIONS)
 
     # --- one file ------------------------------------------------------------------------
     def verify_file(self, path: Path, rel: str) -> list[Finding]:
@@ -146,10 +159,19 @@ class Verifier:
         return self._verify(lambda: dicomio.read(Path(path), header_only=True), rel)
 
     def verify_header(self, header: bytes, rel: str) -> list[Finding]:
-        """Findings for a file's header bytes before they are written (``dicomio.write``'s gate)."""
-        return self._verify(lambda: dicomio.read_header_bytes(header), rel)
+        """Findings for a file's header bytes before they are written (``dicomio.write``'s gate).
 
-    def _verify(self, read, rel: str) -> list[Finding]:
+        Elements whose (tag, VR) every check has already passed (``_QUIET``)
+        are not even built; the search for captured values still reads every
+        byte of the header, and on a hit the header is read whole to say where.
+        """
+        lean = dicomio.read_header_lean(header, _QUIET_KEYS)
+        if lean is None:
+            return self._verify(lambda: dicomio.read_header_bytes(header), rel)
+        return self._verify(lambda: lean, rel, whole=lambda: dicomio.read_header_bytes(header).dataset)
+
+    def _verify(self, read, rel: str, whole=None) -> list[Finding]:
+        """``read`` gives the file; ``whole`` its complete dataset when ``read``'s left elements out."""
         found: list[Finding] = []
 
         def add(check: str, detail: str) -> None:
@@ -173,33 +195,33 @@ class Verifier:
             kw = _FORBIDDEN_META.get(int(t))
             if kw is not None:
                 add("file meta", f"{kw} was not removed")
-        if str(value_of(ds, "PatientIdentityRemoved", "")).upper() != "YES":
+        if str(value_at(ds, _IDENTITY_REMOVED, "")).upper() != "YES":
             add("marking", "PatientIdentityRemoved is not YES")
-        if str(value_of(ds, "BurnedInAnnotation", "")).strip().upper() == "YES":
+        if str(value_at(ds, _BURNED_IN, "")).strip().upper() == "YES":
             add("burned-in", "BurnedInAnnotation is YES")
-        pid = str(value_of(ds, "PatientID", "") or "")
+        pid = str(value_at(ds, _PATIENT_ID, "") or "")
         if pid and not self.pseudonyms.is_patient_pseudonym(pid):
             add("patient id", "(0010,0020) PatientID is not a pseudonym")
         if "retain-uids" not in opts:
-            for kw in INSTANCE_UIDS:
-                v = str(value_of(ds, kw, "") or "")
+            for kw, tag in _INSTANCE_UID_TAGS:
+                v = str(value_at(ds, tag, "") or "")
                 if v and not v.startswith("2.25.") and not is_standard_uid(v):
                     add("uid", f"{kw} was not replaced")
             msi = str(value_of(ds.file_meta, "MediaStorageSOPInstanceUID", ""))
-            if msi != str(value_of(ds, "SOPInstanceUID", "")):
+            if msi != str(value_at(ds, _SOP_INSTANCE_UID, "")):
                 add("uid", "MediaStorageSOPInstanceUID differs from SOPInstanceUID")
         date_policy = ("shift" if "retain-long-modified-dates" in opts
                        else "keep" if "retain-long-full-dates" in opts else "remove")
         self._walk(ds, opts, date_policy, add)
-        if date_policy == "shift" and str(value_of(ds, "LongitudinalTemporalInformationModified", "")) != "MODIFIED":
+        if date_policy == "shift" and str(value_at(ds, _LONGITUDINAL, "")) != "MODIFIED":
             add("dates", "LongitudinalTemporalInformationModified is not MODIFIED")
         deflated = str(value_of(ds.file_meta, "TransferSyntaxUID", "")) == DEFLATED  # header bytes compressed
         if self.matcher and (deflated or self.matcher.any_in(header)
                              or self.matcher.any_in(rel.encode("utf-8", "ignore"))):
-            self._captured_hits(ds, rel, opts, add)
+            self._captured_hits(ds if whole is None else whole(), rel, opts, add)
         return found
 
-    def _captured_hits(self, ds, rel: str, opts: set[str], add) -> None:
+    def _captured_hits(self, ds, rel: str, opts: frozenset[str], add) -> None:
         """Name where captured values are (the header matched as a whole); allowances apply."""
         for h in self.matcher.text_hits(rel):
             if h.short_number or (h.uid_like and "retain-uids" in opts):
@@ -209,7 +231,7 @@ class Verifier:
         seen: set[tuple[int, str]] = set()
         self._hits_in(ds, opts, add, seen, allowed=False, depth=0)
 
-    def _hits_in(self, ds, opts: set[str], add, seen: set, *, allowed: bool, depth: int) -> None:
+    def _hits_in(self, ds, opts: frozenset[str], add, seen: set, *, allowed: bool, depth: int) -> None:
         for t, elem in list(ds._dict.items()):
             if depth == 0 and t in _PIXEL_TAGS:
                 break
@@ -238,7 +260,7 @@ class Verifier:
                     seen.add(key)
                     add("captured identifier", f"{_tag(t)} {keyword_or_tag(t)} holds the source's {h.kind}")
 
-    def _walk(self, ds, opts: set[str], date_policy: str, add, depth: int = 0) -> None:
+    def _walk(self, ds, opts: frozenset[str], date_policy: str, add, depth: int = 0) -> None:
         dictionary_vr = rawelem.dictionary_vr
         for t, elem in ds._dict.items():  # nothing is changed while walking
             number = int(t)  # plain int arithmetic: BaseTag's properties run in Python
@@ -264,6 +286,8 @@ class Verifier:
             if vr not in _INSPECTED_VRS:
                 if raw and vr not in _BINARY_VRS and not number >> 16 & 1 and elem.VR in (vr, None):
                     _QUIET.add((number, elem.VR))  # the same answer for every such element
+                    if elem.VR is not None and elem.is_little_endian and number not in _READ_AT_TOP:
+                        _QUIET_KEYS.add(dicomraw.vr_key(number, elem.VR))
                 continue  # no name or date can hide in it: left unconverted
             if vr == "SQ":
                 self._walk_sequence(ds, t, elem, opts, date_policy, add, depth)
@@ -281,7 +305,7 @@ class Verifier:
             elif any(s not in DUMMY_DATES for s in texts):
                 add("dates", f"{_tag(t)} {keyword_or_tag(t)} holds a date the profile removes")
 
-    def _walk_sequence(self, ds, t, elem, opts: set[str], date_policy: str, add, depth: int) -> None:
+    def _walk_sequence(self, ds, t, elem, opts: frozenset[str], date_policy: str, add, depth: int) -> None:
         """Walk a sequence's items; the verdict on a raw sequence's bytes is remembered.
 
         Most sequences repeat byte for byte from file to file (the method codes
@@ -342,6 +366,34 @@ class Verifier:
         return report
 
 
+class SourceVerifiers:
+    """One ``Verifier`` per source's identifiers, reused by the files that share them.
+
+    The files of a study carry the same patient ID, study UID, accession and
+    captured values, so their verifier (combined values, compiled matcher) is
+    built once, not per file; a few recent ones are kept.
+    """
+
+    KEEP = 64
+
+    def __init__(self, pseudonyms: Pseudonyms, profile=None, *, allowed_names: list[str] | None = None) -> None:
+        self.pseudonyms, self.profile, self.allowed_names = pseudonyms, profile, allowed_names
+        self._made: dict[tuple, Verifier] = {}
+
+    def for_original(self, original) -> Verifier:
+        """The verifier for an ``OriginalIds`` (its IDs searched as originals, its captured values)."""
+        shared, names = (original.captured or Captured()).split_names()
+        key = (original.patient_id, original.study_instance_uid, original.accession_number, shared)
+        verifier = self._made.get(key)
+        if verifier is None:
+            if len(self._made) >= self.KEEP:
+                self._made.clear()
+            verifier = self._made[key] = Verifier(
+                self.pseudonyms, self.profile, originals=[k for k in key[:3] if k],
+                captured=shared, allowed_names=self.allowed_names)
+        return verifier.with_names(names) if names else verifier
+
+
 # Verdicts on raw sequence bytes (see Verifier._walk_sequence), per process.
 _SEQUENCE_VERDICTS: dict[tuple, tuple[tuple[str, str], ...]] = {}
 _SEQUENCE_VERDICTS_MAX = 4096
@@ -349,6 +401,24 @@ _CHARSET = 0x00080005
 # (tag, explicit VR or None) of public elements that pass every per-element check by their
 # tag and VR alone (text of the dictionary's VR, not PN, DA, DT or SQ): skipped at once.
 _QUIET: set[tuple[int, str | None]] = set()
+# The same pairs as ``dicomraw.vr_key`` (explicit VR little endian), left unbuilt by verify_header,
+# except the elements the file-level checks read.
+_QUIET_KEYS: set[int] = set()
+_READ_AT_TOP = frozenset(tag_for_keyword(kw) for kw in (
+    "SpecificCharacterSet", "PatientIdentityRemoved", "BurnedInAnnotation", "PatientID", *INSTANCE_UIDS,
+    "SOPInstanceUID", "LongitudinalTemporalInformationModified", "DeidentificationMethodCodeSequence"))
+
+
+def forget_caches() -> None:
+    """Drop what this process's verifiers remembered (a fresh process's state, for benchmarks)."""
+    from pipeline.deid import capture
+
+    _SEQUENCE_VERDICTS.clear()
+    _QUIET.clear()
+    _QUIET_KEYS.clear()
+    _combined.cache_clear()
+    capture.matcher_for.cache_clear()
+    capture._compiled.cache_clear()
 
 
 @lru_cache(maxsize=256)

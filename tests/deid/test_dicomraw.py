@@ -95,8 +95,34 @@ def test_undefined_length_sequences_are_cut_and_kept_as_they_were():
     assert raw.length == dicomraw.UNDEFINED and raw.VR == "SQ"
     ours = dicomraw.dataset_of(elements, implicit=False, little=True)
     assert [i.get("CodeValue") for i in dicomraw.parse_items(raw, ours)] == ["123", None]
-    assert dicomraw.encode(ours, implicit=False, little=True) == data
+    again = dicomraw.encode(ours, implicit=False, little=True)
+    assert again == data.replace(  # the same items, now with the sequence's length and no delimiter
+        b"SQ\x00\x00\xff\xff\xff\xff", b"SQ\x00\x00" + len(raw.value).to_bytes(4, "little")
+    ).replace(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", b"", 1)
+    back, _, _ = dicomraw.parse_elements(again, 0, len(again), implicit=False, little=True)
+    assert back[0x00081032].length == len(raw.value) and back[0x00081032].value == raw.value
     assert ours.ProcedureCodeSequence[0].CodeMeaning == "Chest"  # pydicom converts our raw bytes too
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_written_sequences_have_their_length_so_readers_skip_them_whole(implicit):
+    ds = _sample()
+    out = dicomraw.encode(ds, implicit=implicit, little=True)
+    elements, _, _ = dicomraw.parse_elements(out, 0, len(out), implicit=implicit, little=True)
+    assert elements[0x00081032].length != dicomraw.UNDEFINED
+    back = read_dataset(io.BytesIO(out), implicit, True)
+    assert back.ProcedureCodeSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == "1.2.3.4"
+
+
+def test_a_private_sequence_in_implicit_vr_keeps_its_delimiters():
+    """Without them a reader could not tell a private sequence from bytes (UN)."""
+    ds = Dataset()
+    block = ds.private_block(0x0029, "ACME 1.0", create=True)
+    block.add_new(0x10, "SQ", [Dataset()])
+    block[0x10].value[0].PatientID = "X"
+    out = dicomraw.encode(ds, implicit=True, little=True)
+    back = read_dataset(io.BytesIO(out), True, True)
+    assert back[0x00291010].VR == "SQ" and back[0x00291010].value[0].PatientID == "X"
 
 
 @pytest.mark.parametrize("damage", [
