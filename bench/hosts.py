@@ -8,10 +8,14 @@ What the figures can and cannot show: every "host" here runs on the same 2 cores
 (shared with whatever else runs), so adding hosts adds processes, not CPU. The
 figure shows the cost of the coordination (leases, per-host queues, the shared
 state, the intake copy) and that work spreads over the hosts; it cannot show
-the speed-up of real machines. STAT latency is one large study submitted alone,
-with one worker host and with all of them: without fan-out (not built yet) one
-study runs on one worker whatever the number of hosts, which is what the second
-figure measures.
+the speed-up of real machines. STAT latency is one large study submitted alone
+(from the broker taking it to its last step done; putting its originals into the
+intake store before that is timed apart): with one worker host; with all of them
+and no fan-out, where one study still runs on one worker whatever the number of
+hosts; and with all of them and fan-out (``pipeline/fanout.py``: chunks of the
+study de-identified by every worker at once, joined before the manifest), where
+on real machines the de-identification would divide by the workers, and here
+can at best use the second core.
 
     python -m bench.hosts --batches 30 --images 8 --big-images 2000 --hosts 1,2,3
 """
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--hosts: at most 3 worker hosts (a, b, c)")
     site = Site(work / "site", hosts=("a", "b", "c"))
     rows, figures = [], {"throughput": [], "stat": []}
+    load_before = os.getloadavg()
     try:
         small = make_study(work / "small-src7q", series=1, images=args.images)
         big = make_study(work / "big-src7q", series=max(1, args.big_images // 500),
@@ -118,18 +123,27 @@ def main(argv: list[str] | None = None) -> int:
             _use_hosts(site, n)
             label = f"fan-out in chunks of {chunk}" if fan_out else "no fan-out"
             stderr(f"  STAT study of {len(big.files)} images, {n} worker host(s), {label} ...")
+            began = time.time()
             ((batch_id, queued),) = _submit(site, 1, "STAT", big.root)
             record = _wait(site, [batch_id], args.timeout)[batch_id]
             latency = _ts(record["stage_times"]["finalize"]["finished"]) - queued
+            steps = {step: round(_ts(t["finished"]) - _ts(t["started"]), 1)
+                     for step, t in record["stage_times"].items() if "started" in t and "finished" in t}
             figures["stat"].append({"worker_hosts": n, "images": len(big.files), "seconds": latency,
+                                    "submit_seconds": queued - began, "steps": steps,
+                                    "hosts": sorted(set(record["hosts"].values())),
                                     "fan_out": fan_out, "chunk_files": chunk if fan_out else None})
+            stderr(f"    {latency:.1f} s (submission with the intake copy {queued - began:.1f} s; steps {steps})")
             rows.append([f"STAT {len(big.files)} images, {n} worker host(s), {label}: seconds", latency])
     finally:
         site.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nSeveral hosts on one machine ({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})")
+    load_after = os.getloadavg()
+    print(f"\nSeveral hosts on one machine ({os.cpu_count()} cores, load average {load_before[0]:.1f} "
+          f"before, {load_after[0]:.1f} after)")
     print(table(["what", "value"], rows))
-    write_result("hosts", {"args": vars(args) | {"workdir": None, "results_dir": None}, **figures},
+    write_result("hosts", {"args": vars(args) | {"workdir": None, "results_dir": None}, **figures,
+                           "load_average": {"before": load_before, "after": load_after}},
                  args.results_dir)
     return 0
 

@@ -122,7 +122,10 @@ def create_batch(
         intake=intake,
         follow_up_of=list(follow_up_of or []),
     )
-    open_state_store(settings).create(record)
+    states = open_state_store(settings)
+    if states.shared:  # ``source`` is a path on this host: only this host can dispose of it
+        record.received_on = settings.effective_host_id
+    states.create(record)
     _audit(settings, "batch.submitted", record.batch_id, priority=prio.value, origin=origin)
     log.info("batch %s submitted (%s)", record.batch_id, prio.value)
     return record.batch_id
@@ -344,10 +347,10 @@ def finalize(settings: Settings, batch_id: str) -> None:
         drop_from_intake(settings, record)
         record.error = ""
         _audit(settings, "batch.done", batch_id, images=record.counts.get("images", 0))
-        if record.origin == "inbox":
+        if record.origin == "inbox":  # on another host than the inbox's, its watcher does it
             from pipeline.inbox.disposal import archive_original
 
-            archive_original(settings, record)
+            archive_original(settings, record, persist=False)  # the step saves the record
         elif record.origin == "listen":
             from pipeline.netdicom.studies import discard_submitted
 
@@ -378,6 +381,7 @@ def mark_failed(settings: Settings, batch_id: str, reason: str, *, dispose: bool
             return
         record.state = BatchState.FAILED.value
         record.error = reason
+        record.keep_source = not dispose  # the inbox watcher leaves such an original in place too
     remove_unpacked_originals(settings.state_dir, batch_id)
     _audit(settings, "batch.failed", batch_id, outcome="failed")
     log.warning("batch %s failed (see `telerad status %s`)", batch_id, batch_id)
@@ -436,6 +440,7 @@ def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
         record.queued_at = utcnow()  # the caller enqueues it now: the stale clock starts again
         record.error = ""
         record.errors = []
+        record.keep_source = False
     return record
 
 

@@ -100,6 +100,8 @@ class BatchRecord:
     running_step: str = ""  # set while a step holds its lease; left set by a holder that died
     takeovers: int = 0  # times the batch was taken over from a dead host
     intake: str = ""  # "" or the intake store URL holding its encrypted originals
+    received_on: str = ""  # with a shared state: the host that recorded the submission (``source`` is its path)
+    keep_source: bool = False  # failed for a reason unrelated to the study (the broker): original left in place
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BatchRecord":

@@ -13,11 +13,15 @@ from tests.harness.worker import Worker, telerad_env
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own TELERAD_HOME and no stray TELERAD_* settings."""
+    """Every test gets its own TELERAD_HOME and no stray TELERAD_* settings.
+
+    ``TELERAD_TEST_*`` are the suite's own knobs (sizes, caches, back-ends), not settings:
+    they stay, or a test reading one at run time would never see it.
+    """
     import os
 
     for key in list(os.environ):
-        if key.startswith("TELERAD_"):
+        if key.startswith("TELERAD_") and not key.startswith("TELERAD_TEST_"):
             monkeypatch.delenv(key)
     home = tmp_path / "telerad-home"
     monkeypatch.setenv("TELERAD_HOME", str(home))

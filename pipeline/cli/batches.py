@@ -154,7 +154,7 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
     console.print(f"state     {m(r.state)}")
     console.print(f"priority  {m(r.priority)}   organization {m(r.organization)}")
     console.print(f"profile   {m(r.profile)}  options {m(', '.join(r.options) or '-')}")
-    console.print(f"submitted {m(r.submitted_at)}")
+    console.print(f"submitted {m(r.submitted_at)}" + (f" on {m(r.received_on)}" if r.received_on else ""))
     from pipeline.batch import stale_queued_seconds
 
     stale = stale_queued_seconds(settings, r)

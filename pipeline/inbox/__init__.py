@@ -8,7 +8,7 @@ watcher.run(stop_event)          # or watcher.recover(); watcher.scan_once() in 
 """
 
 from pipeline.inbox.claim import Claim, InboxLayout, Spool
-from pipeline.inbox.disposal import archive_original, quarantine_original
+from pipeline.inbox.disposal import archive_original, dispose_final, quarantine_original
 from pipeline.inbox.retention import purge_archive
 from pipeline.inbox.sidecar import SidecarError, Submission, load_sidecar, parse_sidecar
 from pipeline.inbox.watcher import InboxEvent, SubmissionRequest, Watcher, WatcherConfig
@@ -24,6 +24,7 @@ __all__ = [
     "Watcher",
     "WatcherConfig",
     "archive_original",
+    "dispose_final",
     "load_sidecar",
     "parse_sidecar",
     "purge_archive",

@@ -6,9 +6,13 @@ deleted at once when ``inbox_delete_after_upload`` is set. Failed: it moves,
 unchanged, to ``INBOX/quarantine/BATCH_ID/`` with a ``reason.txt``. Nothing is
 ever deleted before its upload is confirmed.
 
-Both run in the worker that finishes or fails the batch; they never raise for
-a disposal problem (the batch's own outcome stands), they log it by batch ID
-and leave the original where it is, where the next watcher start finds it.
+Both run in the worker that finishes or fails the batch when it runs on the
+host that received the study; with several hosts (a shared state store) a
+worker elsewhere cannot reach that inbox, and the receiving host's watcher
+disposes of the original when it sees the batch final (``dispose_final``).
+They never raise for a disposal problem (the batch's own outcome stands), they
+log it by batch ID and leave the original where it is, where the watcher's
+next look finds it.
 In the archive and quarantine the study gets its original name back: those
 folders are for the local operator.
 """
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from pipeline.inbox.claim import CLAIM_FILE, SPOOL, EntryLock, InboxLayout
 from pipeline.settings import Settings
-from pipeline.state import BatchRecord, utcnow
+from pipeline.state import BatchRecord, BatchState, utcnow
 from pipeline.statestore import open_state_store
 
 log = logging.getLogger("telerad.inbox")
@@ -75,19 +79,62 @@ def _locked_entry(source: Path) -> EntryLock | None:
     return lock if lock.acquire(timeout=30) else None
 
 
-def _lock_spool_entry(source: Path, record: BatchRecord):
-    """The spool entry's lock, or None (logged) when another watcher holds it."""
+def _lock_spool_entry(source: Path, record: BatchRecord) -> EntryLock | None:
+    """The spool entry's lock, or None when another watcher holds it (logged) or it is gone.
+
+    Gone: another process (the worker, or this host's watcher) moved it while we waited.
+    """
     lock = _locked_entry(source)
-    if lock is None:
-        log.warning("batch %s: original busy, left in the spool for the next watcher start", record.batch_id)
+    if lock is not None and not source.exists():
+        lock.release()
+        return None
+    if lock is None and source.exists():
+        log.warning("batch %s: original busy, left in the spool for the watcher's next look", record.batch_id)
     return lock
 
 
-def archive_original(settings: Settings, record: BatchRecord) -> Path | None:
-    """Archive (or delete, by setting) an uploaded batch's inbox original; returns where it went."""
+def received_here(settings: Settings, record: BatchRecord) -> bool:
+    """Whether this host received the study, so that ``record.source`` is a path of this host.
+
+    Only a shared state store records the receiving host; on another host the same
+    path may not exist, or be another machine's folder, so it is left alone there.
+    """
+    return not record.received_on or record.received_on == settings.effective_host_id
+
+
+def _persist_source(settings: Settings, record: BatchRecord) -> None:
+    """Write the original's new place into the stored record (so `telerad retry` finds it)."""
+    try:
+        with open_state_store(settings).update(record.batch_id) as stored:
+            stored.source = record.source
+    except Exception as exc:  # the move stands; the record only loses the new path
+        log.warning("batch %s: record not updated (%s)", record.batch_id, type(exc).__name__)
+
+
+def dispose_final(settings: Settings, record: BatchRecord) -> Path | None:
+    """What a final batch's inbox original needs: archived when done, quarantined when failed.
+
+    For the inbox watcher of the receiving host (its batches may have run on other
+    hosts); returns where the original went, or None when nothing moved.
+    """
+    if record.origin != "inbox":
+        return None
+    if record.state == BatchState.DONE.value:
+        return archive_original(settings, record)
+    if record.state == BatchState.FAILED.value and not record.keep_source:
+        return quarantine_original(settings, record, record.error or "the batch failed")
+    return None
+
+
+def archive_original(settings: Settings, record: BatchRecord, *, persist: bool = True) -> Path | None:
+    """Archive (or delete, by setting) an uploaded batch's inbox original; returns where it went.
+
+    ``persist=False`` inside the finalize step, which saves the record itself (and holds
+    the batch's lock); elsewhere the new place is written to the state store.
+    """
     source = Path(record.source)
     layout = InboxLayout.from_source(source)
-    if layout is None or not source.exists():
+    if layout is None or not received_here(settings, record) or not source.exists():
         return None
     if "upload" not in record.steps_done:
         log.warning("batch %s: original kept, its upload is not confirmed", record.batch_id)
@@ -120,14 +167,16 @@ def archive_original(settings: Settings, record: BatchRecord) -> Path | None:
             )
         )
         _remove_entry(entry)
-        record.source = str(dest)
-        log.info("batch %s: original archived for %d days", record.batch_id, days)
-        return dest
     except OSError as exc:
         log.warning("batch %s: original not archived (%s)", record.batch_id, type(exc).__name__)
         return None
     finally:
         lock.release()
+    record.source = str(dest)
+    if persist:
+        _persist_source(settings, record)
+    log.info("batch %s: original archived for %d days", record.batch_id, days)
+    return dest
 
 
 def write_reason(target: Path, ident: str, reason: str, *, batch: bool) -> None:
@@ -149,7 +198,7 @@ def quarantine_original(settings: Settings, record: BatchRecord, reason: str) ->
     """Move a failed batch's inbox original to ``quarantine/BATCH_ID/`` with ``reason.txt``."""
     source = Path(record.source)
     layout = InboxLayout.from_source(source)
-    if layout is None or not source.exists():
+    if layout is None or not received_here(settings, record) or not source.exists():
         return None
     target = layout.quarantine / record.batch_id
     if source.parent == target:  # failed again after a retry: refresh the reason only
@@ -169,10 +218,6 @@ def quarantine_original(settings: Settings, record: BatchRecord, reason: str) ->
     finally:
         lock.release()
     record.source = str(dest)
-    try:  # so `telerad retry` finds the study where it now is
-        with open_state_store(settings).update(record.batch_id) as stored:
-            stored.source = str(dest)
-    except Exception as exc:  # the move stands; the record only loses the new path
-        log.warning("batch %s: record not updated (%s)", record.batch_id, type(exc).__name__)
+    _persist_source(settings, record)  # so `telerad retry` finds the study where it now is
     log.info("batch %s: original quarantined", record.batch_id)
     return dest

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 from pipeline.exceptions import PermanentError
 from pipeline.inbox.claim import PRIORITY_DIRS, RESERVED, Claim, InboxLayout, Spool
-from pipeline.inbox.disposal import archive_original, move_out, quarantine_original, write_reason
+from pipeline.inbox.disposal import REASON_FILE, dispose_final, move_out, write_reason
 from pipeline.inbox.retention import purge_archive
 from pipeline.inbox.sidecar import BESIDE_SUFFIX, Submission, beside_path, load_sidecar
 from pipeline.zipsafe import ZipLimits, inspect
@@ -79,6 +79,7 @@ class WatcherConfig:
     scan_interval: float = 1.0
     archive_days: int = 30
     purge_every: float = 3600.0
+    quarantine_every: float = 60.0  # look for quarantined batches retried and done on another host
     limits: ZipLimits = field(default_factory=ZipLimits)
 
     @classmethod
@@ -174,6 +175,7 @@ class Watcher:
         self._tracking: dict[str, InboxEvent] = {}
         self._wake = threading.Event()
         self._last_purge = float("-inf")
+        self._last_quarantine_look = float("-inf")
         self.state_dir: Path | None = settings.state_dir
 
     # --- events ------------------------------------------------------------------
@@ -207,6 +209,9 @@ class Watcher:
                 del self._retry[claim_id]
                 self._process(claim, tries)
         self._check_finished()
+        if now - self._last_quarantine_look >= self.config.quarantine_every:
+            self._last_quarantine_look = now
+            self._archive_retried()
         if now - self._last_purge >= self.config.purge_every:
             self._last_purge = now
             purge_archive(self.layout.archive, self.config.archive_days)
@@ -327,6 +332,7 @@ class Watcher:
                 continue
             if record.final:
                 del self._tracking[batch_id]
+                self._dispose(record)
                 where = ""
                 if record.origin == "inbox" and self.layout.root in Path(record.source).parents:
                     where = str(Path(record.source).parent.relative_to(self.layout.root))
@@ -334,6 +340,28 @@ class Watcher:
                     "finished", submitted.claim_id, batch_id=batch_id, priority=record.priority,
                     state=record.state, reason=record.error, local_name=submitted.local_name, where=where,
                 ))
+
+    def _archive_retried(self) -> None:
+        """Archive the originals of quarantined batches that a retry has since finished.
+
+        The retry's worker does it on this host; one on another host cannot reach this
+        quarantine, and no spool entry is left for this watcher to track, so it looks here.
+        """
+        if self.state_dir is None:
+            return
+        folders = [f for f in self.layout.quarantine.iterdir() if (f / REASON_FILE).is_file()]
+        if not folders:
+            return
+        states = self._states()
+        for folder in folders:
+            try:
+                if not states.exists(folder.name):
+                    continue  # a refused claim: no batch was ever made of it
+                record = states.get(folder.name)
+            except Exception:  # not a batch ID, or the state store is away: look again later
+                continue
+            if record.state == BatchState.DONE.value and Path(record.source).parent == folder:
+                dispose_final(self.settings, record)
 
     # --- start-up -----------------------------------------------------------------------
     def recover(self) -> None:
@@ -346,6 +374,19 @@ class Watcher:
                 continue
             self._process(claim)
 
+    def _dispose(self, record: Any) -> None:
+        """Archive or quarantine a final batch's original if it is still in this inbox's spool.
+
+        The worker that finished the batch does it when it runs on this host; when the
+        batch ran on another host (a shared state store) only this watcher can reach it.
+        """
+        if Path(record.source).parent.parent != self.layout.spool:
+            return  # moved already (by the worker on this host), or not from this inbox
+        try:
+            dispose_final(self.settings, record)
+        except Exception as exc:  # it stays in the spool, where the next watcher start finds it
+            log.warning("batch %s: original not disposed of (%s)", record.batch_id, type(exc).__name__)
+
     def _dispose_if_final(self, claim: Claim) -> None:
         """A finished batch whose worker could not move the original: do it now."""
         if self.state_dir is None:
@@ -354,10 +395,8 @@ class Watcher:
             record = self._states().get(claim.batch_id)  # type: ignore[arg-type]
         except PermanentError:
             return
-        if record.state == BatchState.DONE.value:
-            archive_original(self.settings, record)
-        elif record.state == BatchState.FAILED.value:
-            quarantine_original(self.settings, record, record.error or "the batch failed")
+        if record.final:
+            self._dispose(record)
         else:
             self._tracking[record.batch_id] = InboxEvent(
                 "submitted", claim.claim_id, batch_id=record.batch_id, priority=record.priority,

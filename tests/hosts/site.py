@@ -4,7 +4,9 @@ Namespace ``TAG-svc`` holds a bridge at 10.77.0.1 and the shared services
 (redis-server, PostgreSQL, moto's S3 server), bound to that address only. Each
 host (``TAG-a``, ``TAG-b``, ...) is a namespace joined to the bridge by a veth
 pair, with its own address (10.77.0.11, .12, ...), its own ``TELERAD_HOME`` and
-its own ``telerad`` processes. Only addresses made here are ever contacted, and
+its own ``telerad`` processes, which do not see the other hosts' homes (each runs
+in a mount namespace with an empty tmpfs over them, as separate machines would
+not share disks). Only addresses made here are ever contacted, and
 only from inside these namespaces; the test process asks through
 ``tests/hosts/probe.py``. Everything is stopped by PID (every process in a
 namespace is ours: ``ip netns pids``) and the namespaces are deleted, on failure too.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -46,7 +49,8 @@ class Host:
     def __init__(self, site: "Site", name: str, ns: str, addr: str) -> None:
         self.site, self.name, self.ns, self.addr = site, name, ns, addr
         self.home = site.root / "hosts" / name
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen] = []  # every process started here (workers, watchers)
+        self.workers: list[subprocess.Popen] = []
         self.logs: list[Path] = []
 
     @property
@@ -72,16 +76,29 @@ class Host:
         })
         return env
 
+    def command(self, *cmd: str) -> list[str]:
+        """``cmd`` run on this host: in its network namespace, with the other hosts' homes hidden.
+
+        ``ip netns exec`` gives each command its own mount namespace; an empty tmpfs mounted
+        there over every other host's TELERAD_HOME keeps this host from reaching into them
+        (a shared disk would hide bugs that only separate machines show).
+        """
+        hidden = [h.home for h in self.site.hosts.values() if h is not self]
+        for home in hidden:
+            home.mkdir(parents=True, exist_ok=True)
+        mounts = " && ".join(f"mount -t tmpfs -o size=64k,mode=0700 hidden {shlex.quote(str(h))}" for h in hidden)
+        return ["ip", "netns", "exec", self.ns, "sh", "-c", f'{mounts or "true"} && exec "$@"', "sh", *cmd]
+
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run ``telerad ARGS`` on this host and wait for it."""
         return subprocess.run(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "pipeline.cli.main", *args],
+            self.command(sys.executable, "-m", "pipeline.cli.main", *args),
             env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout,
         )
 
     def probe(self, what: str, *args: str) -> list:
         out = subprocess.run(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "tests.hosts.probe", what, *args],
+            self.command(sys.executable, "-m", "tests.hosts.probe", what, *args),
             env=self.env, cwd=REPO, capture_output=True, text=True, timeout=60,
         )
         if out.returncode:
@@ -90,7 +107,7 @@ class Host:
 
     def ensure_worker(self) -> None:
         """A running worker on this host (started when none is)."""
-        if not any(p.poll() is None for p in self.procs):
+        if not any(p.poll() is None for p in self.workers):
             self.start_worker()
 
     def submit_many(self, *groups: tuple[int, str, Path]) -> subprocess.Popen:
@@ -99,8 +116,7 @@ class Host:
         Its output is JSON: ``[[batch_id, time the broker took it], ...]``.
         """
         return subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "tests.hosts.probe", "submit",
-             *(str(x) for g in groups for x in g)],
+            self.command(sys.executable, "-m", "tests.hosts.probe", "submit", *(str(x) for g in groups for x in g)),
             env=self.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
@@ -109,22 +125,32 @@ class Host:
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stdout.strip().splitlines()[-1]
 
-    def start_worker(self, concurrency: int = 1) -> subprocess.Popen:
-        log = self.home / f"worker-{len(self.logs)}.log"
+    def _start(self, kind: str, args: list[str], ready: bytes) -> subprocess.Popen:
+        """Start ``telerad ARGS`` in the background on this host; wait for ``ready`` in its log."""
+        log = self.home / f"{kind}-{len(self.logs)}.log"
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs.append(log)
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "pipeline.cli.main", "worker",
-             "--concurrency", str(concurrency)],
+            self.command(sys.executable, "-m", "pipeline.cli.main", *args),
             env=self.env, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.procs.append(proc)
         deadline = time.monotonic() + 60
-        while b"ready." not in log.read_bytes():
+        while ready not in log.read_bytes():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker on {self.name} did not start:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"{kind} on {self.name} did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
         return proc
+
+    def start_worker(self, concurrency: int = 1) -> subprocess.Popen:
+        proc = self._start("worker", ["worker", "--concurrency", str(concurrency)], b"ready.")
+        self.workers.append(proc)
+        return proc
+
+    def start_watcher(self, inbox: Path, quiet: float = 1.0) -> subprocess.Popen:
+        """``telerad watch INBOX`` on this host (no worker): it submits, tracks and disposes of originals."""
+        inbox.mkdir(parents=True, exist_ok=True)
+        return self._start("watch", ["watch", str(inbox), "--quiet-seconds", str(quiet)], b"watching")
 
     def power_off(self) -> list[int]:
         """SIGKILL every process of the host (everything in its namespace), as a power cut would."""
@@ -137,6 +163,7 @@ class Host:
         for proc in self.procs:
             proc.wait(10)
         self.procs.clear()
+        self.workers.clear()
         return pids
 
     def stop(self) -> None:

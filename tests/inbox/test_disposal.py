@@ -36,6 +36,7 @@ def test_uploaded_original_is_archived_under_its_batch(tmp_path: Path) -> None:
     assert (dest.parent / "archived.json").exists() and (dest.parent / "submission.json").exists()
     assert list((inbox / ".spool").iterdir()) == []
     assert record.source == str(dest)
+    assert StateStore(load_settings().state_dir).get(record.batch_id).source == str(dest)  # persisted
 
 
 def test_nothing_is_deleted_before_upload_is_confirmed(tmp_path: Path) -> None:
