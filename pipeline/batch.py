@@ -149,7 +149,13 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
         scratch = settings.staging_root / f".{batch_id}.incoming"  # same disk: placed by rename
         _reset_dir(staging)
         _reset_dir(scratch)
-        source_root = _unpacked_source(originals_for(settings, record, work), work)
+        listed = fanout.listed_files(settings, states, record, fan_out)  # fan-out decided from the intake index
+        if listed is None:
+            source_root = _unpacked_source(originals_for(settings, record, work), work)
+            walked = study.walk(source_root)
+        else:  # nothing fetched here: whoever runs a chunk fetches its files
+            source_root = work / "intake" / "study"
+            walked = study.Walk(source_root, listed)
         deid = Deidentifier(
             _load_profile(record.profile, record.options),
             _pseudonyms(settings, record.organization),
@@ -157,7 +163,6 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
             inflate_limits=settings.inflate_limits,
             review_dir=settings.review_dir,  # images OCR is unsure about are held there
         )
-        walked = study.walk(source_root)
         placement = study.Placement(staging)
         outcomes = list(walked.passed_over)
         results: dict[int, Any] = {}

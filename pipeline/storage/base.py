@@ -85,3 +85,15 @@ class ListsFolders(Protocol):
 
     def list_folders(self, prefix: str = "") -> Iterator[str]:
         """Names (no slashes) of the folders directly under ``prefix`` ('' or ending in '/')."""
+
+
+@runtime_checkable
+class DeletesMany(Protocol):
+    """Optional extra of a store: many objects removed in few requests (S3's DeleteObjects).
+
+    The intake store drops a finished batch's thousands of originals this way; stores
+    without it delete object by object, several at once.
+    """
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Remove every key; absent ones are not an error."""

@@ -218,6 +218,11 @@ class LocalStore:
             except OSError as exc:
                 raise _classify(exc, key) from exc
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete each key (a local folder has no batch request)."""
+        for key in keys:
+            self.delete(key)
+
     def share_url(self, key: str, expires: timedelta) -> str:
         """A file URI: a local folder has no credentials to lend (the share file carries the expiry)."""
         return self._data(key).as_uri()

@@ -269,6 +269,20 @@ class S3Store:
     def delete(self, key: str) -> None:
         self._call(f"object {key!r}", self.client.delete_object, Bucket=self.bucket, Key=self._name(key))
 
+    def delete_many(self, keys: list[str]) -> None:
+        """DeleteObjects, 1,000 keys a request (S3's limit): one round trip instead of 1,000."""
+        for start in range(0, len(keys), 1000):
+            part = keys[start:start + 1000]
+            reply = self._call(
+                f"{len(part)} objects", self.client.delete_objects, Bucket=self.bucket,
+                Delete={"Objects": [{"Key": self._name(k)} for k in part], "Quiet": True},
+            )
+            errors = [e for e in reply.get("Errors", []) if e.get("Code") not in _NOT_FOUND]
+            if errors:
+                code = errors[0].get("Code", "")
+                err = StorageTransientError if code in _TRANSIENT_CODES else StoragePermanentError
+                raise err(f"{self.url} did not delete {len(errors)} of {len(part)} objects ({code})")
+
     def share_url(self, key: str, expires: timedelta) -> str:
         """A presigned GET URL (SigV4: at most 7 days)."""
         if not timedelta(seconds=1) <= expires <= MAX_PRESIGN:

@@ -109,3 +109,89 @@ def test_batch_reads_originals_from_s3_intake_and_deletes_them_when_done(tmp_pat
         assert list(intake.list("")) == []
         bucket = open_store(settings.effective_store_url, settings)
         assert any(i.key.endswith("manifest.json") for i in bucket.list(f"{batch_id}/"))
+
+
+class _SlowStore:
+    """A local store whose puts and gets take a while and can fail: to see concurrency and failures."""
+
+    def __init__(self, inner, fail_on: str = "") -> None:
+        import threading
+
+        self.inner, self.fail_on = inner, fail_on
+        self.url = inner.url
+        self.in_flight = self.most = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def _timed(self, key: str, call):
+        import time
+
+        from pipeline.exceptions import StoragePermanentError
+
+        with self._lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            time.sleep(0.02)
+            if self.fail_on and key.endswith(self.fail_on):
+                raise StoragePermanentError(f"the store refused object {key}")
+            return call()
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def put_file(self, key: str, path: Path, **kw):
+        return self._timed(key, lambda: self.inner.put_file(key, path, **kw))
+
+    def download_file(self, key: str, path: Path) -> None:
+        return self._timed(key, lambda: self.inner.download_file(key, path))
+
+
+def test_puts_and_gets_run_concurrently_and_a_failed_put_fails_with_no_index(tmp_path: Path) -> None:
+    """Several requests are in flight at once; one refused put raises and leaves no index (the copy reads incomplete)."""
+    study = make_study(tmp_path / "s-src7q", series=2, images=10)
+    settings = load_settings(home=tmp_path / "h", intake_url=(tmp_path / "in").as_uri())
+    base = IntakeStore.from_settings(settings)
+    slow = _SlowStore(base.store)
+    intake = IntakeStore(slow, base.keyring)
+    bid = "cccccccc-0000-0000-0000-000000000003"
+    intake.put_study(bid, study.root)
+    assert slow.most > 1, "puts went one at a time"
+    slow.most = 0
+    back = IntakeStore(slow, base.keyring).fetch_study(bid, tmp_path / "back")
+    assert slow.most > 1, "gets went one at a time"
+    assert sorted(p.read_bytes() for p in back.rglob("*") if p.is_file()) == sorted(f.read_bytes() for f in study.files)
+
+    failing = IntakeStore(_SlowStore(base.store, fail_on="000007.enc"), base.keyring)
+    bad = "dddddddd-0000-0000-0000-000000000004"
+    with pytest.raises(Exception, match="refused object"):
+        failing.put_study(bad, study.root)
+    assert not list(base.store.list(f"{bad}/index.enc"))
+    with pytest.raises(IntakeError, match="missing"):
+        IntakeStore(base.store, base.keyring).fetch_study(bad, tmp_path / "back2")
+
+
+@pytest.mark.real
+def test_s3_intake_is_deleted_in_batches_of_a_thousand_keys(tmp_path: Path, monkeypatch) -> None:
+    """1,001 originals of a batch go in 2 DeleteObjects requests, the index alone first; nothing is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for k, v in TEST_CREDENTIALS.items():
+        monkeypatch.setenv(k, v)
+    with moto_server() as url:
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="onsite-intake")
+        settings = load_settings(home=tmp_path / "home", intake_url="s3://onsite-intake/telerad", s3_endpoint_url=url)
+        intake = IntakeStore.from_settings(settings)
+        bid = "eeeeeeee-0000-0000-0000-000000000005"
+        names = [f"{bid}/{n:06d}.enc" for n in range(1, 1002)] + [f"{bid}/index.enc", f"{bid}/key.json"]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda k: intake.store.put_bytes(k, b"x", content_type="x", metadata={}), names))
+        calls: list[str] = []
+        intake.store.client.meta.events.register("provide-client-params.s3.DeleteObjects", lambda **kw: calls.append("many"))
+        intake.store.client.meta.events.register("provide-client-params.s3.DeleteObject",
+                                                 lambda **kw: calls.append(kw["params"]["Key"].rsplit("/", 1)[-1]))
+        assert intake.delete(bid) == 1003
+        assert calls == ["index.enc", "many", "many", "key.json"]
+        assert list(intake.store.list(f"{bid}/")) == []

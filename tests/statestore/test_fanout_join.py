@@ -56,3 +56,27 @@ def test_small_studies_and_one_machine_do_not_fan_out(tmp_path: Path) -> None:
     batch.deidentify(settings, batch_id, fan_out=lambda *a: called.append(1))
     assert called == [] and "deidentify" in open_state_store(settings).get(batch_id).steps_done
     assert not fanout.wanted(settings, open_state_store(settings), open_state_store(settings).get(batch_id), 100)
+
+
+def test_the_step_fetches_each_original_once_and_no_chunk_output_it_made(shared_url: str, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """Fan-out is decided from the intake index: no full fetch first; a chunk run here is not fetched back."""
+    from pipeline.intake import IntakeStore
+
+    settings = load_settings(home=tmp_path / "home", state_url=shared_url, intake_url=(tmp_path / "intake").as_uri(),
+                             fanout_files=6, fanout_chunk_files=3, host_id="host-a")
+    study = make_study(tmp_path / "study-src7q", series=3, images=4)
+    batch_id = batch.create_batch(settings, study.root, priority="STAT")
+    fetched: list[str] = []
+    real_get = IntakeStore._get_decrypted
+
+    def counting_get(self, key: bytes, bid: str, name: str, dest: Path) -> None:
+        fetched.append(name)
+        real_get(self, key, bid, name, dest)
+
+    monkeypatch.setattr(IntakeStore, "_get_decrypted", counting_get)
+    batch.deidentify(settings, batch_id, fan_out=lambda *a: None)  # no worker: the step runs every chunk
+    originals = sorted(n for n in fetched if n[:6].isdigit())
+    assert originals == [f"{i:06d}.enc" for i in range(1, len(study.files) + 1)], "each original once, no more"
+    assert not [n for n in fetched if n.startswith("fanout/") and n != "fanout/plan.enc"], fetched
+    assert open_state_store(settings).get(batch_id).counts["images"] == len(study.files)
