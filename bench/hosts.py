@@ -18,6 +18,7 @@ on real machines the de-identification would divide by the workers, and here
 can at best use the second core.
 
     python -m bench.hosts --batches 30 --images 8 --big-images 2000 --hosts 1,2,3
+    python -m bench.hosts --stat-only --big-images 2000 --hosts 1,3   # the three STAT figures only
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=8, help="images in each small study")
     ap.add_argument("--big-images", type=int, default=2000, help="images in the STAT study")
     ap.add_argument("--hosts", default="1,2,3", help="numbers of worker hosts to try")
+    ap.add_argument("--stat-only", action="store_true", help="only the STAT latency figures (no batches per minute)")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--results-dir", type=Path, default=None)
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                          images=min(500, args.big_images), rows=32, cols=32)
         stderr("starting the namespaces and the shared services ...")
         site.start()
-        for n in counts:
+        for n in [] if args.stat_only else counts:
             used = _use_hosts(site, n)
             _wait(site, [b for b, _ in _submit(site, n, "ROUTINE", small.root)], args.timeout)  # warm-up
             stderr(f"  {n} worker host(s): {args.batches} batches ...")
