@@ -290,9 +290,9 @@ def read_header_lean(buf: bytes, leave_out: set[int] | frozenset[int]) -> Source
         if syntax is None or start + 6 > len(buf) or buf[start + 4:start + 6] not in dicomraw.VR_CODES:
             return None
         elements, _, _ = dicomraw.scan_explicit_little(buf, start, len(buf), leave_out, stop_at_pixels=True)
-    except dicomraw.Unparsed:
+        ds = dicomraw.dataset_of(elements, implicit=False, little=True)
+    except Exception:  # Unparsed, a damaged meta or charset: read_header_bytes decides, with its errors
         return None
-    ds = dicomraw.dataset_of(elements, implicit=False, little=True)
     ds.file_meta = meta
     return SourceFile(dataset=ds, transfer_syntax=syntax, pixel_span=None, path=None, head=buf)
 
