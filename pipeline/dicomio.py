@@ -21,6 +21,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pydicom
@@ -285,18 +286,25 @@ def read_header_lean(buf: bytes, leave_out: set[int] | frozenset[int]) -> Source
     try:
         meta, start = _file_meta(buf)
         declared = dicomraw.value_of(meta, "TransferSyntaxUID")
-        if declared is None or declared == DeflatedExplicitVRLittleEndian or start + 6 > len(buf) \
-                or buf[start + 4:start + 6] not in dicomraw.VR_CODES:
-            return None
-        syntax = UID(str(declared))
-        if not syntax.is_transfer_syntax or syntax.is_implicit_VR or not syntax.is_little_endian:
+        syntax = None if declared is None else _explicit_little_syntax(str(declared))
+        if syntax is None or start + 6 > len(buf) or buf[start + 4:start + 6] not in dicomraw.VR_CODES:
             return None
         elements, _, _ = dicomraw.scan_explicit_little(buf, start, len(buf), leave_out, stop_at_pixels=True)
-    except dicomraw.Unparsed:
+        ds = dicomraw.dataset_of(elements, implicit=False, little=True)
+    except Exception:  # Unparsed, a damaged meta or charset: read_header_bytes decides, with its errors
         return None
-    ds = dicomraw.dataset_of(elements, implicit=False, little=True)
     ds.file_meta = meta
     return SourceFile(dataset=ds, transfer_syntax=syntax, pixel_span=None, path=None, head=buf)
+
+
+@lru_cache(maxsize=64)
+def _explicit_little_syntax(declared: str) -> UID | None:
+    """The transfer syntax when its dataset is explicit VR little endian and not deflated, else None."""
+    syntax = UID(declared)
+    if (not syntax.is_transfer_syntax or syntax.is_implicit_VR or not syntax.is_little_endian
+            or syntax == DeflatedExplicitVRLittleEndian):
+        return None
+    return syntax
 
 
 _WHOLE_READ = 1024 * 1024  # files up to this size are read whole: their pixels need no second open

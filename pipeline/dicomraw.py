@@ -190,8 +190,10 @@ def scan_explicit_little(buf: bytes, pos: int, end: int, leave_out: set[int] | f
             if vr not in ("SQ", "OB", "OW"):
                 raise Unparsed("undefined length on a VR that cannot have it")
             vend = _end_of_items(buf, vstart, end, implicit=False, little=True)
-            key = BaseTag(tag)
-            out[key] = _raw(RawDataElement, (key, vr, UNDEFINED, buf[vstart:vend], vstart, False, True, True, True))
+            if tag << 16 | code not in leave_out:
+                key = BaseTag(tag)
+                out[key] = _raw(RawDataElement, (key, vr, UNDEFINED, buf[vstart:vend], vstart, False, True,
+                                                 True, True))
             pos = vend + 8  # the sequence delimiter
             continue
         if vend > end:

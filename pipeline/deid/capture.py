@@ -246,7 +246,7 @@ class Matcher:
     def any_in(self, data: bytes) -> bool:
         """True when ``data`` may hold a captured value (a quick test; ``hits`` says which, as tokens)."""
         upper = data.upper()
-        return (self._regex is not None and self._regex.quick.search(upper) is not None) or any(
+        return (self._regex is not None and any(v in upper for v in self._regex.upper)) or any(
             name in upper for name, _ in self._names)
 
     def hits(self, data: bytes) -> list[Hit]:
@@ -292,7 +292,10 @@ def _variants(text: str) -> set[bytes]:
 @dataclass(frozen=True)
 class _Regex:
     pattern: re.Pattern[bytes]  # the values as whole tokens, case-insensitive
-    quick: re.Pattern[bytes]  # the same words without boundaries, over upper-cased bytes
+    # The quick test: the same values as upper-case bytes, looked for one by one with ``in`` over
+    # upper-cased bytes, no boundaries (a substring search per value is several times faster on a
+    # header than one regular expression of alternatives, with or without IGNORECASE).
+    upper: tuple[bytes, ...]
     kinds: dict[bytes, str]
 
 
@@ -308,13 +311,11 @@ def _compiled(needles: tuple[tuple[str, str], ...]) -> _Regex | None:
     if not variants:
         return None
     alternatives = b"|".join(re.escape(v) for v in sorted(variants, key=lambda v: (-len(v), v)))
-    # The quick test: case-sensitive over upper-cased bytes, no boundaries (several times faster
-    # than either lookarounds or IGNORECASE on a header).
     upper = {v.upper() for v in variants}
     return _Regex(
         re.compile(rb"(?<![" + TOKEN_CHARS + rb"])(?:" + alternatives + rb")(?![" + TOKEN_CHARS + rb"])",
                    re.IGNORECASE),
-        re.compile(b"|".join(re.escape(v) for v in sorted(upper, key=lambda v: (-len(v), v)))),
+        tuple(sorted(upper, key=lambda v: (-len(v), v))),
         kinds)
 
 

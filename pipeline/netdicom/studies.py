@@ -417,13 +417,44 @@ class StudyCollector:
     def open_count(self) -> int:
         return sum(1 for _ in (self.spool / "open").iterdir())
 
-    def run(self, stop: threading.Event, interval: float = 1.0) -> None:
-        """Close stable studies every ``interval`` seconds until ``stop`` is set."""
+    def discard_finished(self) -> list[str]:
+        """Delete closed studies whose batches are done and uploaded; returns their batch IDs.
+
+        ``finalize`` deletes a study's spool folder on the host that ran it; when a
+        worker on another host finished the batch (a shared state store), the
+        folder is only here, so the listener that received it sweeps it.
+        """
+        from pipeline.statestore import open_state_store
+
+        states, gone = open_state_store(self.settings), []
+        for folder in sorted((self.spool / "closed").iterdir()):
+            ticket = _read_json(folder / TICKET_FILE)
+            if not ticket.get("dispatched") or not ticket.get("batch_id"):
+                continue
+            try:
+                record = states.get(ticket["batch_id"])
+            except PermanentError:
+                continue
+            if record.state == "done" and Path(record.source).parent == folder and discard_submitted(record):
+                gone.append(record.batch_id)
+                log.info("study of batch %s deleted from the spool (done on %s)", record.batch_id,
+                         record.hosts.get("finalize", "another host"))
+        return gone
+
+    def run(self, stop: threading.Event, interval: float = 1.0, sweep_every: float = 30.0) -> None:
+        """Close stable studies every ``interval`` seconds until ``stop`` is set; every
+        ``sweep_every`` seconds delete studies other hosts have finished."""
+        swept = time.monotonic()
         while not stop.wait(interval):
             try:
                 self.close_stable()
+                if time.monotonic() - swept >= sweep_every:
+                    swept = time.monotonic()
+                    self.discard_finished()
             except OSError as exc:  # a full disk while closing: the studies wait in open/
                 log.warning("closing stable studies failed (%s); will retry", type(exc).__name__)
+            except TeleradError as exc:  # the shared state out of reach: the sweep waits for the next turn
+                log.warning("sweeping finished studies failed (%s); will retry", type(exc).__name__)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -166,3 +166,22 @@ def test_value_of_leaves_raw_elements_raw():
     assert dicomraw.value_of(ds, "PatientID") == "PID-1"
     assert dicomraw.value_of(ds, "StudyInstanceUID", "none") == "none"
     assert isinstance(ds.get_item(0x00100020), RawDataElement)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "waveform_ecg.dcm", "JPEG2000.dcm"])
+def test_the_lean_scan_cuts_what_parse_elements_cuts_less_what_it_leaves_out(name):
+    """On pydicom's own files: the same raw elements, minus the (tag, VR) pairs left out."""
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_file
+
+    from pipeline import dicomio
+
+    buf = Path(get_testdata_file(name, download=False)).read_bytes()
+    meta, start = dicomio._file_meta(buf)
+    full, stop, _ = dicomraw.parse_elements(buf, start, len(buf), implicit=False, little=True, stop_at_pixels=True)
+    leave_out = {dicomraw.vr_key(int(t), e.VR) for t, e in list(full.items())[::2]}  # every other element
+    lean, lean_stop, _ = dicomraw.scan_explicit_little(buf, start, len(buf), leave_out, stop_at_pixels=True)
+    assert lean_stop == stop
+    assert lean == {t: e for t, e in full.items() if dicomraw.vr_key(int(t), e.VR) not in leave_out}
+    assert len(lean) < len(full)

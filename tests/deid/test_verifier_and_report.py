@@ -109,3 +109,52 @@ def test_cli_verify_and_profile_commands(done, monkeypatch, tmp_path, secret):
     assert show.exit_code == 0 and "PatientWeight" in show.output and "keep" in show.output
     diff = runner.invoke(app, ["profile", "diff", "basic", "retain-uids"])
     assert diff.exit_code == 0 and "SOPInstanceUID" in diff.output and "60 attributes differ" in diff.output
+
+
+def _headers(tmp_path, pseudonyms, images: int = 3):
+    """Encoded headers of a de-identified study, as the gate sees them, and their originals."""
+    info = make_study(tmp_path / "in", patients=1, series=1, images=images)
+    deid = Deidentifier(load_profile("teleradiology"), pseudonyms)
+    caught: list = []
+    for f in info.files:
+        deid.deidentify_file(f, tmp_path / "out", lambda h, rel, o: caught.append((h, rel, o)), digest=False)
+    return info, deid, caught
+
+
+def _replace_value(header: bytes, tag_vr: bytes, new: bytes) -> bytes:
+    """The header with one short-VR element's value replaced (same length)."""
+    at = header.index(tag_vr)
+    length = int.from_bytes(header[at + 6:at + 8], "little")
+    assert len(new) == length
+    return header[:at + 8] + new + header[at + 8 + length:]
+
+
+def test_elements_the_lean_read_leaves_out_are_still_searched_and_still_judged(tmp_path, pseudonyms):
+    """Once a (tag, VR) has passed, later headers are read without it; a name typed into it is
+    still found (the bytes are searched, then read whole), and the same tag with another VR is built
+    and judged again."""
+    from pipeline import dicomio
+    from pipeline.deid.verify import SourceVerifiers, _QUIET_KEYS, forget_caches
+
+    forget_caches()
+    info, deid, caught = _headers(tmp_path, pseudonyms)
+    verifiers = SourceVerifiers(deid.pseudonyms, deid.profile)
+    for header, rel, original in caught:
+        assert verifiers.for_original(original).verify_header(header, rel) == []
+    header, rel, original = caught[-1]
+    lean = dicomio.read_header_lean(header, _QUIET_KEYS)
+    assert lean is not None and 0x00081030 not in lean.dataset, "StudyDescription is left unbuilt"
+
+    description = b"\x08\x00\x30\x10LO"  # (0008,1030) StudyDescription, LO
+    old_length = int.from_bytes(header[header.index(description) + 6:][:2], "little")
+    family = info.phi[0].patient_name.split("^")[0].encode()
+    typed = (b"CT " + family).ljust(old_length, b" ")[:old_length]
+    findings = verifiers.for_original(original).verify_header(_replace_value(header, description, typed), rel)
+    assert [f.check for f in findings] == ["captured identifier"]
+    assert "(0008,1030) StudyDescription holds the source's PatientName" in findings[0].detail
+
+    as_sh = header.replace(description, b"\x08\x00\x30\x10SH", 1)  # the same layout, another VR
+    assert 0x00081030 in dicomio.read_header_lean(as_sh, _QUIET_KEYS).dataset, "a new (tag, VR) is built"
+    findings = verifiers.for_original(original).verify_header(as_sh, rel)
+    assert [(f.check, f.detail) for f in findings] == [
+        ("vr", "(0008,1030) StudyDescription is written as SH, not the dictionary's LO")]

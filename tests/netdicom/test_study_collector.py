@@ -216,3 +216,25 @@ def test_a_study_whose_queueing_fails_is_queued_later_backing_off(settings, tmp_
     [closed] = c.close_stable(now=t + 1.5)
     assert calls == [closed.batch_id, closed.batch_id]
     assert [r.batch_id for r in StateStore(settings.state_dir).all()] == [closed.batch_id]
+
+
+def test_studies_finished_by_another_host_are_swept_from_the_spool(settings, tmp_path):
+    """finalize ran elsewhere (a shared state store): the receiving listener deletes the done study, keeps the rest."""
+    a = make_study(tmp_path / "a", series=1, images=2)
+    b = make_study(tmp_path / "b", series=1, images=2)
+    queued: list[str] = []
+    c = collector(settings, queued)
+    for data in study_bytes(a) + study_bytes(b):
+        c.receive(data, calling="CT1")
+    done, waiting = c.close_stable(now=time.time() + 31)
+    states = StateStore(settings.state_dir)
+    with states.update(done.batch_id) as record:  # what a worker on host B recorded
+        record.state = "done"
+        record.steps_done = ["deidentify", "manifest", "upload", "mapping", "finalize"]
+        record.hosts = {"finalize": "host-b"}
+    kept_folder = Path(states.get(waiting.batch_id).source).parent
+    done_folder = Path(states.get(done.batch_id).source).parent
+    assert c.discard_finished() == [done.batch_id]
+    assert not done_folder.exists(), "the finished study's instances are gone from the spool"
+    assert kept_folder.is_dir() and len(list((kept_folder / "instances").iterdir())) == 2
+    assert c.discard_finished() == [], "nothing more to sweep"
