@@ -71,10 +71,10 @@ def test_stat_behind_30_routine_across_three_hosts(site: Site, tmp_path: Path) -
 def test_many_batches_over_three_hosts_none_lost_none_doubled(site: Site, tmp_path: Path) -> None:
     """Batches submitted from three hosts at once all finish, each exactly once.
 
-    CI runs 60 (TELERAD_TEST_HOST_BATCHES, a multiple of 3); the issue's 200-batch run is
-    the same test with TELERAD_TEST_HOST_BATCHES=201.
+    The issue's scenario: 200 batches (201, 67 from each host); TELERAD_TEST_HOST_BATCHES sets
+    another multiple of 3 (a quick local run).
     """
-    total = int(os.environ.get("TELERAD_TEST_HOST_BATCHES", "60"))
+    total = int(os.environ.get("TELERAD_TEST_HOST_BATCHES", "201"))
     for host in site.hosts.values():
         host.ensure_worker()
     study = make_study(tmp_path / "small-src7q", series=1, images=2)
