@@ -1,4 +1,9 @@
-"""Shared fixtures: an isolated TELERAD_HOME, a real Redis, real workers."""
+"""Shared fixtures: an isolated TELERAD_HOME, real servers started once per test process, real workers.
+
+Servers (Redis, moto's S3, Azurite) are started once per pytest process — once per
+xdist worker under ``-n`` — on free loopback ports, and each test gets its own
+isolation inside them: a flushed Redis, a reset moto, a fresh bucket or container.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,12 @@ from typing import Iterator
 
 import pytest
 
+from tests.faults.ledger import LedgerMerge
+from tests.harness import moto_server as moto
+from tests.harness.azurite import Azurite, azurite
 from tests.harness.redis_server import RedisServer, redis_server
 from tests.harness.worker import Worker, telerad_env
+from tests.scheduling import order_and_group
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +57,36 @@ def redis_url(redis_session: RedisServer) -> str:
     client.flushall()
     client.close()
     return redis_session.url
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One real moto S3 server for the test process; tests use buckets of their own."""
+    with moto.moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def moto_url(moto_endpoint: str) -> str:
+    """The process's moto server, emptied for this test (fixed bucket names may be reused)."""
+    moto.reset(moto_endpoint)
+    return moto_endpoint
+
+
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator[Azurite]:
+    """One real Azurite for the test process; tests use containers of their own."""
+    with azurite() as server:
+        yield server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(LedgerMerge(), "fault-ledger-merge")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    order_and_group(config, items)
 
 
 @pytest.fixture

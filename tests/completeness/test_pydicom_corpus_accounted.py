@@ -20,7 +20,7 @@ from pipeline.state import StateStore
 from tests.completeness.corpus import pydicom_corpus
 from tests.harness.worker import REPO, telerad_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.spread]  # two long runs over a corpus cheap to copy
 
 
 @pytest.fixture(scope="module")

@@ -1,67 +1,20 @@
-"""Fixtures of the fault tests: servers they start themselves, a site, and the run's ledger.
+"""Fixtures of the fault tests: a bucket on the process's moto server, a site, and the run's ledger.
 
-The ledger collects, per test, the faults injected, the batches that completed,
-the files lost and the identifiers found where they must not be, and writes
-them as JSON when the session ends (``TELERAD_RELIABILITY_SUMMARY``, default
-``.cache/reliability/summary.json``); docs/reliability.md is rendered from it
-by ``python -m tests.faults.report``.
+The ledger (tests/faults/ledger.py) records what each test tried and saw and is written
+as JSON when the run ends; docs/reliability.md is rendered from it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import time
 from pathlib import Path
 from typing import Iterator
 
 import boto3
 import pytest
 
+from tests.faults.ledger import _LEDGER, Ledger, finish
 from tests.faults.site import Site, site_env
-from tests.harness.moto_server import TEST_CREDENTIALS, moto_server
-from tests.harness.worker import REPO
-
-SUMMARY = Path(os.environ.get("TELERAD_RELIABILITY_SUMMARY") or REPO / ".cache" / "reliability" / "summary.json")
-
-
-class Ledger:
-    """What the fault tests tried and saw; counts are measured by the tests, never typed."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-        self.started = time.time()
-
-    def record(self, test: str, *, faults: list[str], batches: int, completed: int,
-               files_lost: int, leaked: list[str] | int, failed_as_expected: int = 0) -> None:
-        self.rows.append({
-            "test": test,
-            "faults": faults,
-            "batches": batches,
-            "completed": completed,
-            "failed_as_expected": failed_as_expected,
-            "files_lost": files_lost,
-            "identifiers_leaked": leaked if isinstance(leaked, int) else len(leaked),
-        })
-
-    def summary(self, session: pytest.Session) -> dict:
-        return {
-            "run_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
-            "seconds": round(time.time() - self.started, 1),
-            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-            "tests_failed": session.testsfailed,
-            "faults_tried": sum(len(r["faults"]) for r in self.rows),
-            "batches": sum(r["batches"] for r in self.rows),
-            "batches_completed": sum(r["completed"] for r in self.rows),
-            "batches_failed_as_expected": sum(r["failed_as_expected"] for r in self.rows),
-            "files_lost": sum(r["files_lost"] for r in self.rows),
-            "identifiers_leaked": sum(r["identifiers_leaked"] for r in self.rows),
-            "tests": sorted(self.rows, key=lambda r: r["test"]),
-        }
-
-
-_LEDGER = Ledger()
+from tests.harness.moto_server import TEST_CREDENTIALS
 
 
 @pytest.fixture(scope="session")
@@ -70,16 +23,7 @@ def ledger() -> Ledger:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not _LEDGER.rows:
-        return
-    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
-    SUMMARY.write_text(json.dumps(_LEDGER.summary(session), indent=1) + "\n")
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
+    finish(session)
 
 
 @pytest.fixture
@@ -91,7 +35,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 @pytest.fixture
 def s3_bucket(moto_url: str, aws_env: dict[str, str]) -> str:
-    """A fresh bucket on the module's moto server."""
+    """A fresh bucket on the process's moto server (emptied for this test)."""
     import uuid
 
     name = f"fault-{uuid.uuid4().hex[:16]}"

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.faults.conftest import SUMMARY
+from tests.faults.ledger import SUMMARY
 
 
 def render(summary: dict) -> str:

@@ -16,7 +16,6 @@ import pytest
 from pipeline.storage import open_store
 from pipeline.testing import make_study
 from tests.faults.site import check_complete_batch, leaks, site_texts, store_objects, tree_digest
-from tests.harness.azurite import Azurite, azurite
 from tests.harness.fault_proxy import FaultProxy, fault_proxy
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -27,12 +26,6 @@ SMALL_BUDGET = {
     "TELERAD_TASK_RETRY_BACKOFF_MAX": "1",
 }
 IMAGES = 6
-
-
-@pytest.fixture(scope="module")
-def azurite_server() -> Iterator[Azurite]:
-    with azurite() as server:
-        yield server
 
 
 @pytest.fixture(params=["s3", "azure"])

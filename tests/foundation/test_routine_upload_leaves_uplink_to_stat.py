@@ -89,11 +89,23 @@ def test_routine_upload_pauses_after_its_current_file_while_stat_runs(tmp_path, 
 def test_routine_upload_does_not_pause_outside_a_worker(tmp_path, monkeypatch):
     """The CLI and library callers (yielding off) run a ROUTINE batch through even while STAT runs."""
     monkeypatch.setenv("TELERAD_UPLOAD_CONCURRENCY", "1")
+    # Were run_all to yield as a worker does, each file would now wait an hour for STAT to end.
+    monkeypatch.setattr(batch, "UPLINK_PAUSE", 3600.0)
     settings = load_settings()
     batch_id = batch.create_batch(settings, make_study(tmp_path / "s", series=1, images=3).root, priority="ROUTINE")
     states = StateStore(settings.state_dir)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            batch.run_all(settings, batch_id)
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
     with states.running("STAT"):
-        started = time.monotonic()
-        batch.run_all(settings, batch_id)
-        assert time.monotonic() - started < 4.5  # yielding would pause 5 s after each file
+        step = threading.Thread(target=run, daemon=True)
+        step.start()
+        step.join(120)  # a generous deadline: the batch must finish while STAT still runs
+        assert not step.is_alive(), "run_all waited for the STAT step to end"
+    assert not errors
     assert states.get(batch_id).state == "done"

@@ -17,7 +17,7 @@ import pytest
 from pipeline.manifest import iter_files, load_schema
 from pipeline.state import StateStore
 from pipeline.testing import find_markers, make_study
-from tests.harness.moto_server import TEST_CREDENTIALS, moto_server
+from tests.harness.moto_server import TEST_CREDENTIALS
 from tests.harness.worker import REPO, telerad_env
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -26,11 +26,10 @@ BUCKET = "teleradiology"
 
 
 @pytest.fixture
-def s3_endpoint():
-    with moto_server() as url:
-        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", **_creds())
-        client.create_bucket(Bucket=BUCKET)
-        yield url
+def s3_endpoint(moto_url):
+    """The process's moto server, emptied, with the test's bucket."""
+    boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", **_creds()).create_bucket(Bucket=BUCKET)
+    return moto_url
 
 
 def _creds() -> dict[str, str]:

@@ -11,7 +11,8 @@ import pytest
 from pipeline.testing import make_study
 from tests.hosts.site import Site
 
-pytestmark = [pytest.mark.real, pytest.mark.slow]
+# Network namespaces, several workers each: one scenario at a time (tests/scheduling.py).
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 
 def _tree(root: Path) -> dict[str, bytes]:

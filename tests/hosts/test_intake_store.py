@@ -15,7 +15,7 @@ from pipeline.settings import load_settings
 from pipeline.statestore import open_state_store
 from pipeline.storage import open_store
 from pipeline.testing import find_markers, make_study
-from tests.harness.moto_server import TEST_CREDENTIALS, moto_server
+from tests.harness.moto_server import TEST_CREDENTIALS
 
 
 def _all_bytes(root: Path) -> bytes:
@@ -84,31 +84,31 @@ def test_an_unsupported_intake_scheme_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.real
-def test_batch_reads_originals_from_s3_intake_and_deletes_them_when_done(tmp_path: Path, monkeypatch) -> None:
+def test_batch_reads_originals_from_s3_intake_and_deletes_them_when_done(tmp_path: Path, monkeypatch, moto_url: str) -> None:
     """With an S3 intake (moto), a batch whose source folder is gone still completes, and its intake is emptied."""
     for k, v in TEST_CREDENTIALS.items():
         monkeypatch.setenv(k, v)
-    with moto_server() as url:
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="onsite-intake")
-        settings = load_settings(home=tmp_path / "home", intake_url="s3://onsite-intake/telerad",
-                                 s3_endpoint_url=url, organization="ACME")
-        study = make_study(tmp_path / "study-src7q", series=2, images=2)
-        batch_id = batch.create_batch(settings, study.root, priority="STAT")
-        intake = open_store("s3://onsite-intake/telerad", settings)
-        keys = [i.key for i in intake.list("")]
-        assert len(keys) == len(study.files) + 2 and all(k.startswith(batch_id) for k in keys)
-        import shutil
+    url = moto_url
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="onsite-intake")
+    settings = load_settings(home=tmp_path / "home", intake_url="s3://onsite-intake/telerad",
+                             s3_endpoint_url=url, organization="ACME")
+    study = make_study(tmp_path / "study-src7q", series=2, images=2)
+    batch_id = batch.create_batch(settings, study.root, priority="STAT")
+    intake = open_store("s3://onsite-intake/telerad", settings)
+    keys = [i.key for i in intake.list("")]
+    assert len(keys) == len(study.files) + 2 and all(k.startswith(batch_id) for k in keys)
+    import shutil
 
-        shutil.rmtree(study.root)  # the submitting host's copy is gone: the intake copy must do
-        batch.deidentify(settings, batch_id)
-        work = open_state_store(settings).batch_dir(batch_id)
-        assert not (work / "intake").exists(), "decrypted originals must not outlive de-identification"
-        batch.run_all(settings, batch_id)
-        record = open_state_store(settings).get(batch_id)
-        assert record.state == "done" and record.counts["images"] == len(study.files)
-        assert list(intake.list("")) == []
-        bucket = open_store(settings.effective_store_url, settings)
-        assert any(i.key.endswith("manifest.json") for i in bucket.list(f"{batch_id}/"))
+    shutil.rmtree(study.root)  # the submitting host's copy is gone: the intake copy must do
+    batch.deidentify(settings, batch_id)
+    work = open_state_store(settings).batch_dir(batch_id)
+    assert not (work / "intake").exists(), "decrypted originals must not outlive de-identification"
+    batch.run_all(settings, batch_id)
+    record = open_state_store(settings).get(batch_id)
+    assert record.state == "done" and record.counts["images"] == len(study.files)
+    assert list(intake.list("")) == []
+    bucket = open_store(settings.effective_store_url, settings)
+    assert any(i.key.endswith("manifest.json") for i in bucket.list(f"{batch_id}/"))
 
 
 class _SlowStore:
@@ -174,24 +174,24 @@ def test_puts_and_gets_run_concurrently_and_a_failed_put_fails_with_no_index(tmp
 
 
 @pytest.mark.real
-def test_s3_intake_is_deleted_in_batches_of_a_thousand_keys(tmp_path: Path, monkeypatch) -> None:
+def test_s3_intake_is_deleted_in_batches_of_a_thousand_keys(tmp_path: Path, monkeypatch, moto_url: str) -> None:
     """1,001 originals of a batch go in 2 DeleteObjects requests, the index alone first; nothing is left."""
     from concurrent.futures import ThreadPoolExecutor
 
     for k, v in TEST_CREDENTIALS.items():
         monkeypatch.setenv(k, v)
-    with moto_server() as url:
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="onsite-intake")
-        settings = load_settings(home=tmp_path / "home", intake_url="s3://onsite-intake/telerad", s3_endpoint_url=url)
-        intake = IntakeStore.from_settings(settings)
-        bid = "eeeeeeee-0000-0000-0000-000000000005"
-        names = [f"{bid}/{n:06d}.enc" for n in range(1, 1002)] + [f"{bid}/index.enc", f"{bid}/key.json"]
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda k: intake.store.put_bytes(k, b"x", content_type="x", metadata={}), names))
-        calls: list[str] = []
-        intake.store.client.meta.events.register("provide-client-params.s3.DeleteObjects", lambda **kw: calls.append("many"))
-        intake.store.client.meta.events.register("provide-client-params.s3.DeleteObject",
-                                                 lambda **kw: calls.append(kw["params"]["Key"].rsplit("/", 1)[-1]))
-        assert intake.delete(bid) == 1003
-        assert calls == ["index.enc", "many", "many", "key.json"]
-        assert list(intake.store.list(f"{bid}/")) == []
+    url = moto_url
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="onsite-intake")
+    settings = load_settings(home=tmp_path / "home", intake_url="s3://onsite-intake/telerad", s3_endpoint_url=url)
+    intake = IntakeStore.from_settings(settings)
+    bid = "eeeeeeee-0000-0000-0000-000000000005"
+    names = [f"{bid}/{n:06d}.enc" for n in range(1, 1002)] + [f"{bid}/index.enc", f"{bid}/key.json"]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: intake.store.put_bytes(k, b"x", content_type="x", metadata={}), names))
+    calls: list[str] = []
+    intake.store.client.meta.events.register("provide-client-params.s3.DeleteObjects", lambda **kw: calls.append("many"))
+    intake.store.client.meta.events.register("provide-client-params.s3.DeleteObject",
+                                             lambda **kw: calls.append(kw["params"]["Key"].rsplit("/", 1)[-1]))
+    assert intake.delete(bid) == 1003
+    assert calls == ["index.enc", "many", "many", "key.json"]
+    assert list(intake.store.list(f"{bid}/")) == []

@@ -44,9 +44,7 @@ def test_slow_copy_over_redis_and_a_worker(tmp_path: Path, redis_url: str, start
     source = make_study(tmp_path / "src", series=2, images=4).root
     start_worker(env, concurrency=1)
     with watching(env, inbox, tmp_path / "watch.log", quiet=2.0):
-        started = time.monotonic()
         copy_slowly(source, inbox / "urgent" / "DOE^JOHN", gap=0.5)
-        assert time.monotonic() - started > 4
         [record] = wait_final(home, 1)
         time.sleep(3)  # a second submission would show up now
     [record] = wait_final(home, 1)

@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from pipeline.state import StateStore
-from tests.harness.moto_server import TEST_CREDENTIALS, moto_server
+from tests.harness.moto_server import TEST_CREDENTIALS
 from tests.harness.worker import REPO, telerad_env
 from tests.leaks.conftest import copy_study, leaks_in, tree_leaks
 
@@ -107,17 +107,16 @@ def test_submit_no_queue_fails_a_description_override_with_the_name(corpus, tmp_
 
 
 @pytest.fixture
-def s3(tmp_path, redis_url):
-    with moto_server() as url:
-        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                              aws_access_key_id=TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                              aws_secret_access_key=TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                              aws_session_token=TEST_CREDENTIALS["AWS_SESSION_TOKEN"])
-        client.create_bucket(Bucket=BUCKET)
-        env = telerad_env(tmp_path / "home", TELERAD_BROKER_URL=redis_url, TELERAD_STORE_URL=f"s3://{BUCKET}/site",
-                          TELERAD_S3_ENDPOINT_URL=url, TELERAD_MAPPING_URL=(tmp_path / "phi-mapping").as_uri(),
-                          **TEST_CREDENTIALS)
-        yield client, env
+def s3(tmp_path, redis_url, moto_url):
+    client = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
+                          aws_access_key_id=TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                          aws_session_token=TEST_CREDENTIALS["AWS_SESSION_TOKEN"])
+    client.create_bucket(Bucket=BUCKET)
+    env = telerad_env(tmp_path / "home", TELERAD_BROKER_URL=redis_url, TELERAD_STORE_URL=f"s3://{BUCKET}/site",
+                      TELERAD_S3_ENDPOINT_URL=moto_url, TELERAD_MAPPING_URL=(tmp_path / "phi-mapping").as_uri(),
+                      **TEST_CREDENTIALS)
+    return client, env
 
 
 def objects(client) -> dict[str, dict]:

@@ -5,7 +5,7 @@ import pytest
 from pipeline.mapping import Keyring, MappingStore
 from pipeline.settings import load_settings
 from pipeline.testing import MemoryStore
-from tests.storage.backends import aws_env, moto_endpoint  # noqa: F401
+from tests.storage.backends import aws_env  # noqa: F401
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -162,10 +163,16 @@ def test_lock_of_a_killed_holder_is_freed(shared_url: str, tmp_path: Path) -> No
         assert holder.stdout.readline().strip() == b"locked"
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(10)
-        start = time.monotonic()
-        with store.update(rec.batch_id) as r:
-            r.note = "after"
-        assert time.monotonic() - start < 5
+
+        def update() -> None:
+            with store.update(rec.batch_id) as r:
+                r.note = "after"
+
+        # The holder's lock lasts 2 s; the store's default (30 s) or a wedged lock would outlast this.
+        writer = threading.Thread(target=update, daemon=True)
+        writer.start()
+        writer.join(20)
+        assert not writer.is_alive(), "the dead holder's lock was never freed"
     finally:
         if holder.poll() is None:
             holder.kill()

@@ -1,7 +1,7 @@
 """Fixtures that give a test a fresh, empty object store on every backend.
 
 Imported by the conftest of each test folder that needs stores; the real
-servers (moto, Azurite) are started once per session on free ports.
+servers (moto, Azurite) are the root conftest's, started once per test process on free ports.
 ``TELERAD_TEST_BACKENDS=local,s3`` narrows the run.
 """
 
@@ -17,8 +17,7 @@ import pytest
 
 from pipeline.settings import Settings, default_settings
 from pipeline.storage import ObjectStore, open_store
-from tests.harness.azurite import Azurite, azurite
-from tests.harness.moto_server import TEST_CREDENTIALS, moto_server
+from tests.harness.moto_server import TEST_CREDENTIALS
 
 MiB = 1024 * 1024
 ALL_BACKENDS = ["local", "s3", "azure"]
@@ -50,18 +49,6 @@ def small_parts_settings(**extra: Any) -> Settings:
     return default_settings().model_copy(update=dict(
         multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, part_concurrency=3, **extra
     ))
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> str:
-    with moto_server() as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def azurite_server() -> Azurite:
-    with azurite() as server:
-        yield server
 
 
 @pytest.fixture

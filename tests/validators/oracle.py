@@ -91,8 +91,19 @@ class Outcome:
         return self.dump_out - self.dump_in
 
 
-def compare(profile: str, src: Path, name: str) -> Outcome:
-    """De-identify ``src`` under ``profile`` and validate input and output."""
+def judge(path: Path) -> tuple[set[str], set[str]]:
+    """What dciodvfy and dcmdump say about one file: (errors, warnings)."""
+    return dciodvfy_errors(path), dcmdump_warnings(path)
+
+
+#: What the validators said about each source, judged once per process whatever the
+#: number of profiles: an input's verdict does not depend on the profile.
+_inputs: dict[Path, tuple[set[str], set[str]]] = {}
+
+
+def compare(profile: str, src: Path, name: str,
+            inputs: tuple[set[str], set[str]] | None = None) -> Outcome:
+    """De-identify ``src`` under ``profile`` and validate the output (and the input, unless given)."""
     out_root = Path(tempfile.mkdtemp(prefix="oracle-"))
     try:
         try:
@@ -100,16 +111,21 @@ def compare(profile: str, src: Path, name: str) -> Outcome:
         except TeleradError as exc:
             return Outcome(name, "not-deidentified", reason=type(exc).__name__)
         out = out_root / result.relpath
-        return Outcome(name, "compared", errors_in=dciodvfy_errors(src), errors_out=dciodvfy_errors(out),
-                       dump_in=dcmdump_warnings(src), dump_out=dcmdump_warnings(out))
+        errors_in, dump_in = inputs if inputs is not None else judge(src)
+        errors_out, dump_out = judge(out)
+        return Outcome(name, "compared", errors_in=errors_in, errors_out=errors_out,
+                       dump_in=dump_in, dump_out=dump_out)
     finally:
         shutil.rmtree(out_root, ignore_errors=True)
 
 
 def run(profile: str, files: list[tuple[str, Path]], jobs: int = 2) -> list[Outcome]:
-    """``compare`` every (name, path) in a pool of ``jobs`` processes."""
+    """``compare`` every (name, path) in a pool of ``jobs`` processes; each input judged once."""
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(compare, profile, path, name) for name, path in files]
+        todo = sorted({path for _, path in files if path not in _inputs})
+        for path, verdict in zip(todo, pool.map(judge, todo, chunksize=4)):
+            _inputs[path] = verdict
+        futures = [pool.submit(compare, profile, path, name, _inputs[path]) for name, path in files]
         return [f.result() for f in futures]
 
 

@@ -17,6 +17,7 @@ from tests.validators import oracle
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.spread,  # three long profiles, one corpus that is cheap to make again
     pytest.mark.skipif(not (shutil.which("dciodvfy") and shutil.which("dcmdump")),
                        reason="dicom3tools and dcmtk are needed (.ci/setup installs them)"),
 ]
