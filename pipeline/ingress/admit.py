@@ -52,6 +52,12 @@ _STEP = 4 * 1024 * 1024
 _VM = re.compile(r"^(\d+)(?:-(\d*)n|-(\d+))?$")
 
 
+#: Refusals of data that parses but says what it may not (DICOM's "data set does not match SOP
+#: class": C-STORE 0xA900, STOW-RS Failure Reason 0xA900); every other code "cannot understand".
+MISMATCH_CODES = frozenset({"bad_value_length", "bad_value_multiplicity", "bad_element", "meta_mismatch",
+                            "duplicate_conflict", "too_deep"})
+
+
 class InstanceRefused(PermanentError):
     """An instance refused at the door; ``code`` is stable, the message names no value."""
 
@@ -59,6 +65,11 @@ class InstanceRefused(PermanentError):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+    @property
+    def mismatch(self) -> bool:
+        """True: the data parses but does not match what it claims (0xA900); else it cannot be understood."""
+        return self.code in MISMATCH_CODES
 
 
 @dataclass(frozen=True)
@@ -97,10 +108,6 @@ def admit(path: Path, limits: AdmitLimits) -> ReceivedInstance:
         raise InstanceRefused("unreadable", f"the instance cannot be read ({type(exc).__name__})") from None
     if limits.max_bytes and size > limits.max_bytes:
         raise InstanceRefused("too_large", f"the instance is larger than {limits.max_bytes} bytes")
-    with open(path, "rb") as fh:
-        head = fh.read(132)
-        if len(head) < 132 or head[128:132] != b"DICM":
-            raise InstanceRefused("not_part10", "not a DICOM Part 10 instance (no DICM preamble and file meta)")
     declared = _declared_syntax(path)
     if declared == DeflatedExplicitVRLittleEndian:
         _check_inflates_within(path, limits.inflate)
@@ -136,12 +143,14 @@ def admit(path: Path, limits: AdmitLimits) -> ReceivedInstance:
                             header=ds)
 
 
-def _declared_syntax(path: Path) -> UID:
-    """The Transfer Syntax UID of the file meta (read by hand: the meta is small and always explicit LE)."""
+def meta_values(path: Path) -> dict[int, str]:
+    """The text elements of the file meta group, by element number (read by hand, bounded: 64 KB)."""
     with open(path, "rb") as fh:
-        fh.seek(132)
+        head = fh.read(132)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            raise InstanceRefused("not_part10", "not a DICOM Part 10 instance (no DICM preamble and file meta)")
         meta = fh.read(64 * 1024)
-    pos, syntax = 0, None
+    pos, out = 0, {}
     while pos + 8 <= len(meta) and meta[pos:pos + 2] == b"\x02\x00":
         elem = struct.unpack_from("<H", meta, pos + 2)[0]
         vr = meta[pos + 4:pos + 6]
@@ -153,9 +162,25 @@ def _declared_syntax(path: Path) -> UID:
             length, start = struct.unpack_from("<H", meta, pos + 6)[0], pos + 8
         if start + length > len(meta):
             raise InstanceRefused("bad_meta", "the file meta runs past its end")
-        if elem == 0x0010:
-            syntax = meta[start:start + length].decode("ascii", "replace").strip("\x00 ")
+        if vr in (b"UI", b"AE", b"SH", b"CS", b"LO"):
+            out[elem] = meta[start:start + length].decode("ascii", "replace").strip("\x00 ")
         pos = start + length
+    return out
+
+
+def meta_uids(path: Path) -> tuple[str, str]:
+    """(Media Storage SOP Class UID, SOP Instance UID) from the file meta, or empty strings: for answers
+    about an instance that may not be parsed (STOW-RS's Failed SOP Sequence)."""
+    try:
+        meta = meta_values(path)
+    except (InstanceRefused, OSError):
+        return "", ""
+    return meta.get(0x0002, ""), meta.get(0x0003, "")
+
+
+def _declared_syntax(path: Path) -> UID:
+    """The Transfer Syntax UID of the file meta, if this site knows it."""
+    syntax = meta_values(path).get(0x0010, "")
     if not syntax:
         raise InstanceRefused("no_transfer_syntax", "the file meta declares no Transfer Syntax UID")
     if syntax not in AllTransferSyntaxes:

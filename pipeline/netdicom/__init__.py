@@ -12,7 +12,7 @@ from pipeline.netdicom.studies import (
     StudyCollector,
     StudyTicket,
     UnreadableInstanceError,
-    batch_submitter,
+    conflict_count,
     discard_submitted,
 )
 
@@ -24,6 +24,6 @@ __all__ = [
     "StudyCollector",
     "StudyTicket",
     "UnreadableInstanceError",
-    "batch_submitter",
+    "conflict_count",
     "discard_submitted",
 ]
