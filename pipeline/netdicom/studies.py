@@ -67,7 +67,7 @@ from typing import Callable, Iterator
 from pipeline.exceptions import PermanentError, SubmissionError, TeleradError, TransientError
 from pipeline.ingress.admit import AdmitLimits, InstanceRefused, admit
 from pipeline.ingress.ticket import SourceGoneError, StudyTicket, SubmitService
-from pipeline.netdicom.activity import Activity
+from pipeline.netdicom.activity import CONFLICTS_FILE, Activity
 from pipeline.netdicom.priority import PriorityRules, highest
 from pipeline.settings import Settings
 from pipeline.state import BatchRecord, utcnow
@@ -79,7 +79,6 @@ log = logging.getLogger("telerad.listen")
 INSTANCES = "instances"
 STUDY_FILE = "study.json"
 TICKET_FILE = "ticket.json"
-CONFLICTS_FILE = "conflicts.jsonl"
 
 
 class SpoolFullError(TransientError):
@@ -525,16 +524,6 @@ def discard_submitted(record: BatchRecord) -> bool:
         os.rename(folder, target)
     shutil.rmtree(target, ignore_errors=True)
     return True
-
-
-def conflict_count(spool: Path) -> tuple[int, str]:
-    """How many changed duplicates were refused at the door, and when the last was (for `telerad status`)."""
-    try:
-        lines = (spool / CONFLICTS_FILE).read_text().splitlines()
-    except FileNotFoundError:
-        return 0, ""
-    last = json.loads(lines[-1]).get("at", "") if lines else ""
-    return len(lines), last
 
 
 def _audit(settings: Settings, action: str, batch_id: str | None, **details: object) -> None:
