@@ -356,8 +356,8 @@ class StudyCollector:
         now = time.time() if now is None else now
         waiting = []
         for folder in (self.spool / "closed").iterdir():
-            if not (folder / INSTANCES).is_dir():
-                continue
+            if not (folder / INSTANCES).is_dir() and not self._recorded_not_queued(folder):
+                continue  # never submitted without its instances
             info = _read_json(folder / STUDY_FILE)
             prio = info.get("priority") or self.rules.default
             try:
@@ -388,10 +388,12 @@ class StudyCollector:
         ticket_path = folder / TICKET_FILE
         key = folder.name.split("-", 1)[0]
         with self._locked():  # the batch's last step moves folders away under this lock
-            if not (folder / INSTANCES).is_dir():
+            if not folder.is_dir():
                 return None
             ticket = _read_json(ticket_path)
-            files = sorted((folder / INSTANCES).iterdir())
+            if not (folder / INSTANCES).is_dir() and not ticket.get("batch_id"):
+                return None
+            files = sorted((folder / INSTANCES).iterdir()) if (folder / INSTANCES).is_dir() else []
         if not ticket.get("batch_id"):
             # Decided now, not when the study opened: a study closed a moment ago may have
             # been submitted meanwhile, and then this one follows it. No batch exists for this
@@ -418,7 +420,7 @@ class StudyCollector:
                 return None
         ticket["dispatched"] = True
         with self._locked():
-            if (folder / INSTANCES).is_dir():  # else the batch already finished and its folder went
+            if folder.is_dir():  # else the batch already finished and its folder went
                 _write_json(ticket_path, ticket)
         self.activity.add("studies_submitted")
         self.activity.set(last_batch_queued_at=utcnow())
@@ -427,6 +429,13 @@ class StudyCollector:
         log.info("study %s submitted as batch %s (%s, %d instances%s)", key[:8], ticket["batch_id"], prio,
                  len(files), ", follow-up" if follow else "")
         return ClosedStudy(key, ticket["batch_id"], prio, len(files), follow)
+
+    @staticmethod
+    def _recorded_not_queued(folder: Path) -> bool:
+        """A closed folder whose batch is recorded but not queued yet (its queueing settles it, even without
+        ``instances/``: a batch whose source is gone is then failed, once)."""
+        ticket = _read_json(folder / TICKET_FILE) if folder.is_dir() else {}
+        return bool(ticket.get("batch_id")) and not ticket.get("dispatched")
 
     def _remember_sent(self, key: str, batch_id: str, files: list[Path]) -> None:
         path = self.spool / "sent" / f"{key}.json"

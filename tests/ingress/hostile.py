@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import struct
 import zlib
 from pathlib import Path
@@ -22,7 +23,7 @@ from pipeline.testing import StudyInfo
 EXPECTED = {
     "deflate_bomb": "deflate_bomb",
     "truncated": "truncated",
-    "giant_length": "unparsable",
+    "giant_length": "truncated",
     "unknown_syntax": "unknown_transfer_syntax",
     "wrong_syntax": "wrong_transfer_syntax",
     "binary_vr_wrong_length": "bad_value_multiplicity",
@@ -55,20 +56,20 @@ def _explicit_body(ds: pydicom.Dataset) -> bytes:
 
 def _fresh(ds: pydicom.Dataset, suffix: str) -> pydicom.Dataset:
     """A copy with its own SOP Instance UID (so each case is a new instance of the same study)."""
-    out = ds.copy()
+    out = copy.deepcopy(ds)
     out.SOPInstanceUID = generate_uid(entropy_srcs=[str(ds.SOPInstanceUID), suffix])
     return out
 
 
 def deflate_bomb(ds: pydicom.Dataset, size: int = GIB) -> bytes:
-    """A small Deflated file whose data set inflates to ``size`` bytes (an OB element of zeros)."""
+    """A small Deflated file whose data set inflates to ``size`` bytes (pixel data of zeros)."""
     bomb = _fresh(ds, "1")
     del bomb.PixelData
     head = _explicit_body(bomb)
     packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     pad = size - len(head) - 12
     pad -= pad % 2
-    out = [packer.compress(head), packer.compress(struct.pack("<HH2s2xI", 0x0009, 0x1010, b"OB", pad))]
+    out = [packer.compress(head), packer.compress(struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OB", pad))]
     zeros = b"\x00" * (1 << 24)
     left = pad
     while left:
@@ -115,7 +116,7 @@ def hostile_set(study: StudyInfo, dest: Path, *, bomb_size: int = GIB) -> dict[s
     body = body[:at + 6] + struct.pack("<H", 6) + b"PHIX\x00\x00" + body[at + 8 + old_len:]
     cases["binary_vr_wrong_length"] = _meta(cls, str(six.SOPInstanceUID), "1.2.840.10008.1.2.1") + body
 
-    changed = ds.copy()  # the same SOP Instance UID as study.files[0], other content
+    changed = copy.deepcopy(ds)  # the same SOP Instance UID as study.files[0], other content
     changed.SeriesDescription = "changed after sending"
     cases["changed_duplicate"] = _meta(cls, str(changed.SOPInstanceUID), "1.2.840.10008.1.2.1") \
         + _explicit_body(changed)
