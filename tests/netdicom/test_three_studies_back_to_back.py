@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.state import StateStore
 from pipeline.testing import make_study
-from tests.harness.worker import running_worker, telerad_env
+from tests.harness.worker import running_worker
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
