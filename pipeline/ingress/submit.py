@@ -12,7 +12,7 @@ already), and ``SourceGoneError`` tells the caller to stop trying.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +26,10 @@ SOURCE_GONE = "the study's source is no longer on disk (its spool folder was rem
 
 Enqueue = Callable[[Settings, str], None]
 
+#: A study sent only by these calling AE titles is recorded with this origin, whichever process
+#: (listener or gateway, sharing one spool) closes it: STOW-RS studies count as sent by DICOMWEB.
+ORIGIN_BY_CALLING = {"DICOMWEB": "dicomweb"}
+
 
 @dataclass
 class BatchSubmitService:
@@ -34,11 +38,11 @@ class BatchSubmitService:
     settings: Settings
     enqueue: Enqueue | None
     origin: str = "listen"
-    origin_by_calling: dict[str, str] | None = None  # e.g. {"DICOMWEB": "dicomweb"}
+    origin_by_calling: dict[str, str] = field(default_factory=lambda: dict(ORIGIN_BY_CALLING))
 
     def record(self, ticket: StudyTicket) -> str:
         origin = self.origin
-        if self.origin_by_calling and len(ticket.calling) == 1:
+        if len(ticket.calling) == 1:
             origin = self.origin_by_calling.get(ticket.calling[0], origin)
         return batch.create_batch(self.settings, ticket.folder, priority=ticket.priority, origin=origin,
                                   note=ticket.note, follow_up_of=list(ticket.follow_up_of))

@@ -72,13 +72,14 @@ from pipeline.netdicom.priority import PriorityRules, highest
 from pipeline.settings import Settings
 from pipeline.state import BatchRecord, utcnow
 from pipeline.checksums import sha256_file
-from pipeline.locking import flocked
+from pipeline.locking import flocked, try_flock
 
 log = logging.getLogger("telerad.listen")
 
 INSTANCES = "instances"
 STUDY_FILE = "study.json"
 TICKET_FILE = "ticket.json"
+SUBMIT_LOCK = ".submitting"  # in a closed study's folder: held by the one process recording and queuing it
 
 
 class SpoolFullError(TransientError):
@@ -385,6 +386,17 @@ class StudyCollector:
         return out
 
     def _submit_one(self, folder: Path, info: dict, prio: str) -> ClosedStudy | None:
+        """Record and queue one closed study; only one process at a time per folder (a listener and a
+        gateway may share the spool), the others pass it over."""
+        claim = try_flock(folder / SUBMIT_LOCK)
+        if claim is None:  # another process is submitting it, or it is gone
+            return None
+        try:
+            return self._submit_claimed(folder, info, prio)
+        finally:
+            os.close(claim)
+
+    def _submit_claimed(self, folder: Path, info: dict, prio: str) -> ClosedStudy | None:
         ticket_path = folder / TICKET_FILE
         key = folder.name.split("-", 1)[0]
         with self._locked():  # the batch's last step moves folders away under this lock

@@ -201,3 +201,23 @@ def test_submit_of_a_zip_honours_the_sites_zip_limits(study, tmp_path, telerad_h
         batch.create_batch(load_settings(zip_max_unpacked_bytes=100), archive)
     assert StateStore(load_settings().state_dir).all() == []
     assert batch.create_batch(load_settings(), archive)
+
+
+def test_two_processes_sharing_a_spool_record_a_study_once(settings, study):
+    """A listener and a gateway close the same spool: whichever takes the study, it becomes one batch, queued once."""
+    import threading
+
+    queued: list[str] = []
+    slow = BatchSubmitService(settings, lambda _s, batch_id: (time.sleep(0.3), queued.append(batch_id)))
+    first = StudyCollector(settings, service=slow, stable_seconds=30)
+    second = StudyCollector(settings, service=slow, stable_seconds=30)
+    for path in study.files:
+        first.receive(path)
+    now = time.time() + 60
+    threads = [threading.Thread(target=c.close_stable, args=(now,)) for c in (first, second, first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = StateStore(settings.state_dir).all()
+    assert len(records) == 1 and queued == [records[0].batch_id], (len(records), queued)

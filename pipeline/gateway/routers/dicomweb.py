@@ -63,7 +63,7 @@ STOW_BODY = {
 def collector(gw: Gateway) -> StudyCollector:
     """The app's study collector (the same spool and rules as `telerad listen`), made once."""
     if gw.collector is None:
-        service = BatchSubmitService(gw.settings, gw.enqueue, origin="listen", origin_by_calling={CALLING: "dicomweb"})
+        service = BatchSubmitService(gw.settings, gw.enqueue, origin="listen")  # DICOMWEB-only studies: "dicomweb"
         gw.collector = StudyCollector(gw.settings, service=service)
     return gw.collector
 
