@@ -14,7 +14,7 @@ full before anything acknowledges it:
   set must really be encoded in it; the meta's SOP Class and Instance UIDs must
   be the data set's own;
 * every element at every depth is decoded, and each binary VR (US, SS, UL, SL,
-  FL, FD, AT, SV, UV, OB/OW/OL/OF/OD/OV) has a length that is a whole number of
+  FL, FD, AT, SV, UV, OW, OL, OF, OD, OV) has a length that is a whole number of
   values and, for the numeric ones, as many values as the DICOM dictionary
   allows (a 6-byte Smallest Image Pixel Value, US with VM 1, is refused);
 * Study, Series and SOP Instance UIDs and the SOP Class UID must be present.
@@ -34,7 +34,7 @@ from pathlib import Path
 from pydicom.datadict import dictionary_VM, dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import AllTransferSyntaxes, DeflatedExplicitVRLittleEndian, UID
 
 from pipeline import dicomio
@@ -286,7 +286,8 @@ def check_elements(ds: Dataset, depth: int = 0) -> None:
                                       f"the DICOM dictionary allows {vm}")
 
 
-def _vr_and_length(tag, raw) -> tuple[str | None, int | None]:
+def _vr_and_length(tag: BaseTag, raw: object) -> tuple[str | None, int | None]:
+    """The VR and value length of a raw element (the dictionary's VR when the file gives none)."""
     if isinstance(raw, RawDataElement):
         vr = raw.VR
         if vr is None or " or " in str(vr):
