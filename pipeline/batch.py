@@ -48,7 +48,7 @@ from pipeline.manifest import (
 from pipeline.permissions import remove_unpacked_originals
 from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow, utcnow_ms  # noqa: F401  (StateStore: read by tests and tools)
-from pipeline import fanout
+from pipeline import fanout, zipsafe
 from pipeline.intake import drop_from_intake, originals_for, put_in_intake
 from pipeline.lease import StepLease, begin_step, staged_elsewhere
 from pipeline.statestore import BatchStateStore, open_state_store
@@ -79,6 +79,9 @@ def create_batch(
 ) -> str:
     """Check a submission and record it as a queued batch; returns the new batch ID.
 
+    A ZIP is checked against the site's ``TELERAD_ZIP_MAX_*`` here (``UnsafeArchiveError``,
+    a ``SubmissionError``, naming entries by position only), before anything is recorded.
+
     ``follow_up_of`` names earlier batches of the same study (late instances from the
     DICOM listener); it goes into the manifest so a reader can tell.
     """
@@ -91,6 +94,8 @@ def create_batch(
         )
     if source.is_dir() and not any(p.is_file() for p in source.rglob("*")):
         raise SubmissionError(f"study folder is empty: {source}")
+    if source.is_file():  # the site's ZIP limits, at the door: a bomb is refused before it is recorded
+        zipsafe.inspect(source, zipsafe.ZipLimits.from_settings(settings))
     try:
         prio = Priority(str(getattr(priority, "value", priority) or settings.default_priority.value).upper())
     except ValueError:

@@ -1,7 +1,8 @@
 """`telerad listen`: receive studies by DICOM C-STORE and submit each once it is stable.
 
-A thin shell over ``pipeline.netdicom``: settings from the options, batches
-queued with ``workers.dispatch.start_batch``, Ctrl-C or SIGTERM stops it
+A thin shell over ``pipeline.netdicom``: settings from the options, closed studies
+recorded and queued by the submit service (``pipeline.ingress.submit``, with
+``workers.dispatch.start_batch``), Ctrl-C or SIGTERM stops it
 (studies still receiving stay in the spool and are closed by the next start).
 """
 
@@ -14,28 +15,21 @@ from typing import Any, Optional
 
 import typer
 
+from pipeline.ingress.submit import BatchSubmitService
 from pipeline.settings import Settings, load_settings
 
 
-def queue_batch(settings: Settings):
-    """How the listener queues a recorded batch: the same way `telerad submit` does.
+def queue_batch(settings: Settings) -> BatchSubmitService:
+    """How the listener records and queues a closed study: the same way `telerad submit` does.
 
     ``start_batch`` fails a batch the broker did not take; the collector tries again
-    later (backing off), and then first makes the batch runnable again, as
-    `telerad retry` would. Celery is imported here, once, so the first study is not
-    queued a second late.
+    later (backing off), and the service then first makes the batch runnable again,
+    as `telerad retry` would. Celery is imported here, once, so the first study is
+    not queued a second late.
     """
-    from pipeline import batch
-    from pipeline.state import BatchState
-    from pipeline.statestore import open_state_store
     from workers.dispatch import start_batch
 
-    def dispatch(batch_id: str) -> None:
-        if open_state_store(settings).get(batch_id).state == BatchState.FAILED.value:
-            batch.reset_for_retry(settings, batch_id)  # an earlier try found the broker down
-        start_batch(settings, batch_id)
-
-    return dispatch
+    return BatchSubmitService(settings, start_batch, origin="listen")
 
 
 def listener_settings(port: Optional[int], host: Optional[str], ae_title: Optional[str],

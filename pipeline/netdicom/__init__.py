@@ -12,7 +12,6 @@ from pipeline.netdicom.studies import (
     StudyCollector,
     StudyTicket,
     UnreadableInstanceError,
-    batch_submitter,
     discard_submitted,
 )
 
@@ -24,6 +23,5 @@ __all__ = [
     "StudyCollector",
     "StudyTicket",
     "UnreadableInstanceError",
-    "batch_submitter",
     "discard_submitted",
 ]

@@ -18,6 +18,23 @@ from pipeline.settings import Settings
 from pipeline.state import utcnow
 
 
+#: In the listener's spool (shared with STOW-RS): one JSON line per changed duplicate refused at the door.
+CONFLICTS_FILE = "conflicts.jsonl"
+
+
+def conflicts(spool: Path) -> tuple[int, str]:
+    """How many changed duplicates were refused at the door, and when the last one was."""
+    try:
+        lines = (spool / CONFLICTS_FILE).read_text().splitlines()
+    except FileNotFoundError:
+        return 0, ""
+    try:
+        last = str(json.loads(lines[-1]).get("at", "")) if lines else ""
+    except ValueError:
+        last = ""
+    return len(lines), last
+
+
 def listener_path(settings: Settings) -> Path:
     return settings.home / "netdicom" / "listener.json"
 
@@ -112,6 +129,10 @@ def summary_lines(settings: Settings) -> list[str]:
         )
         for ae, per in sorted(listener.get("by_calling_ae", {}).items()):
             lines.append(f"  from {ae}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(per.items())))
+    count, last = conflicts(Path(settings.listen_spool))
+    if count:
+        lines.append(f"  changed duplicates refused: {count} (same SOP Instance UID, other content; the first "
+                     f"was kept), last {last}; C-STORE and STOW-RS")
     deliveries = (read_json(deliveries_path(settings)) or {}).get("deliveries", [])
     for d in deliveries[:5]:
         lines.append(

@@ -1,15 +1,15 @@
 """A running listener: the Storage SCP, its study collector, and the loop that closes stable studies.
 
 `telerad listen` runs one alone; `telerad up` runs one beside its watcher and
-workers when ``listen_port`` is set. The caller passes ``dispatch`` (how a
-recorded batch is queued), so this module needs no queue.
+workers when ``listen_port`` is set. The caller passes the submit service
+(``pipeline.ingress.SubmitService``: how a closed study is recorded and queued),
+so this module needs neither the batch nor a queue.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Callable
-
+from pipeline.ingress.ticket import SubmitService
 from pipeline.netdicom.activity import Activity, listener_path
 from pipeline.netdicom.scp import StorageSCP
 from pipeline.netdicom.studies import StudyCollector
@@ -19,10 +19,10 @@ from pipeline.settings import Settings
 class Listener:
     """``start()`` returns once the port is open; ``stop()`` closes it and leaves open studies in the spool."""
 
-    def __init__(self, settings: Settings, dispatch: Callable[[str], None] | None, *, close_interval: float = 0.5) -> None:
+    def __init__(self, settings: Settings, service: SubmitService, *, close_interval: float = 0.5) -> None:
         self.settings = settings
         self.activity = Activity(listener_path(settings))
-        self.collector = StudyCollector(settings, dispatch=dispatch, activity=self.activity)
+        self.collector = StudyCollector(settings, service=service, activity=self.activity)
         self.scp = StorageSCP(settings, self.collector, self.activity)
         self.close_interval = close_interval
         self._stop = threading.Event()

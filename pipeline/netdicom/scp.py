@@ -1,11 +1,17 @@
 """The Storage SCP behind `telerad listen`: pynetdicom, one handler per event, the collector behind it.
 
-* C-STORE: the instance's bytes as received (``event.encoded_dataset()``, with
-  file meta) go to ``StudyCollector.receive``, which returns once they are
-  fsynced and renamed into the spool; only then is 0x0000 answered. A full or
+* C-STORE: the instance is received to disk as it arrives (pynetdicom's chunked
+  receive, ``STORE_RECV_CHUNKED_DATASET``: a large instance never sits in
+  memory), with file meta, and that file goes to ``StudyCollector.receive``,
+  which checks it at the door (``pipeline.ingress.admit``) and returns once it
+  is fsynced and renamed into the spool; only then is 0x0000 answered. A full or
   unwritable spool answers 0xA700 (out of resources: the sender keeps the
-  instance and may send it again), data that cannot be parsed 0xC210 (cannot
-  understand); the rest of the association and of the study goes on.
+  instance and may send it again); an instance refused at the door answers
+  0xA900 (its content does not match what it claims: a binary VR of the wrong
+  length or multiplicity, a changed duplicate, meta naming another instance) or
+  0xC210 (cannot understand: truncated, a giant length, a deflate bomb, a wrong
+  or unknown transfer syntax, no UIDs), with the reason in the log; the rest of
+  the association and of the study goes on.
 * C-ECHO: answered (the handler only counts it).
 * Association: calling AE titles outside ``listen_allow`` are rejected by
   pynetdicom itself ("calling AE title not recognised"); accepted, released,
@@ -27,20 +33,27 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, _config as pynetdicom_config, evt
 from pynetdicom.sop_class import Verification
 
 from pipeline.exceptions import ConfigError
 from pipeline.netdicom.activity import Activity
-from pipeline.netdicom.studies import SpoolFullError, StudyCollector, UnreadableInstanceError
+from pipeline.ingress.admit import InstanceRefused
+from pipeline.netdicom.studies import SpoolFullError, StudyCollector
 from pipeline.settings import Settings
 
 log = logging.getLogger("telerad.listen")
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
+DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 PROCESSING_FAILURE = 0xC211
+
+
+def refusal_status(exc: InstanceRefused) -> int:
+    """The C-STORE failure status for an instance refused at the door."""
+    return DATASET_MISMATCH if exc.mismatch else CANNOT_UNDERSTAND
 
 #: C-STORE Priority (0000,0700) -> a priority hint for the collector (MEDIUM says nothing).
 CSTORE_PRIORITY_HINT = {1: "STAT", 2: "ROUTINE"}
@@ -99,6 +112,8 @@ class StorageSCP:
 
     def __init__(self, settings: Settings, collector: StudyCollector, activity: Activity | None = None) -> None:
         check_listen_settings(settings)
+        # Receive each C-STORE data set into a file as it arrives, not into memory (process-wide).
+        pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
         self.settings, self.collector = settings, collector
         self.activity = activity or collector.activity
         self.ae = AE(ae_title=settings.listen_ae_title)
@@ -155,16 +170,20 @@ class StorageSCP:
         counts = self._counts(event)
         hint = CSTORE_PRIORITY_HINT.get(int(getattr(event.request, "Priority", 0) or 0))
         try:
-            received = self.collector.receive(event.encoded_dataset(), calling=counts.calling, priority=hint)
+            try:
+                data, move = event.dataset_path, True  # chunked receive: the file pynetdicom wrote
+            except AttributeError:
+                data, move = event.encoded_dataset(), False
+            received = self.collector.receive(data, calling=counts.calling, priority=hint, move=move)
         except SpoolFullError as exc:
             counts.out_of_resources += 1
             log.warning("instance from %s not stored: %s", counts.calling, exc)
             return OUT_OF_RESOURCES
-        except UnreadableInstanceError as exc:
+        except InstanceRefused as exc:  # counted and logged (reason only) by the collector
             counts.failed += 1
-            self.activity.add("instances_refused", ae=counts.calling)
-            log.warning("instance from %s refused: %s", counts.calling, exc)
-            return CANNOT_UNDERSTAND
+            status = refusal_status(exc)
+            log.warning("instance from %s answered 0x%04X (%s)", counts.calling, status, exc.code)
+            return status
         except Exception as exc:  # never echo a value; the sender may retry
             counts.failed += 1
             self.activity.add("instances_refused", ae=counts.calling)

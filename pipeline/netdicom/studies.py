@@ -8,11 +8,20 @@ submit what it closes. Its API::
     received = collector.receive(data_or_path, calling="CT1", priority=None)   # durable when it returns
     closed = collector.close_stable()          # call every second or so (``run(stop)`` does)
 
-``receive`` returns only once the instance is written, fsynced and renamed into
-its study's folder (so the caller may acknowledge it), and raises
+``receive`` returns only once the instance passed the door's checks
+(``pipeline.ingress.admit``: the bounded reader with the site's limits, every
+element, the transfer syntax, binary VR lengths), is written, fsynced and
+renamed into its study's folder (so the caller may acknowledge it). It raises
 ``SpoolFullError`` (C-STORE 0xA700, HTTP 507) when it cannot be stored - then
-nothing of it is left on disk - or ``UnreadableInstanceError`` (C-STORE 0xC210,
-HTTP 400) for data that cannot be parsed. Messages name no value from the data.
+nothing of it is left on disk - or ``InstanceRefused`` (``UnreadableInstanceError``
+is the same class) with a ``code`` and a reason naming no value: C-STORE answers
+0xA900 or 0xC210, STOW-RS lists it as failed.
+
+Duplicates, one rule: an instance whose SOP Instance UID is already in the
+study (open, closed, or sent) with the same bytes is taken once (acknowledged,
+``Received.duplicate``); with other bytes it is refused (``duplicate_conflict``),
+the first is kept, and the conflict is recorded in ``conflicts.jsonl`` (hashes
+and times only) for ``telerad status``.
 
 Spool layout (``listen_spool_dir``, default ``TELERAD_HOME/listen``); folder and
 file names are hashes of UIDs, never UIDs or names::
@@ -24,6 +33,8 @@ file names are hashes of UIDs, never UIDs or names::
         instances/ study.json ticket.json   (ticket: batch ID, whether it is queued)
     sent/KEY.json                   batches made of this study and the instances they held
     failed/KEY-STAMP/reason.txt     a study refused at submission, with why
+    trash/                          finished studies moved out of ``closed/`` (one rename, under the lock)
+    conflicts.jsonl                 changed duplicates refused at the door (hashes, door, time)
 
 A study is stable when its ``instances/`` folder has not changed for
 ``stable_seconds`` (the folder's mtime moves with every instance renamed in), so
@@ -31,14 +42,16 @@ the rule survives restarts and needs no memory. Instances of a study that was
 already submitted open a new study of the same KEY: its batch is a follow-up
 (``follow_up_of`` in the manifest) and an instance already sent unchanged is
 acknowledged but not sent twice. After the batch is uploaded its closed folder
-is deleted (``discard_submitted``, called by the batch's last step).
+is moved to ``trash/`` under the spool's lock and deleted there
+(``discard_submitted``, called by the batch's last step), so the collector never
+sees half a folder; a closed folder without ``instances/`` is passed over, never
+submitted, and a batch whose source is gone is failed once, never queued again.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
 import logging
 import os
@@ -52,26 +65,29 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from pipeline.exceptions import PermanentError, SubmissionError, TeleradError, TransientError
-from pipeline.netdicom.activity import Activity
+from pipeline.ingress.admit import AdmitLimits, InstanceRefused, admit
+from pipeline.ingress.ticket import SourceGoneError, StudyTicket, SubmitService
+from pipeline.netdicom.activity import CONFLICTS_FILE, Activity
 from pipeline.netdicom.priority import PriorityRules, highest
 from pipeline.settings import Settings
 from pipeline.state import BatchRecord, utcnow
 from pipeline.checksums import sha256_file
-from pipeline.locking import flocked
+from pipeline.locking import flocked, try_flock
 
 log = logging.getLogger("telerad.listen")
 
 INSTANCES = "instances"
 STUDY_FILE = "study.json"
 TICKET_FILE = "ticket.json"
+SUBMIT_LOCK = ".submitting"  # in a closed study's folder: held by the one process recording and queuing it
 
 
 class SpoolFullError(TransientError):
     """The spool has no room (or cannot be written): the instance was not stored; send it again later."""
 
 
-class UnreadableInstanceError(PermanentError):
-    """The data is not a DICOM instance this collector can group (unparsable, no UIDs)."""
+#: The door's refusal (``pipeline.ingress.InstanceRefused``), under the name this module always used.
+UnreadableInstanceError = InstanceRefused
 
 
 @dataclass(frozen=True)
@@ -83,25 +99,9 @@ class Received:
     size: int
     priority: str | None
     follow_up: bool = False
-    duplicate: bool = False  # already sent unchanged in an earlier batch: acknowledged, not stored again
-
-
-@dataclass(frozen=True)
-class StudyTicket:
-    """What a submitter needs to make a batch of one closed study (no PHI)."""
-
-    folder: Path
-    priority: str
-    calling: tuple[str, ...]
-    instances: int
-    follow_up_of: tuple[str, ...] = ()
-
-    @property
-    def note(self) -> str:
-        if not self.follow_up_of:
-            return ""
-        return ("Follow-up: instances of this study that arrived after batch "
-                f"{', '.join(self.follow_up_of)} was sent.")
+    duplicate: bool = False  # already taken unchanged (in this study or an earlier batch): acknowledged, not stored again
+    sop_class_uid: str = ""  # for the door's answer (STOW-RS's Referenced SOP Sequence); never written to disk
+    sop_uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,20 +126,6 @@ def study_key(study_uid: str) -> str:
 
 def instance_name(sop_uid: str) -> str:
     return hashlib.sha256(sop_uid.strip().encode()).hexdigest()[:40] + ".dcm"
-
-
-def batch_submitter(settings: Settings) -> Submitter:
-    """The default submitter: record the closed study as a batch (``create_batch``, origin ``listen``)."""
-
-    def submit(ticket: StudyTicket) -> str:
-        from pipeline.batch import create_batch
-
-        return create_batch(
-            settings, ticket.folder, priority=ticket.priority, origin="listen",
-            note=ticket.note, follow_up_of=list(ticket.follow_up_of),
-        )
-
-    return submit
 
 
 def _fsync_dir(path: Path) -> None:
@@ -173,6 +159,7 @@ class StudyCollector:
         self,
         settings: Settings,
         *,
+        service: SubmitService | None = None,
         submit: Submitter | None = None,
         dispatch: Dispatcher | None = None,
         spool: Path | None = None,
@@ -186,10 +173,13 @@ class StudyCollector:
         self.stable_seconds = settings.listen_stable_seconds if stable_seconds is None else stable_seconds
         self.min_free_bytes = settings.listen_min_free_bytes if min_free_bytes is None else min_free_bytes
         self.rules = rules or PriorityRules.from_settings(settings)
-        self.submit = submit or batch_submitter(settings)
-        self.dispatch = dispatch
+        if service is None and submit is None:
+            raise TypeError("StudyCollector needs a submit service (service=) or a submit callable")
+        self.submit: Submitter = submit or service.record  # type: ignore[union-attr]
+        self.dispatch: Dispatcher | None = dispatch or (service.queue if service is not None else None)
+        self.limits = AdmitLimits.from_settings(settings)
         self.activity = activity or Activity(None)
-        for d in ("tmp", "open", "closed", "sent", "failed"):
+        for d in ("tmp", "open", "closed", "sent", "failed", "trash"):
             (self.spool / d).mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._lock_path = self.spool / ".lock"
@@ -197,28 +187,43 @@ class StudyCollector:
         self.recover()
 
     # --- receiving ------------------------------------------------------------------------
-    def receive(self, data: bytes | Path, *, calling: str = "", priority: str | None = None) -> Received:
-        """Store one Part 10 instance durably in its study's folder; see the module docstring."""
-        ds = self._parse(data)
-        study_uid = str(ds.get("StudyInstanceUID") or "").strip()
-        meta = getattr(ds, "file_meta", None)
-        sop_uid = str(ds.get("SOPInstanceUID") or (meta.get("MediaStorageSOPInstanceUID") if meta else "") or "").strip()
-        if not study_uid:
-            raise UnreadableInstanceError("the instance has no Study Instance UID: it cannot be grouped into a study")
-        if not sop_uid:
-            raise UnreadableInstanceError("the instance has no SOP Instance UID")
-        signal = self.rules.signal(ds, calling, priority)
-        key, name = study_key(study_uid), instance_name(sop_uid)
+    def receive(self, data: bytes | Path, *, calling: str = "", priority: str | None = None,
+                move: bool = False) -> Received:
+        """Admit one Part 10 instance and store it durably in its study's folder; see the module docstring.
+
+        ``move``: ``data`` is a file this call may take (renamed into the spool when on
+        the same disk), such as pynetdicom's chunked-receive file.
+        """
         size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else Path(data).stat().st_size
-
-        sent = _read_json(self.spool / "sent" / f"{key}.json")
-        if sent and sent.get("instances", {}).get(name) == self._digest(data):
-            self.activity.add("instances_already_sent", ae=calling)
-            return Received(key, name, size, signal, follow_up=True, duplicate=True)
-
-        tmp = self._write_tmp(data, size)
+        tmp = self._write_tmp(data, size, move=move)
+        try:
+            inst = admit(tmp, self.limits)
+        except InstanceRefused as exc:
+            tmp.unlink(missing_ok=True)
+            self.activity.add("instances_refused", ae=calling)
+            log.warning("instance from %s refused at the door: %s", calling or "?", exc.reason)
+            raise
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        signal = self.rules.signal(inst.header, calling, priority)
+        key, name = study_key(inst.study_uid), instance_name(inst.sop_uid)
         try:
             with self._locked():
+                sent = _read_json(self.spool / "sent" / f"{key}.json")
+                earlier = self._earlier_copy(key, name, sent)
+                if earlier is not None:
+                    tmp.unlink(missing_ok=True)
+                    if earlier == inst.sha256:
+                        already = bool(sent.get("instances", {}).get(name))
+                        self.activity.add("instances_already_sent" if already else "instances_duplicate", ae=calling)
+                        return Received(key, name, size, signal, follow_up=already, duplicate=True,
+                                        sop_class_uid=inst.sop_class_uid, sop_uid=inst.sop_uid)
+                    self._note_conflict(key, name, calling)
+                    raise InstanceRefused(
+                        "duplicate_conflict",
+                        "an instance with this SOP Instance UID and other content was received before; "
+                        "the first is kept (send a correction with a new SOP Instance UID)")
                 folder = self.spool / "open" / key
                 self._note_study(folder, calling, signal)
                 os.rename(tmp, folder / INSTANCES / name)
@@ -227,27 +232,30 @@ class StudyCollector:
             tmp.unlink(missing_ok=True)
             raise self._spool_error(exc) from None
         self.activity.add("instances_received", ae=calling)
-        return Received(key, name, size, signal, follow_up=bool(sent))
+        return Received(key, name, size, signal, follow_up=bool(sent), sop_class_uid=inst.sop_class_uid,
+                        sop_uid=inst.sop_uid)
 
-    def _parse(self, data: bytes | Path):
-        import pydicom
+    def _earlier_copy(self, key: str, name: str, sent: dict) -> str | None:
+        """The SHA-256 of the instance of this SOP Instance UID already taken (sent, closed or open), or None."""
+        digest = sent.get("instances", {}).get(name) if sent else None
+        if digest:
+            return str(digest)
+        for folder in [self.spool / "open" / key, *sorted((self.spool / "closed").glob(f"{key}-*"))]:
+            path = folder / INSTANCES / name
+            if path.is_file():
+                return sha256_file(path)
+        return None
 
-        from pipeline.dicomio import quiet_pydicom
+    def _note_conflict(self, key: str, name: str, calling: str) -> None:
+        """Record a changed duplicate for ``telerad status`` (hashes, door and time; never a UID)."""
+        self.activity.add("instances_conflicting", ae=calling)
+        line = json.dumps({"at": utcnow(), "calling": calling, "study": key[:12], "instance": name[:12]})
+        with open(self.spool / CONFLICTS_FILE, "a") as fh:
+            fh.write(line + "\n")
+        log.warning("instance from %s refused: changed duplicate of an instance already received "
+                    "(study %s); the first is kept", calling or "?", key[:8])
 
-        quiet_pydicom()  # pydicom's warnings may quote values: keep them out of the listener's log
-        try:
-            src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-            return pydicom.dcmread(src, stop_before_pixels=True)
-        except Exception as exc:  # any parser failure: refuse this instance only, name no value
-            raise UnreadableInstanceError(f"the data cannot be parsed as a DICOM Part 10 instance ({type(exc).__name__})") from None
-
-    @staticmethod
-    def _digest(data: bytes | Path) -> str:
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            return hashlib.sha256(data).hexdigest()
-        return sha256_file(Path(data))
-
-    def _write_tmp(self, data: bytes | Path, size: int) -> Path:
+    def _write_tmp(self, data: bytes | Path, size: int, *, move: bool = False) -> Path:
         """The instance in ``tmp/``, fsynced; nothing left behind when it cannot be written whole."""
         if self.min_free_bytes:  # keep a reserve; with none, the disk's own ENOSPC decides
             st = os.statvfs(self.spool / "tmp")
@@ -258,6 +266,15 @@ class StudyCollector:
                     f"{self.min_free_bytes} bytes it keeps free): free space there, then send again"
                 )
         tmp = self.spool / "tmp" / f"{uuid.uuid4().hex}.part"
+        if move and not isinstance(data, (bytes, bytearray, memoryview)):
+            try:
+                os.rename(data, tmp)
+                os.chmod(tmp, 0o600)
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                return tmp
+            except OSError:  # another disk: copy it below
+                pass
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -322,7 +339,8 @@ class StudyCollector:
             return False
 
     def _take(self, folder: Path, now: float) -> None:
-        if not any((folder / INSTANCES).iterdir()):
+        instances = folder / INSTANCES
+        if not instances.is_dir() or not any(instances.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
             return
         target = self.spool / "closed" / f"{folder.name}-{int(now * 1000)}-{uuid.uuid4().hex[:6]}"
@@ -333,15 +351,22 @@ class StudyCollector:
         """Submit and queue every closed study not yet queued, most urgent first.
 
         A study whose queueing failed (the broker down) is tried again after 1, 2, 4 ...
-        seconds, at most a minute apart.
+        seconds, at most a minute apart. A folder without ``instances/`` (being moved
+        away by the batch's last step) is passed over.
         """
         now = time.time() if now is None else now
         waiting = []
         for folder in (self.spool / "closed").iterdir():
+            if not (folder / INSTANCES).is_dir() and not self._recorded_not_queued(folder):
+                continue  # never submitted without its instances
             info = _read_json(folder / STUDY_FILE)
             prio = info.get("priority") or self.rules.default
+            try:
+                stamp = int(folder.name.rsplit("-", 2)[-2])
+            except (IndexError, ValueError):
+                continue  # not a folder this collector made
             waiting.append((("STAT", "URGENT", "ROUTINE").index(prio) if prio in ("STAT", "URGENT", "ROUTINE") else 9,
-                            int(folder.name.rsplit("-", 2)[-2]), folder, info, prio))
+                            stamp, folder, info, prio))
         out = []
         for _rank, _stamp, folder, info, prio in sorted(waiting, key=lambda w: w[:2]):
             next_try, failures = self._retry_at.get(folder.name, (0.0, 0))
@@ -361,13 +386,30 @@ class StudyCollector:
         return out
 
     def _submit_one(self, folder: Path, info: dict, prio: str) -> ClosedStudy | None:
+        """Record and queue one closed study; only one process at a time per folder (a listener and a
+        gateway may share the spool), the others pass it over."""
+        claim = try_flock(folder / SUBMIT_LOCK)
+        if claim is None:  # another process is submitting it, or it is gone
+            return None
+        try:
+            return self._submit_claimed(folder, info, prio)
+        finally:
+            os.close(claim)
+
+    def _submit_claimed(self, folder: Path, info: dict, prio: str) -> ClosedStudy | None:
         ticket_path = folder / TICKET_FILE
-        ticket = _read_json(ticket_path)
-        files = sorted((folder / INSTANCES).iterdir())
         key = folder.name.split("-", 1)[0]
+        with self._locked():  # the batch's last step moves folders away under this lock
+            if not folder.is_dir():
+                return None
+            ticket = _read_json(ticket_path)
+            if not (folder / INSTANCES).is_dir() and not ticket.get("batch_id"):
+                return None
+            files = sorted((folder / INSTANCES).iterdir()) if (folder / INSTANCES).is_dir() else []
         if not ticket.get("batch_id"):
             # Decided now, not when the study opened: a study closed a moment ago may have
-            # been submitted meanwhile, and then this one follows it.
+            # been submitted meanwhile, and then this one follows it. No batch exists for this
+            # folder yet, so nothing removes it while it is recorded.
             follow = tuple(_read_json(self.spool / "sent" / f"{key}.json").get("batches", []))
             try:
                 batch_id = self.submit(StudyTicket(folder / INSTANCES, prio, tuple(info.get("calling", [])),
@@ -376,15 +418,22 @@ class StudyCollector:
                 self._fail(folder, str(exc))
                 return None
             ticket = {"batch_id": batch_id, "dispatched": False, "submitted_at": utcnow(), "follow_up_of": list(follow)}
-            _write_json(ticket_path, ticket)
+            with self._locked():
+                _write_json(ticket_path, ticket)
             self._remember_sent(key, batch_id, files)
         follow = tuple(ticket.get("follow_up_of", []))
         if ticket.get("dispatched"):
             return None
         if self.dispatch is not None:
-            self.dispatch(ticket["batch_id"])
+            try:
+                self.dispatch(ticket["batch_id"])
+            except SourceGoneError as exc:  # the batch was failed with that reason, once: never queue it again
+                self._fail(folder, str(exc))
+                return None
         ticket["dispatched"] = True
-        _write_json(ticket_path, ticket)
+        with self._locked():
+            if folder.is_dir():  # else the batch already finished and its folder went
+                _write_json(ticket_path, ticket)
         self.activity.add("studies_submitted")
         self.activity.set(last_batch_queued_at=utcnow())
         _audit(self.settings, "listen.study_submitted", ticket["batch_id"], priority=prio, instances=len(files),
@@ -393,26 +442,40 @@ class StudyCollector:
                  len(files), ", follow-up" if follow else "")
         return ClosedStudy(key, ticket["batch_id"], prio, len(files), follow)
 
+    @staticmethod
+    def _recorded_not_queued(folder: Path) -> bool:
+        """A closed folder whose batch is recorded but not queued yet (its queueing settles it, even without
+        ``instances/``: a batch whose source is gone is then failed, once)."""
+        ticket = _read_json(folder / TICKET_FILE) if folder.is_dir() else {}
+        return bool(ticket.get("batch_id")) and not ticket.get("dispatched")
+
     def _remember_sent(self, key: str, batch_id: str, files: list[Path]) -> None:
         path = self.spool / "sent" / f"{key}.json"
+        digests = {p.name: sha256_file(p) for p in files}
         with self._locked():
             sent = _read_json(path) or {"batches": [], "instances": {}}
             sent["batches"].append(batch_id)
-            sent["instances"].update({p.name: sha256_file(p) for p in files})
+            sent["instances"].update(digests)
             _write_json(path, sent)
 
     def _fail(self, folder: Path, reason: str) -> None:
         target = self.spool / "failed" / folder.name
-        os.rename(folder, target)
-        (target / "reason.txt").write_text(f"Refused at submission: {utcnow()}\nReason: {reason}\n")
+        with self._locked():
+            try:
+                os.rename(folder, target)
+            except FileNotFoundError:  # moved away meanwhile: nothing left to set aside
+                return
+            (target / "reason.txt").write_text(f"Refused at submission: {utcnow()}\nReason: {reason}\n")
         self.activity.add("studies_refused")
         log.warning("study %s refused at submission; see %s/reason.txt", folder.name[:8], target)
 
     # --- housekeeping -----------------------------------------------------------------------
     def recover(self) -> None:
-        """After a crash: ``tmp/`` holds only instances never acknowledged; they go."""
+        """After a crash: ``tmp/`` holds only instances never acknowledged, ``trash/`` only finished studies."""
         for tmp in (self.spool / "tmp").glob("*.part"):
             tmp.unlink(missing_ok=True)
+        for gone in (self.spool / "trash").iterdir():
+            shutil.rmtree(gone, ignore_errors=True)
 
     def open_count(self) -> int:
         return sum(1 for _ in (self.spool / "open").iterdir())
@@ -464,12 +527,23 @@ class StudyCollector:
 
 
 def discard_submitted(record: BatchRecord) -> bool:
-    """Delete a listener study's spool folder once its batch is uploaded (called by ``finalize``)."""
+    """Remove a listener study's spool folder once its batch is uploaded (called by ``finalize``).
+
+    The folder leaves ``closed/`` by one rename into ``trash/`` under the spool's
+    lock, the lock the collector holds while it reads a closed folder: the
+    collector sees the whole folder or none of it, never a folder half deleted.
+    """
     folder = Path(record.source).parent
-    ticket = _read_json(folder / TICKET_FILE) if folder.is_dir() else {}
-    if ticket.get("batch_id") != record.batch_id or "upload" not in record.steps_done:
+    spool = folder.parent.parent
+    if folder.parent.name != "closed" or "upload" not in record.steps_done or not (spool / "trash").is_dir():
         return False
-    shutil.rmtree(folder, ignore_errors=True)
+    with flocked(spool / ".lock"):
+        ticket = _read_json(folder / TICKET_FILE) if folder.is_dir() else {}
+        if ticket.get("batch_id") != record.batch_id:
+            return False
+        target = spool / "trash" / f"{folder.name}-{uuid.uuid4().hex[:6]}"
+        os.rename(folder, target)
+    shutil.rmtree(target, ignore_errors=True)
     return True
 
 

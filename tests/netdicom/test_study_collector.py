@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from pipeline import batch
+from pipeline.ingress.submit import BatchSubmitService
 from pipeline.netdicom.studies import SpoolFullError, StudyCollector, UnreadableInstanceError
 from pipeline.settings import load_settings
 from pipeline.state import StateStore
@@ -25,8 +26,13 @@ def settings(telerad_home: Path):
     return load_settings(listen_min_free_bytes=0)
 
 
+def service(settings, queued: list[str]) -> BatchSubmitService:
+    """The real submit service, queueing into a list instead of a broker."""
+    return BatchSubmitService(settings, lambda _settings, batch_id: queued.append(batch_id))
+
+
 def collector(settings, queued: list[str], **kw) -> StudyCollector:
-    return StudyCollector(settings, dispatch=queued.append, stable_seconds=kw.pop("stable_seconds", 30), **kw)
+    return StudyCollector(settings, service=service(settings, queued), stable_seconds=kw.pop("stable_seconds", 30), **kw)
 
 
 def test_instances_are_grouped_per_study_and_submitted_once_stable(settings, tmp_path):
@@ -115,7 +121,7 @@ def test_unparsable_data_is_refused_and_the_rest_of_the_study_is_unaffected(sett
     c.receive(data[0])
     with pytest.raises(UnreadableInstanceError) as bad:
         c.receive(b"DICM" + b"\x00" * 300 + data[1][400:900])
-    assert "cannot be parsed" in str(bad.value)
+    assert "not a DICOM Part 10 instance" in str(bad.value) and bad.value.code == "not_part10"
     with pytest.raises(UnreadableInstanceError, match="no Study Instance UID"):
         c.receive(with_attribute(data[1], StudyInstanceUID=""))
     for m in study.markers():
@@ -151,7 +157,8 @@ def tiny_spool(tmp_path: Path):
 def test_a_full_spool_stores_nothing_half_written(settings, tmp_path, tiny_spool):
     """ENOSPC while writing: SpoolFullError, no temp or partial file; what was stored before stays whole."""
     study = make_study(tmp_path / "s", series=1, images=20, rows=128, cols=128)  # ~34 KB each
-    c = StudyCollector(settings, spool=tiny_spool, min_free_bytes=0, stable_seconds=30)
+    c = StudyCollector(settings, service=service(settings, []), spool=tiny_spool, min_free_bytes=0,
+                       stable_seconds=30)
     stored, refused = [], 0
     for d in study_bytes(study):
         try:
@@ -194,7 +201,7 @@ def test_listener_settings_refuse_an_open_door(telerad_home):
         busy.listen()
         s = load_settings(listen_port=busy.getsockname()[1])
         with pytest.raises(ConfigError, match="choose another --port"):
-            StorageSCP(s, StudyCollector(s)).start()
+            StorageSCP(s, StudyCollector(s, service=service(s, []))).start()
 
 
 def test_a_study_whose_queueing_fails_is_queued_later_backing_off(settings, tmp_path):
@@ -207,7 +214,8 @@ def test_a_study_whose_queueing_fails_is_queued_later_backing_off(settings, tmp_
         if len(calls) == 1:
             raise ConnectionError("broker down")
 
-    c = StudyCollector(settings, dispatch=flaky, stable_seconds=30)
+    c = StudyCollector(settings, service=BatchSubmitService(settings, lambda _s, batch_id: flaky(batch_id)),
+                       stable_seconds=30)
     for d in study_bytes(study):
         c.receive(d)
     t = time.time() + 60

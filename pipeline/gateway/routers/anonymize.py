@@ -1,4 +1,9 @@
-"""``POST /api/anonymize-stream``: one DICOM file in, the de-identified file out."""
+"""``POST /api/anonymize-stream``: one DICOM file in, the de-identified file out.
+
+The file is checked at the door first (``pipeline.ingress.admit``, with the site's
+limits: the same check as C-STORE and STOW-RS); a refused file gets 422 with the
+reason and is never de-identified.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pipeline.gateway.limits import stream_to_file
 from pipeline.gateway.models import Problem
 from pipeline.gateway.onefile import OneFile
 from pipeline.gateway.spool import new_upload_dir
+from pipeline.ingress.admit import AdmitLimits, InstanceRefused, admit
 from pipeline.state import utcnow_ms
 
 router = APIRouter(tags=["anonymize"])
@@ -33,6 +39,11 @@ def refused(reason: str) -> JSONResponse:
     """422: the file is not sent back; the reason (checks and tags, never values) is."""
     header = reason[:300].encode("ascii", "replace").decode("ascii")  # header values are latin-1 only
     return JSONResponse({"detail": reason}, status_code=422, headers={"X-Telerad-Refused": header})
+
+
+def admit_upload(gw: Gateway, path: Path) -> None:
+    """The door's check of one uploaded file (``InstanceRefused`` when it may not come in)."""
+    admit(path, AdmitLimits.from_settings(gw.settings, max_bytes=gw.settings.gateway_max_file_bytes))
 
 
 def one_file(gw: Gateway) -> OneFile:
@@ -71,6 +82,11 @@ async def anonymize_stream(
     try:
         src = work / "in.dcm"
         await stream_to_file(request, src, gw.settings.gateway_max_file_bytes)
+        try:
+            await run_in_threadpool(admit_upload, gw, src)
+        except InstanceRefused as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            return refused(exc.reason)
         try:
             res = await run_in_threadpool(one_file(gw).run, src, work / "out", organization=organization)
         except TeleradError as exc:  # not DICOM, refused by policy, malformed, verifier finding

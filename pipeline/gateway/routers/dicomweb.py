@@ -8,10 +8,14 @@ instance has arrived for ``listen_stable_seconds``. STOW-RS instances count as
 sent by the calling AE title ``DICOMWEB``, so ``listen_priority_by_ae`` can set
 their priority (``{ DICOMWEB = "URGENT" }``) next to the attribute rules.
 
-The answer is the standard Store Instances Response Module as DICOM JSON:
-Referenced SOP Sequence for what was stored, Failed SOP Sequence with a
-Failure Reason for what was not; 200 when all were stored, 202 when some
-were, 409 when none were (PS3.18 10.5.3).
+Each instance is checked at the door by the collector (``pipeline.ingress.admit``,
+the same check as C-STORE: bounded read with the site's limits, every element,
+transfer syntax, binary VR lengths, changed duplicates). The answer is the
+standard Store Instances Response Module as DICOM JSON: Referenced SOP Sequence
+for what was stored, Failed SOP Sequence with a Failure Reason (0xA900 content
+does not match, 0xC000 cannot understand, 0xA700 out of resources) for what was
+not; 200 when all were stored, 202 when some were, 409 when none were (PS3.18
+10.5.3). The SOP UIDs of a failed instance come from its file meta only.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import shutil
 import threading
 from pathlib import Path
 
-import pydicom
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -33,6 +36,9 @@ from pipeline.gateway.models import Problem
 from pipeline.gateway.multipart import stream_parts
 from pipeline.gateway.routers.batches import ERRORS
 from pipeline.gateway.spool import new_upload_dir
+from pipeline.ingress.admit import InstanceRefused, meta_uids
+from pipeline.ingress.submit import BatchSubmitService
+from pipeline.netdicom.studies import SpoolFullError, StudyCollector
 
 log = logging.getLogger("telerad.gateway")
 router = APIRouter(tags=["dicomweb"])
@@ -41,6 +47,7 @@ CALLING = "DICOMWEB"
 DICOM_JSON = "application/dicom+json"
 # Failure Reason (0008,1197) values, PS3.4 and PS3.18.
 OUT_OF_RESOURCES = 0xA700
+DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
 
@@ -53,30 +60,11 @@ STOW_BODY = {
 }
 
 
-def collector(gw: Gateway):
+def collector(gw: Gateway) -> StudyCollector:
     """The app's study collector (the same spool and rules as `telerad listen`), made once."""
     if gw.collector is None:
-        from pipeline.batch import create_batch
-        from pipeline.netdicom import StudyCollector, StudyTicket
-
-        settings = gw.settings
-
-        def submit(ticket: StudyTicket) -> str:
-            origin = "dicomweb" if ticket.calling == (CALLING,) else "listen"
-            return create_batch(settings, ticket.folder, priority=ticket.priority, origin=origin,
-                                note=ticket.note, follow_up_of=list(ticket.follow_up_of))
-
-        def dispatch(batch_id: str) -> None:
-            """As `telerad listen` queues: a batch an earlier try failed to queue is made runnable first."""
-            from pipeline.batch import reset_for_retry
-            from pipeline.state import BatchState
-            from pipeline.statestore import open_state_store
-
-            if open_state_store(settings).get(batch_id).state == BatchState.FAILED.value:
-                reset_for_retry(settings, batch_id)
-            gw.enqueue(settings, batch_id)  # raising leaves the study for the collector's next round
-
-        gw.collector = StudyCollector(settings, submit=submit, dispatch=dispatch)
+        service = BatchSubmitService(gw.settings, gw.enqueue, origin="listen")  # DICOMWEB-only studies: "dicomweb"
+        gw.collector = StudyCollector(gw.settings, service=service)
     return gw.collector
 
 
@@ -94,16 +82,6 @@ async def collector_loop(gw: Gateway) -> None:
         stop.set()
 
 
-def _uids(path: Path) -> tuple[str, str]:
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
-        meta = getattr(ds, "file_meta", None) or {}
-        return (str(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID") or ""),
-                str(ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID") or ""))
-    except Exception:
-        return "", ""
-
-
 def _item(sop_class: str, sop_uid: str, reason: int | None = None) -> dict:
     item: dict = {}
     if sop_class:
@@ -117,23 +95,22 @@ def _item(sop_class: str, sop_uid: str, reason: int | None = None) -> dict:
 
 def store_parts(gw: Gateway, paths: list[Path]) -> tuple[list[dict], list[dict]]:
     """Hand each instance to the collector; (stored, failed) items of the STOW-RS response."""
-    from pipeline.netdicom import SpoolFullError, UnreadableInstanceError
-
     coll = collector(gw)
     stored, failed = [], []
     for path in paths:
-        sop_class, sop_uid = _uids(path)
+        sop_class, sop_uid = meta_uids(path)  # before ``receive`` takes the file
         try:
-            coll.receive(path, calling=CALLING)
+            received = coll.receive(path, calling=CALLING, move=True)
         except SpoolFullError:
             failed.append(_item(sop_class, sop_uid, OUT_OF_RESOURCES))
-        except UnreadableInstanceError:
-            failed.append(_item(sop_class, sop_uid, CANNOT_UNDERSTAND))
+        except InstanceRefused as exc:  # counted and logged (reason only) by the collector
+            failed.append(_item(sop_class, sop_uid,
+                                DATASET_MISMATCH if exc.mismatch else CANNOT_UNDERSTAND))
         except Exception as exc:  # one bad instance must not lose the others
             log.warning("STOW-RS instance not stored (%s)", type(exc).__name__)
             failed.append(_item(sop_class, sop_uid, PROCESSING_FAILURE))
         else:
-            stored.append(_item(sop_class, sop_uid))
+            stored.append(_item(received.sop_class_uid or sop_class, received.sop_uid or sop_uid))
         finally:
             path.unlink(missing_ok=True)
     return stored, failed

@@ -1,4 +1,8 @@
-"""``POST /api/review``: what one file of a study will look like when it leaves, with edits checked."""
+"""``POST /api/review``: what one file of a study will look like when it leaves, with edits checked.
+
+The file is checked at the door first (``pipeline.ingress.admit``, the site's limits):
+a refused file gets 422 with the reason and is never read further.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,11 @@ from pipeline.gateway.context import Gateway, gateway
 from pipeline.gateway.models import Problem, Review
 from pipeline.gateway.multipart import stream_parts
 from pipeline.gateway.review import OverrideRepeatsIdentity, review_file
-from pipeline.gateway.routers.anonymize import one_file
+from pipeline.gateway.routers.anonymize import admit_upload, one_file
 from pipeline.gateway.routers.batches import ERRORS
 from pipeline.gateway.spool import new_upload_dir
 from pipeline.gateway.submission import check_overrides
+from pipeline.ingress.admit import InstanceRefused
 
 router = APIRouter(tags=["review"])
 
@@ -70,6 +75,10 @@ async def review(
         org = fields.get("organization") or None
         if org is not None and not (len(org) <= 16 and all(c.isalnum() or c in "-_" for c in org)):
             raise HTTPException(400, "organization must be 1-16 letters, digits, '-' or '_'")
+        try:
+            await run_in_threadpool(admit_upload, gw, files[0].path)
+        except InstanceRefused as exc:
+            raise HTTPException(422, exc.reason) from None
         try:
             return await run_in_threadpool(review_file, one_file(gw), files[0].path, work / "out",
                                            organization=org, overrides=overrides)
