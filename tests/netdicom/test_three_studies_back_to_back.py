@@ -8,7 +8,6 @@ TELERAD_TEST_FULL=1 runs the issue's 10.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -18,11 +17,12 @@ import pytest
 from pipeline.state import StateStore
 from pipeline.testing import make_study
 from tests.harness.worker import running_worker
+from tests.sizes import size
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 STORESCU = "/usr/bin/storescu"  # dcmtk's, not pynetdicom's script of the same name in the venv
-ROUNDS = 10 if os.environ.get("TELERAD_TEST_FULL") == "1" else int(os.environ.get("TELERAD_TEST_ROUNDS", "2"))
+ROUNDS = size(2, 10, "TELERAD_TEST_ROUNDS")
 
 
 def spool_leftovers(spool: Path) -> list[str]:
