@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from pipeline.run.source import submitted_name
 from pipeline.settings import Settings
+from pipeline.state import BatchRecord
 
 
 class Verify(str, Enum):
@@ -53,6 +55,13 @@ class Recipe:
             verify=verify, hold_for_review=hold_for_review, digest=digest, plan=plan,
             full_results=full_results, submitted_as=submitted_as,
         )
+
+    @classmethod
+    def for_batch(cls, settings: Settings, record: BatchRecord) -> Recipe:
+        """A batch's recipe (its step and its fan-out chunks alike): digests, full results, verified staged."""
+        return cls.of(settings, profile=record.profile, options=record.options, organization=record.organization,
+                      overrides=record.overrides, verify=Verify.STAGED, hold_for_review=True, digest=True,
+                      full_results=True, submitted_as=submitted_name(record.source))
 
     @property
     def override_map(self) -> dict[str, str]:
