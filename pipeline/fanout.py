@@ -43,10 +43,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline.intake import IntakeError, IntakeStore
 from pipeline.lease import StepLease
 from pipeline.run import Done, InstanceRunner, Recipe
 from pipeline.run.source import unpacked
 from pipeline.settings import Settings
+from pipeline.state import BatchRecord
+from pipeline.statestore import BatchStateStore, open_state_store
+from pipeline.storage.base import DeletesMany
 from pipeline.study import StudyFile
 
 log = logging.getLogger("telerad.fanout")
@@ -79,9 +83,7 @@ def _chunk_key(batch_id: str, n: int) -> str:
     return f"{batch_id}/fanout/{n}"
 
 
-def _intake(settings: Settings) -> Any:
-    from pipeline.intake import IntakeStore
-
+def _intake(settings: Settings) -> IntakeStore:
     return IntakeStore.from_settings(settings)
 
 
@@ -109,8 +111,6 @@ def run_chunk(settings: Settings, batch_id: str, n: int, runner: InstanceRunner 
     ``keep`` (the join passes it): also leave the chunk's result there, so the join
     need not fetch back what it has just put.
     """
-    from pipeline.statestore import open_state_store
-
     states = open_state_store(settings)
     record = states.get(batch_id)
     if record.final or "deidentify" in record.steps_done:
@@ -173,8 +173,6 @@ RESULTS = "results.json"
 
 def _unpack(path: Path, scratch: Path, batch_id: str, n: int) -> dict[int, Done]:
     """The chunk's outcomes, its outputs moved to ``scratch/INDEX.dcm``; only the members the results name."""
-    from pipeline.intake import IntakeError
-
     def member(tar: tarfile.TarFile, name: str) -> Any:
         try:
             found = tar.extractfile(name)
@@ -233,8 +231,6 @@ def join(settings: Settings, batch_id: str, chunks: int, runner: InstanceRunner,
 
 def clear(settings: Settings, batch_id: str) -> None:
     """Remove a finished fan-out's objects from the intake store (the originals stay until done)."""
-    from pipeline.storage.base import DeletesMany
-
     intake = _intake(settings)
     keys = [info.key for info in intake.store.list(f"{batch_id}/fanout/")]
     if isinstance(intake.store, DeletesMany):
@@ -253,7 +249,7 @@ class FanOut:
     after the join.
     """
 
-    def __init__(self, settings: Settings, record: Any, dispatch: ChunkDispatcher) -> None:
+    def __init__(self, settings: Settings, record: BatchRecord, dispatch: ChunkDispatcher) -> None:
         self.settings, self.record, self.dispatch = settings, record, dispatch
 
     def execute(self, runner: InstanceRunner, root: Path, files: list[StudyFile],
@@ -267,7 +263,7 @@ class FanOut:
         yield [joined[f.index] for f in files]
 
 
-def executor(settings: Settings, states: Any, record: Any, dispatch: ChunkDispatcher | None,
+def executor(settings: Settings, states: BatchStateStore, record: BatchRecord, dispatch: ChunkDispatcher | None,
              files: int) -> FanOut | None:
     """The fan-out executor when this batch fans out; None to run it in this process."""
     if dispatch is None or not wanted(settings, states, record, files):
