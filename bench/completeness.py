@@ -82,9 +82,11 @@ def anonymize_loop(files: list[Path], out: Path) -> float:
     from pipeline.settings import load_settings
     from pipeline.study import StudyFile
 
-    secret = out.parent / "bench-secret"
+    private = out / ".bench"  # inside this run's output folder, removed with it
+    private.mkdir(exist_ok=True)
+    secret = private / "secret"
     secret.write_bytes(SECRET)
-    settings = load_settings(home=str(out.parent / "home"), pseudonym_secret_file=str(secret))
+    settings = load_settings(home=str(private / "home"), pseudonym_secret_file=str(secret))
     runner = InstanceRunner(settings, Recipe.of(settings, profile="teleradiology", options=[], organization="BENCH",
                                                 verify=Verify.GATE, hold_for_review=False))
     started = time.perf_counter()

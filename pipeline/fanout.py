@@ -249,6 +249,8 @@ class FanOut:
     after the join.
     """
 
+    jobs = 1  # on this host: the step's own process runs the chunks nobody took
+
     def __init__(self, settings: Settings, record: BatchRecord, dispatch: ChunkDispatcher) -> None:
         self.settings, self.record, self.dispatch = settings, record, dispatch
 

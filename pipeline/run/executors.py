@@ -33,12 +33,16 @@ CHUNK_BYTES = 64 * 1024 * 1024
 class Executor(Protocol):
     """Runs ``files`` (under ``root``) with ``runner``'s recipe; yields outcomes as they are done."""
 
+    jobs: int  # processes of this host it keeps busy (the summary says it)
+
     def execute(self, runner: InstanceRunner, root: Path, files: list[StudyFile],
                 scratch: Path) -> Iterator[list[Done]]: ...
 
 
 class Serial:
     """Every instance in this process, in the walk's order."""
+
+    jobs = 1
 
     def execute(self, runner: InstanceRunner, root: Path, files: list[StudyFile],
                 scratch: Path) -> Iterator[list[Done]]:

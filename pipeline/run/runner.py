@@ -43,13 +43,11 @@ class StudyRunner:
         return self.instances.engine
 
     def run(self, study: Path | Walk, *, dest: Path | None, scratch: Path, executor: Executor | None = None,
-            advance: Callable[[int], None] | None = None, root: Path | None = None) -> StudyRun:
+            advance: Callable[[int], None] | None = None) -> StudyRun:
         """Run every file of ``study`` (a folder, or its walk) and place the outputs under ``dest``.
 
         ``scratch`` (on the same disk as ``dest``, so outputs move by rename)
         receives each output first; with a plan or no ``dest`` nothing is kept.
-        ``root`` is where the files are read when it is not the walk's root
-        (a fanned-out study's originals are fetched by the chunks).
         ``advance(n)`` is called as files are done.
         """
         started = time.perf_counter()
@@ -61,7 +59,7 @@ class StudyRunner:
         executor = executor or Serial()
         scratch.mkdir(parents=True, exist_ok=True)
         try:
-            with closing(executor.execute(self.instances, root or walked.root, walked.files, scratch)) as dones:
+            with closing(executor.execute(self.instances, walked.root, walked.files, scratch)) as dones:
                 for done in dones:
                     for d in done:
                         self._take(d, placement, results, outcomes)
@@ -74,7 +72,7 @@ class StudyRunner:
                             if o.outcome is not Outcome.WRITTEN or (placement.dest / o.relpath).is_file()]
         outcomes.sort(key=lambda o: o.index)
         return StudyRun(walked, outcomes, results, interrupted=interrupted,
-                        seconds=time.perf_counter() - started, jobs=getattr(executor, "jobs", 1),
+                        seconds=time.perf_counter() - started, jobs=executor.jobs,
                         verified=self.recipe.verify is not Verify.OFF, plan=self.recipe.plan)
 
     @staticmethod
