@@ -2,9 +2,12 @@
 
 A recipe names the profile, options, organisation and overrides (what the
 engine needs), how the leak verifier is applied, and the few per-door
-choices that do not change a byte of the output (a SHA-256 for a manifest,
-a plan instead of a write, whether the caller needs every result field). It
-is frozen and hashable: a gateway caches one engine per recipe.
+choices: a SHA-256 for a manifest, a plan instead of a write, whether the
+caller needs every result field (none of these changes a written byte), and
+whether images OCR is unsure about wait in the site's review queue (the batch
+and anonymize, whose reviewed decisions then apply) or are refused with the
+reason (the gateway, as before). It is frozen and
+hashable: a gateway caches one engine per recipe.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class Recipe:
     organization: str  # upper case
     overrides: tuple[tuple[str, str], ...] = ()  # Keyword -> value, in the order given
     verify: Verify = Verify.GATE
-    hold_for_review: bool = True  # images OCR is unsure about are held in the site's review folder
+    hold_for_review: bool = True  # doubtful burned-in images wait in the site's review queue (else: refused)
     digest: bool = False  # a SHA-256 per output (a manifest lists it)
     plan: bool = False  # a dry run: de-identify into scratch, keep the action counts, delete the output
     full_results: bool = False  # keep captured values and action counts in results (report, mapping, verifier)
