@@ -77,16 +77,22 @@ def gate_off():
 
 
 def anonymize_loop(files: list[Path], out: Path) -> float:
-    """anonymize --jobs 1's per-file work: engine, no digest, header verified before writing."""
-    from pipeline.cli import anonymize as cli
+    """anonymize --jobs 1's per-file work: the study runner's instance step (engine, no digest, gate)."""
+    from pipeline.run import InstanceRunner, Recipe, Verify
+    from pipeline.settings import load_settings
+    from pipeline.study import StudyFile
 
-    cli._init("teleradiology", [], SECRET, "BENCH", {}, True)
+    private = out / ".bench"  # inside this run's output folder, removed with it
+    private.mkdir(exist_ok=True)
+    secret = private / "secret"
+    secret.write_bytes(SECRET)
+    settings = load_settings(home=str(private / "home"), pseudonym_secret_file=str(secret))
+    runner = InstanceRunner(settings, Recipe.of(settings, profile="teleradiology", options=[], organization="BENCH",
+                                                verify=Verify.GATE, hold_for_review=False))
     started = time.perf_counter()
     for i, path in enumerate(files):
-        try:
-            cli._engine.deidentify_file(path, out, cli._gate, digest=False, out_path=out / f"{i}.dcm")
-        except Exception:  # refused and skipped files cost what they cost in a real run too
-            pass
+        # Refused and skipped files cost what they cost in a real run too (an outcome, not an error).
+        runner.one(path.parent, StudyFile(i, path.name, 0), out)
     return time.perf_counter() - started
 
 

@@ -48,9 +48,11 @@ from pipeline.manifest import (
 from pipeline.permissions import remove_unpacked_originals
 from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow, utcnow_ms  # noqa: F401  (StateStore: read by tests and tools)
-from pipeline import fanout, zipsafe
+from pipeline import fanout, study, zipsafe
 from pipeline.intake import drop_from_intake, originals_for, put_in_intake
 from pipeline.lease import StepLease, begin_step, staged_elsewhere
+from pipeline.run import Recipe, StudyRunner
+from pipeline.run.source import unpacked
 from pipeline.statestore import BatchStateStore, open_state_store
 from pipeline.storage.base import CONTENT_TYPE_DICOM, CONTENT_TYPE_JSON
 
@@ -145,9 +147,6 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
     with _step(settings, batch_id, "deidentify", BatchState.DEIDENTIFYING) as record:
         if record is None:
             return
-        from pipeline import study
-        from pipeline.deid import Deidentifier
-
         states = open_state_store(settings)
         work = states.batch_dir(batch_id)
         staging = settings.staging_root / batch_id
@@ -156,48 +155,28 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
         _reset_dir(scratch)
         listed = fanout.listed_files(settings, states, record, fan_out)  # fan-out decided from the intake index
         if listed is None:
-            source_root = _unpacked_source(originals_for(settings, record, work), work)
+            source_root = _unpacked_source(settings, originals_for(settings, record, work), work)
             walked = study.walk(source_root)
         else:  # nothing fetched here: whoever runs a chunk fetches its files
             source_root = work / "intake" / "study"
             walked = study.Walk(source_root, listed)
-        deid = Deidentifier(
-            _load_profile(record.profile, record.options),
-            _pseudonyms(settings, record.organization),
-            overrides=record.overrides or None,
-            inflate_limits=settings.inflate_limits,
-            review_dir=settings.review_dir,  # images OCR is unsure about are held there
-        )
-        placement = study.Placement(staging)
-        outcomes = list(walked.passed_over)
-        results: dict[int, Any] = {}
+        runner = StudyRunner(settings, Recipe.for_batch(settings, record))
         progress = _Progress(states, record, "deidentify", len(walked.files))
         try:
-            deidentify_one = fanout.file_deidentifier(settings, states, record, deid, walked.files, source_root,
-                                                      scratch, fan_out)
-            for f in walked.files:
-                try:
-                    res = deidentify_one(f)
-                except Exception as exc:  # classified: skipped, refused, or failed (fails the batch below)
-                    outcome, reason = study.classify(exc)
-                    outcomes.append(study.FileOutcome(f.index, f.rel, outcome, reason))
-                else:
-                    results[f.index] = res
-                    item = study.FileOutcome(f.index, f.rel, study.Outcome.WRITTEN, relpath=res.relpath,
-                                             size=res.size, sha256=res.sha256)
-                    placement.place(item, scratch / f"{f.index}.dcm")
-                    outcomes.append(item)
-                progress.advance()
+            ran = runner.run(walked, dest=staging, scratch=scratch, advance=progress.advance,
+                             executor=fanout.executor(settings, states, record, fan_out, len(walked.files)))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        outcomes.sort(key=lambda o: o.index)
+        if ran.interrupted:
+            raise KeyboardInterrupt
+        outcomes = ran.outcomes
 
-        def listed(kind: study.Outcome) -> list[FileError]:
+        def listed_as(kind: study.Outcome) -> list[FileError]:
             return [FileError(o.index, o.rel, o.reason) for o in outcomes if o.outcome is kind]
 
-        record.skipped, record.refused = listed(study.Outcome.SKIPPED), listed(study.Outcome.REFUSED)
-        failed = listed(study.Outcome.FAILED)
-        tally = study.counts(outcomes)
+        record.skipped, record.refused = listed_as(study.Outcome.SKIPPED), listed_as(study.Outcome.REFUSED)
+        failed = listed_as(study.Outcome.FAILED)
+        tally = ran.counts()
         # "deidentified": written to staging (uploaded only if the batch goes on to finish).
         record.counts = {"files_seen": walked.seen, "deidentified": tally["written"],
                          **{k: v for k, v in tally.items() if k != "written"}}
@@ -208,14 +187,10 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
                 f"(first, file {failed[0].index}: {failed[0].reason}). "
                 "Nothing was uploaded; `telerad status` names the files"
             )
-        produced: list[tuple[str, Any]] = [
-            (o.rel, results[o.index]) for o in outcomes if o.outcome is study.Outcome.WRITTEN
-        ]
+        produced = ran.produced()
         skipped, refused = record.skipped, record.refused
         # Burned-in policy "warn": uploaded unmasked, and said in status and the report.
-        record.warned = [FileError(o.index, o.rel, results[o.index].pixels.warning) for o in outcomes
-                         if o.outcome is study.Outcome.WRITTEN and results[o.index].pixels is not None
-                         and results[o.index].pixels.warning]
+        record.warned = [FileError(o.index, o.rel, warning) for o, warning in ran.warnings()]
         if not produced:
             raise BatchFailed(
                 f"no DICOM images found to send in the study ({walked.seen} files looked at, "
@@ -223,8 +198,8 @@ def deidentify(settings: Settings, batch_id: str, *, fan_out: Any = None) -> Non
             )
         _check_one_patient_per_batch(settings, produced)
         entries = [_entry(settings, batch_id, res) for _rel, res in produced]
-        report = _deid_report(deid, record, produced)
-        _verify_staging(settings, deid, staging, produced, _outgoing_texts(record, entries, report))
+        report = _deid_report(runner.engine, record, produced)
+        _verify_staging(settings, runner, staging, produced, _outgoing_texts(record, entries, report))
         os.sync()  # files are written without a per-file fsync; make them durable once, before "done"
 
         (work / "files.json").write_text(json.dumps([asdict(e) for e in entries]))
@@ -547,9 +522,9 @@ class _Progress:
         self._last = 0.0
         self._lock = threading.Lock()
 
-    def advance(self) -> None:
+    def advance(self, n: int = 1) -> None:
         with self._lock:
-            self.done += 1
+            self.done += n
             now = time.monotonic()
             if now - self._last >= 1.0 or self.done == self.total:
                 self._last = now
@@ -562,18 +537,11 @@ def _reset_dir(path: Path) -> None:
     path.mkdir(parents=True)
 
 
-def _unpacked_source(source: Path, work: Path) -> Path:
+def _unpacked_source(settings: Settings, source: Path, work: Path) -> Path:
     """A folder to read: the study folder itself, or a ZIP unpacked safely into ``work``."""
-    if source.is_dir():
-        return source
     if not source.exists():
         raise BatchFailed("the study's source is no longer on disk")
-    from pipeline.zipsafe import safe_extract
-
-    dest = work / "unpacked"
-    shutil.rmtree(dest, ignore_errors=True)
-    safe_extract(source, dest)
-    return dest
+    return unpacked(source, work, settings)
 
 
 def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, Any]]) -> None:
@@ -583,11 +551,6 @@ def _check_one_patient_per_batch(settings: Settings, produced: list[tuple[str, A
             f"the study mixes {len(patients)} different patients; split it, or set "
             "TELERAD_ALLOW_MIXED_PATIENTS=true if this is intended"
         )
-
-
-def _submitted_name(record: BatchRecord) -> str:
-    """The submitted study folder's (or ZIP's) name: the verifier searches outputs for it."""
-    return Path(record.source).stem if record.source.lower().endswith(".zip") else Path(record.source).name
 
 
 def _outgoing_texts(record: BatchRecord, entries: list[FileEntry], report: dict[str, Any]) -> dict[str, str]:
@@ -603,12 +566,10 @@ def _outgoing_texts(record: BatchRecord, entries: list[FileEntry], report: dict[
     }
 
 
-def _verify_staging(settings: Settings, deid: Any, staging: Path, produced: list[tuple[str, Any]],
+def _verify_staging(settings: Settings, runner: StudyRunner, staging: Path, produced: list[tuple[str, Any]],
                     texts: dict[str, str] | None = None) -> None:
     """Run the leak verifier over the staged files and outgoing texts; any finding fails the batch closed."""
-    from pipeline.deid.verify import verify_batch
-
-    findings = verify_batch(staging, deid=deid, originals=[res.original for _r, res in produced], texts=texts)
+    findings = runner.verify_staged(staging, [res.original for _r, res in produced], texts)
     _audit(settings, "batch.verified", staging.name, outcome="ok" if not findings else "failed",
            files=len(produced), findings=len(findings))
     if findings:
@@ -721,12 +682,6 @@ def _load_profile(name: str, options: list[str]) -> Any:
     from pipeline.deid import load_profile
 
     return load_profile(name, options=options)
-
-
-def _pseudonyms(settings: Settings, organization: str) -> Any:
-    from pipeline.pseudonyms import Pseudonyms
-
-    return Pseudonyms(settings.pseudonym_secret, organization)
 
 
 def _mapping_store(settings: Settings, *, pending: bool = False) -> Any:

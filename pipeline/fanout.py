@@ -10,8 +10,11 @@ worker of every host can take one. Each chunk is **claimed** with a lease
 whoever claims it fetches just those originals from the intake store,
 de-identifies them with the batch's profile and keys, and puts the outputs and
 their results back in the intake store as one object, ``fanout/N/result.enc``
-(a tar of ``INDEX.dcm`` files and ``results.pickle``, encrypted: the leak verifier
+(a tar of ``INDEX.dcm`` files and ``results.json``, encrypted: the leak verifier
 has not seen them yet), so the join costs one request per chunk, not one per file.
+Each chunk runs its files through the study runner's ``InstanceRunner`` with the
+batch's recipe (``Recipe.for_batch``), and the join is the runner's third
+executor (``FanOut``): it yields the chunks' outcomes to the same placement.
 
 The step decides to fan out from the intake index (``listed_files``), before it
 fetches anything: the originals are fetched only by whoever runs a chunk, each
@@ -33,15 +36,22 @@ from __future__ import annotations
 import io
 import json
 import logging
-import pickle
 import shutil
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline.intake import IntakeError, IntakeStore
 from pipeline.lease import StepLease
+from pipeline.run import Done, InstanceRunner, Recipe
+from pipeline.run.source import unpacked
 from pipeline.settings import Settings
+from pipeline.state import BatchRecord
+from pipeline.statestore import BatchStateStore, open_state_store
+from pipeline.storage.base import DeletesMany
+from pipeline.study import StudyFile
 
 log = logging.getLogger("telerad.fanout")
 
@@ -61,8 +71,6 @@ def listed_files(settings: Settings, states: Any, record: Any, dispatch: ChunkDi
     not de-identify itself (77 s of a 2,000-image study on the benchmark site).
     A ZIP is one object in the intake store: its files are known only unpacked.
     """
-    from pipeline.study import StudyFile
-
     if dispatch is None or not wanted(settings, states, record, settings.fanout_files):
         return None
     index = _intake(settings).index(record.batch_id)
@@ -75,9 +83,7 @@ def _chunk_key(batch_id: str, n: int) -> str:
     return f"{batch_id}/fanout/{n}"
 
 
-def _intake(settings: Settings) -> Any:
-    from pipeline.intake import IntakeStore
-
+def _intake(settings: Settings) -> IntakeStore:
     return IntakeStore.from_settings(settings)
 
 
@@ -98,14 +104,13 @@ def _load_plan(intake: Any, batch_id: str, work: Path) -> list[list[list[Any]]]:
         path.unlink()
 
 
-def run_chunk(settings: Settings, batch_id: str, n: int, deid: Any = None, keep: Path | None = None) -> bool:
+def run_chunk(settings: Settings, batch_id: str, n: int, runner: InstanceRunner | None = None,
+              keep: Path | None = None) -> bool:
     """Claim chunk ``n`` and de-identify it, unless someone holds it or it is done; True when this ran it.
 
     ``keep`` (the join passes it): also leave the chunk's result there, so the join
     need not fetch back what it has just put.
     """
-    from pipeline.statestore import open_state_store
-
     states = open_state_store(settings)
     record = states.get(batch_id)
     if record.final or "deidentify" in record.steps_done:
@@ -119,18 +124,14 @@ def run_chunk(settings: Settings, batch_id: str, n: int, deid: Any = None, keep:
     try:
         if intake.exists(batch_id, f"fanout/{n}/result.enc"):  # finished just before we claimed it
             return False
-        _deidentify_chunk(settings, states, batch_id, n, deid, intake, keep)
+        _deidentify_chunk(settings, states, batch_id, n, runner, intake, keep)
         return True
     finally:
         claim.__exit__(None, None, None)
 
 
-def _deidentify_chunk(settings: Settings, states: Any, batch_id: str, n: int, deid: Any, intake: Any,
-                      keep: Path | None) -> None:
-    from pipeline import batch as steps
-    from pipeline.deid import Deidentifier
-    from pipeline.study import classify
-
+def _deidentify_chunk(settings: Settings, states: Any, batch_id: str, n: int, runner: InstanceRunner | None,
+                      intake: Any, keep: Path | None) -> None:
     record = states.get(batch_id)
     work = states.batch_dir(batch_id) / f"fanout-{n}"
     shutil.rmtree(work, ignore_errors=True)
@@ -139,32 +140,21 @@ def _deidentify_chunk(settings: Settings, states: Any, batch_id: str, n: int, de
         chunk = _load_plan(intake, batch_id, work)[n]
         root = intake.fetch_files(batch_id, work / "originals", {rel for _i, rel in chunk})
         if root.is_file():  # a ZIP submission: unpack it (the whole archive) here
-            root = steps._unpacked_source(root, work)
-        if deid is None:
-            deid = Deidentifier(
-                steps._load_profile(record.profile, record.options),
-                steps._pseudonyms(settings, record.organization),
-                overrides=record.overrides or None,
-                inflate_limits=settings.inflate_limits,
-                review_dir=settings.review_dir,  # as the de-identify step's own engine
-            )
+            root = unpacked(root, work, settings)
+        if runner is None:  # the batch's recipe, as the de-identify step's own runner
+            runner = InstanceRunner(settings, Recipe.for_batch(settings, record))
         out = work / "out"
         out.mkdir()
-        results: dict[int, Any] = {}
+        results = []
         packed = work / "result.tar"
         with tarfile.open(packed, "w") as tar:
             for index, rel in chunk:
-                target = out / f"{index}.dcm"
-                try:
-                    results[index] = deid.deidentify_file(root / rel, out, out_path=target,
-                                                          submitted=_submitted(record, rel))
-                except Exception as exc:  # classified here as the one-worker loop does; raised again at the join
-                    outcome, reason = classify(exc)
-                    results[index] = (outcome.value, reason)
-                    continue
-                tar.add(target, arcname=f"{index}.dcm")
-                target.unlink()
-            body = pickle.dumps(results)
+                done = runner.one(root, StudyFile(int(index), rel, 0), out)  # a file's fault is its outcome
+                if done.output is not None:
+                    tar.add(done.output, arcname=f"{done.index}.dcm")
+                    done.output.unlink()
+                results.append(done.to_json(full=True))
+            body = json.dumps(results).encode()
             info = tarfile.TarInfo(RESULTS)
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
@@ -178,13 +168,11 @@ def _deidentify_chunk(settings: Settings, states: Any, batch_id: str, n: int, de
         shutil.rmtree(work, ignore_errors=True)
 
 
-RESULTS = "results.pickle"
+RESULTS = "results.json"
 
 
-def _unpack(path: Path, scratch: Path, batch_id: str, n: int) -> dict[int, Any]:
-    """The chunk's results, its outputs moved to ``scratch/INDEX.dcm``; only the members the results name."""
-    from pipeline.intake import IntakeError
-
+def _unpack(path: Path, scratch: Path, batch_id: str, n: int) -> dict[int, Done]:
+    """The chunk's outcomes, its outputs moved to ``scratch/INDEX.dcm``; only the members the results name."""
     def member(tar: tarfile.TarFile, name: str) -> Any:
         try:
             found = tar.extractfile(name)
@@ -194,34 +182,36 @@ def _unpack(path: Path, scratch: Path, batch_id: str, n: int) -> dict[int, Any]:
             raise IntakeError(f"chunk {n} of batch {batch_id} lacks {name}; retry the batch")
         return found
 
+    part: dict[int, Done] = {}
     with tarfile.open(path, "r") as tar:
         with member(tar, RESULTS) as src:
-            part: dict[int, Any] = pickle.loads(src.read())
-        for index, res in part.items():
-            if isinstance(res, tuple):
-                continue
-            with member(tar, f"{int(index)}.dcm") as src, open(scratch / f"{int(index)}.dcm", "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            listed = json.loads(src.read())
+        for data in listed:
+            index = int(data["index"])
+            if data["output"] is not None:
+                data["output"] = f"{index}.dcm"  # the name is ours, whatever the object says
+                with member(tar, f"{index}.dcm") as src, open(scratch / f"{index}.dcm", "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            part[index] = Done.from_json(data, scratch)
     return part
 
 
-def join(settings: Settings, batch_id: str, chunks: int, deid: Any, scratch: Path,
-         advance: Callable[[int], None]) -> dict[int, Any]:
-    """Run or wait for every chunk; returns ``{index: DeidentifiedFile or (outcome, reason)}``, outputs in ``scratch``.
+def join(settings: Settings, batch_id: str, chunks: int, runner: InstanceRunner, scratch: Path,
+         advance: Callable[[int], None]) -> dict[int, Done]:
+    """Run or wait for every chunk; returns ``{index: Done}``, outputs in ``scratch``.
 
-    ``pickle`` reads only objects this batch's own workers wrote: they are encrypted and
-    authenticated with the batch's data key, so nothing else can be slipped in.
+    The results are data (JSON), never code: nothing in a chunk object runs on load.
     """
     intake = _intake(settings)
     pending = set(range(chunks))
-    results: dict[int, Any] = {}
+    results: dict[int, Done] = {}
     while pending:
         progressed = False
         for n in sorted(pending):
             path = scratch / f".chunk-{n}.tar"
             ran_here = False
             if not intake.exists(batch_id, f"fanout/{n}/result.enc"):
-                if not run_chunk(settings, batch_id, n, deid, keep=path):
+                if not run_chunk(settings, batch_id, n, runner, keep=path):
                     continue  # someone else holds it: look again later (a lapsed claim is taken then)
                 ran_here = path.exists()
             if not ran_here:
@@ -241,8 +231,6 @@ def join(settings: Settings, batch_id: str, chunks: int, deid: Any, scratch: Pat
 
 def clear(settings: Settings, batch_id: str) -> None:
     """Remove a finished fan-out's objects from the intake store (the originals stay until done)."""
-    from pipeline.storage.base import DeletesMany
-
     intake = _intake(settings)
     keys = [info.key for info in intake.store.list(f"{batch_id}/fanout/")]
     if isinstance(intake.store, DeletesMany):
@@ -252,43 +240,34 @@ def clear(settings: Settings, batch_id: str) -> None:
             intake.store.delete(key)
 
 
-def file_deidentifier(settings: Settings, states: Any, record: Any, deid: Any, files: list[Any],
-                      source_root: Path, scratch: Path, dispatch: ChunkDispatcher | None,
-                      advance: Callable[[int], None] | None = None) -> Callable[[Any], Any]:
-    """What the de-identify loop calls per file: in this process, or from the joined chunks.
+class FanOut:
+    """The study runner's executor for a large study: chunks on every worker, joined here.
 
-    Returns ``one(f) -> DeidentifiedFile`` (raising the file's own error), writing the
-    output to ``scratch/INDEX.dcm`` either way.
+    It plans the chunks, has the workers enqueue them (``dispatch``), runs or
+    waits for each (``join``), and yields every file's outcome in the walk's
+    order, as the runner's other executors do; the chunk objects are removed
+    after the join.
     """
-    if dispatch is None or not wanted(settings, states, record, len(files)):
-        return lambda f: deid.deidentify_file(source_root / f.rel, scratch, out_path=scratch / f"{f.index}.dcm",
-                                              submitted=_submitted(record, f.rel))
-    chunks = plan(settings, record.batch_id, files)
-    dispatch(settings, record.batch_id, chunks, record.priority)
-    log.info("batch %s: %s files fanned out in %s chunks", record.batch_id, len(files), chunks)
-    joined = join(settings, record.batch_id, chunks, deid, scratch, advance or (lambda k: None))
-    clear(settings, record.batch_id)
 
-    def one(f: Any) -> Any:
-        res = joined[f.index]
-        if isinstance(res, tuple):  # (outcome, reason) of a file the chunk could not de-identify
-            raise _as_error(*res)
-        return res
+    jobs = 1  # on this host: the step's own process runs the chunks nobody took
 
-    return one
+    def __init__(self, settings: Settings, record: BatchRecord, dispatch: ChunkDispatcher) -> None:
+        self.settings, self.record, self.dispatch = settings, record, dispatch
 
-
-def _as_error(outcome: str, reason: str) -> Exception:
-    """The error that ``study.classify`` maps back to the same outcome and reason."""
-    from pipeline.exceptions import NotDicomError, RefusedFileError, TeleradError
-    from pipeline.study import Outcome
-
-    kind = {Outcome.SKIPPED.value: NotDicomError, Outcome.REFUSED.value: RefusedFileError}.get(outcome, TeleradError)
-    return kind(reason)
+    def execute(self, runner: InstanceRunner, root: Path, files: list[StudyFile],
+                scratch: Path) -> Iterator[list[Done]]:
+        batch_id = self.record.batch_id
+        chunks = plan(self.settings, batch_id, files)
+        self.dispatch(self.settings, batch_id, chunks, self.record.priority)
+        log.info("batch %s: %s files fanned out in %s chunks", batch_id, len(files), chunks)
+        joined = join(self.settings, batch_id, chunks, runner, scratch, lambda k: None)
+        clear(self.settings, batch_id)
+        yield [joined[f.index] for f in files]
 
 
-def _submitted(record: Any, rel: str) -> str:
-    """The file's path as submitted (study folder's name first): the verifier looks for it in outputs."""
-    from pipeline.batch import _submitted_name
-
-    return str(Path(_submitted_name(record)) / rel)
+def executor(settings: Settings, states: BatchStateStore, record: BatchRecord, dispatch: ChunkDispatcher | None,
+             files: int) -> FanOut | None:
+    """The fan-out executor when this batch fans out; None to run it in this process."""
+    if dispatch is None or not wanted(settings, states, record, files):
+        return None
+    return FanOut(settings, record, dispatch)

@@ -1,8 +1,8 @@
 """`telerad anonymize`: de-identify a folder or ZIP into a folder or ZIP, on every core, without a queue.
 
-The same engine as a batch (``pipeline.deid.Deidentifier``, the same profile,
+The same study runner as a batch (``pipeline.run``: the same engine, profile,
 options and keyed pseudonyms, so the same study gets the same pseudonyms here
-and in a batch), run in a pool of processes. Work is handed out in chunks of
+and in a batch), with its pool of processes. Work is handed out in chunks of
 files from the same folder (in practice a series), so a process pays for its
 engine once and the pool's messages stay few; each chunk is kept to a bounded
 number of bytes so a multi-frame series does not leave the other cores idle.
@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -41,229 +40,31 @@ from typing import Any, Optional
 
 import typer
 
+from pipeline import study
 from pipeline.cli.common import shown
-from pipeline.exceptions import VerificationError
+from pipeline.run import ProcessPool, Recipe, StudyRunner, Verify, chunks
+from pipeline.run.source import submitted_name
 from pipeline.settings import Settings
 
-CHUNK_FILES = 64
-CHUNK_BYTES = 64 * 1024 * 1024
+__all__ = ["anonymize", "chunks", "register", "run"]
+
 ZIP_LEVEL = 1  # fast deflate: pixel data gains little from harder compression
 
-_engine: Any = None  # one Deidentifier per process, built by _init
-_verify: bool = False
-_allowed_names: list[str] = []
-_verifiers: Any = None  # this process's SourceVerifiers, made on first use
 
+def run(src: Path, out: Path | None, *, jobs: int, runner: StudyRunner, scratch: Path,
+        walked: study.Walk | None = None, advance: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """De-identify ``src`` into ``out`` with ``jobs`` processes (the study runner's pool); returns the summary.
 
-def _init(profile: str, options: list[str], secret: bytes, organization: str,
-          overrides: dict[str, str], verify: bool, review_dir: str | None = None) -> None:
-    """Build this process's engine once (profile, vocabularies, guards)."""
-    global _engine, _verify, _allowed_names, _verifiers
-    from pipeline.deid import Deidentifier, load_profile
-    from pipeline.pseudonyms import Pseudonyms
-
-    pseudonyms = Pseudonyms(secret, organization)
-    prof = load_profile(profile, options=options)
-    _engine = Deidentifier(prof, pseudonyms, overrides=overrides or None,
-                           review_dir=Path(review_dir) if review_dir else None)
-    _verify = verify
-    # As verify_batch: a per-submission PatientName alias is the only name allowed besides pseudonyms.
-    alias = _engine.overrides.as_dict().get("PatientName")
-    _allowed_names = [alias] if alias else []
-    _verifiers = None
-
-
-def _verifier(original: Any) -> Any:
-    global _verifiers
-    if _verifiers is None:
-        from pipeline.deid.verify import SourceVerifiers
-
-        _verifiers = SourceVerifiers(_engine.pseudonyms, _engine.profile, allowed_names=_allowed_names)
-    return _verifiers.for_original(original)
-
-
-def _check(path: Path, res: Any) -> list[Any]:
-    """The pipeline's verifier on one written file, with that file's own original identifiers."""
-    return _verifier(res.original).verify_file(path, res.relpath)
-
-
-class _Unverified(VerificationError):
-    """The leak verifier's findings for a header that was therefore never written."""
-
-    def __init__(self, findings: list[Any]) -> None:
-        super().__init__(f"verification: {len(findings)} finding(s), first: {findings[0]}")
-
-
-def _gate(header: bytes, relpath: str, original: Any) -> None:
-    """The verifier on a file's encoded header, before any byte of it is written."""
-    findings = _verifier(original).verify_header(header, relpath)
-    if findings:
-        raise _Unverified(findings)
-
-
-def _one(src_root: str, scratch_root: str, index: int, rel: str, plan: bool) -> dict[str, Any]:
-    """De-identify one file into this process's scratch folder; the parent places it."""
-    from pipeline import study
-    from pipeline.deid.dryrun import plan_file
-
-    scratch = Path(scratch_root) / f"p{os.getpid()}"
-    submitted = str(Path(Path(src_root).name) / rel)  # names the verifier searches for
-    try:
-        if plan:
-            res, findings = plan_file(_engine, Path(src_root) / rel, scratch, _check if _verify else None,
-                                      submitted=submitted)
-        else:
-            # No manifest lists these files, so no SHA-256 is computed for them.
-            out_path = scratch / f"{index}.dcm"  # one name per source file: nothing overwrites another
-            res = _engine.deidentify_file(Path(src_root) / rel, scratch, _gate if _verify else None, digest=False,
-                                          out_path=out_path, submitted=submitted)
-            findings = []
-    except _Unverified as exc:
-        return {"index": index, "rel": rel, "outcome": "failed", "reason": str(exc)}
-    except Exception as exc:
-        outcome, reason = study.classify(exc)
-        return {"index": index, "rel": rel, "outcome": outcome.value, "reason": reason}
-    # Action counts only for a plan: a real run would carry them across processes for nothing.
-    actions = {"actions": res.actions} if plan else {}
-    if findings:
-        # Findings name the output's pseudonymous path, the check and the tag, never a value.
-        return {"index": index, "rel": rel, "outcome": "failed", **actions,
-                "reason": f"verification: {len(findings)} finding(s), first: {findings[0]}"}
-    warning = {"warning": res.pixels.warning} if res.pixels is not None and res.pixels.warning else {}
-    return {"index": index, "rel": rel, "outcome": "written", "relpath": res.relpath, "size": res.size,
-            "sha256": res.sha256, "study": res.cloud_study_id, "masked": res.pixels_cleaned,
-            "scratch": None if plan else str(out_path), **warning, **actions}
-
-
-def _chunk(src_root: str, scratch_root: str, items: list[tuple[int, str]], plan: bool) -> list[dict[str, Any]]:
-    return [_one(src_root, scratch_root, index, rel, plan) for index, rel in items]
-
-
-def _ignore_interrupts(*init_args: Any) -> None:
-    """Pool processes leave Ctrl-C to the parent, which stops them and says what was written."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _init(*init_args)
-
-
-def chunks(files: list[tuple[str, int]], *, max_files: int = CHUNK_FILES,
-           max_bytes: int = CHUNK_BYTES) -> list[list[str]]:
-    """Consecutive files of one folder, at most ``max_files`` and about ``max_bytes`` per chunk."""
-    out: list[list[str]] = []
-    current: list[str] = []
-    folder, size = None, 0
-    for rel, n in files:
-        parent = rel.rpartition("/")[0]
-        if current and (parent != folder or len(current) >= max_files or size + n > max_bytes):
-            out.append(current)
-            current, size = [], 0
-        folder = parent
-        current.append(rel)
-        size += n
-    if current:
-        out.append(current)
-    return out
-
-
-def run(src: Path, out: Path | None, *, jobs: int, profile: str, options: list[str], secret: bytes,
-        organization: str, overrides: dict[str, str], verify: bool = True, scratch: Path,
-        plan: bool = False, walked: Any = None, review_dir: str | None = None,
-        advance: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """De-identify ``src`` into ``out`` with ``jobs`` processes; returns the summary.
-
-    Each process writes into its own folder under ``scratch`` (on the same disk
-    as ``out``); this process places every file under ``out`` through
-    ``study.Placement``, so duplicates are decided in one place and no file
-    overwrites another. With ``plan`` nothing is kept (``out`` is None).
-    Ctrl-C stops the processes; the summary then says ``interrupted`` and
-    lists the files not written. ``advance(n)`` is called as files are done.
+    Each process writes into ``scratch`` (on the same disk as ``out``); the
+    runner places every file under ``out`` through ``study.Placement``, so
+    duplicates are decided in one place and no file overwrites another. With
+    a plan nothing is kept (``out`` is None). Ctrl-C stops the processes; the
+    summary then says ``interrupted`` and lists the files not written.
+    ``advance(n)`` is called as files are done.
     """
-    import multiprocessing
-
-    from pipeline import study
-
-    started = time.perf_counter()
-    walked = walked or study.walk(src)
-    files = [(f.rel, f.size) for f in walked.files]
-    index_of = {f.rel: f.index for f in walked.files}
-    # Enough chunks that every process stays busy to the end (about 4 per process).
-    per_chunk = max(1, min(CHUNK_FILES, -(-len(files) // (4 * jobs)))) if jobs > 1 else CHUNK_FILES
-    pieces = chunks(files, max_files=per_chunk)
-    if jobs > 1:  # the costliest first, so no process is left with a big chunk at the end
-        sizes = dict(files)
-        pieces.sort(key=lambda rels: len(rels) + sum(sizes[r] for r in rels) / 1e6, reverse=True)
-    args = (profile, options, secret, organization, overrides, verify, review_dir)
-    placement = study.Placement(out)
-    outcomes: list[study.FileOutcome] = list(walked.passed_over)
-    extra: dict[int, dict[str, Any]] = {}
-
-    def take(done: list[dict[str, Any]]) -> None:
-        for r in done:
-            item = study.FileOutcome(r["index"], r["rel"], study.Outcome(r["outcome"]), r.get("reason", ""),
-                                     relpath=r.get("relpath", ""), size=r.get("size", 0),
-                                     sha256=r.get("sha256", ""))
-            extra[item.index] = {k: r[k] for k in ("actions", "study", "masked", "warning") if k in r}
-            if item.outcome is study.Outcome.WRITTEN:
-                placement.place(item, Path(r["scratch"]) if r.get("scratch") else None)
-            outcomes.append(item)
-        if advance:
-            advance(len(done))
-
-    src_s, scratch_s = str(src), str(scratch)
-    work = [[(index_of[rel], rel) for rel in rels] for rels in pieces]
-    interrupted = False
-    pool = None
-    try:
-        if jobs <= 1:
-            _init(*args)
-            for items in work:
-                for item in items:
-                    take([_one(src_s, scratch_s, *item, plan)])
-        else:
-            pool = multiprocessing.Pool(jobs, initializer=_ignore_interrupts, initargs=args)
-            for done in pool.imap_unordered(_chunk_star, [(src_s, scratch_s, items, plan) for items in work]):
-                take(done)
-            pool.close()
-            pool.join()
-    except KeyboardInterrupt:
-        interrupted = True
-        if pool is not None:
-            pool.terminate()  # our own processes; their unplaced outputs are in scratch, removed
-            pool.join()
-    outcomes.sort(key=lambda o: o.index)
-    written = [o for o in outcomes if o.outcome is study.Outcome.WRITTEN]
-    done_indexes = {o.index for o in outcomes}
-
-    def listed(kind: study.Outcome) -> list[dict[str, Any]]:
-        return [{"file": o.rel, "reason": o.reason} for o in outcomes if o.outcome is kind]
-
-    return {
-        "files_seen": walked.seen,
-        "bytes_in": sum(n for _rel, n in files),
-        "studies": len({extra[o.index].get("study") for o in written}),
-        "written": 0 if plan else len(written),
-        "bytes_out": 0 if plan else sum(o.size for o in written),
-        "skipped": listed(study.Outcome.SKIPPED),
-        "refused": listed(study.Outcome.REFUSED),
-        "failed": listed(study.Outcome.FAILED),
-        "masked": sum(1 for o in written if extra[o.index].get("masked")),
-        # Burned-in policy "warn": written unmasked, and said here.
-        "warned": [{"file": o.rel, "reason": extra[o.index]["warning"]} for o in written
-                   if extra[o.index].get("warning")],
-        "not_processed": [f.rel for f in walked.files if f.index not in done_indexes],
-        "interrupted": interrupted,
-        "jobs": jobs,
-        "verified": verify,
-        "seconds": round(time.perf_counter() - started, 3),
-        "results": [{"rel": o.rel, "outcome": o.outcome.value, "relpath": o.relpath,
-                     **({"reason": o.reason} if o.reason else {}), **extra.get(o.index, {})}
-                    for o in outcomes],
-    }
-
-
-def _chunk_star(job: tuple[str, str, list[tuple[int, str]], bool]) -> list[dict[str, Any]]:
-    return _chunk(*job)
+    result = runner.run(walked or study.walk(src), dest=out, scratch=scratch, executor=ProcessPool(jobs),
+                        advance=advance)
+    return result.summary()
 
 
 # --- around the run: sources, destinations, quarantine ---------------------------------------
@@ -505,18 +306,13 @@ def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, o
     settings = load_settings()
     settings.ensure_dirs()
     jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
-    init_args = {
-        "profile": profile or settings.profile,
-        "options": list(settings.options) + list(option or []),
-        "secret": settings.pseudonym_secret,
-        "organization": (org or settings.organization).upper(),
-        "overrides": parse_assignments(set_),
-        "verify": verify,
-        "review_dir": None if dry_run else str(settings.review_dir),  # a dry run holds nothing
-    }
-    _init(**init_args)  # a bad profile, option or --set fails here, once, before any work
-
-    from pipeline import study
+    recipe = Recipe.of(
+        settings, profile=profile, options=list(settings.options) + list(option or []), organization=org,
+        overrides=parse_assignments(set_), verify=Verify.GATE if verify else Verify.OFF,
+        hold_for_review=not dry_run,  # a dry run holds nothing
+        plan=dry_run, submitted_as=submitted_name(str(src)),  # names the verifier searches for
+    )
+    runner = StudyRunner(settings, recipe)  # a bad profile, option or --set fails here, once, before any work
 
     with ExitStack() as stack:
         src_root = _unpack(src, settings, stack) if src.is_file() else src
@@ -532,9 +328,9 @@ def _anonymize(src: Path, out: Path | None, *, jobs: int, profile: str | None, o
             target = out  # each file is verified before it is written, then placed by rename
             scratch = _work_dir(out, stack, "incoming")
         with _Progress(enabled=not as_json) as progress:
-            summary = run(src_root, target, jobs=jobs, scratch=scratch, plan=dry_run, walked=walked,
-                          advance=progress.task("planning" if dry_run else "de-identifying", len(walked.files)),
-                          **init_args)
+            summary = run(src_root, target, jobs=jobs, runner=runner, scratch=scratch,
+                          walked=walked,
+                          advance=progress.task("planning" if dry_run else "de-identifying", len(walked.files)))
             written = [r["relpath"] for r in summary["results"] if r["outcome"] == "written"]
             if to_zip and not dry_run and not summary["interrupted"]:
                 summary["bytes_out"] = _write_zip(target, written, out, progress.task("writing ZIP", len(written)))

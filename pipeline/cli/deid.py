@@ -30,6 +30,7 @@ def verify(
     """Scan de-identified files for anything that must not leave; exit 1 on any finding."""
     from pipeline.deid import Verifier, load_profile
     from pipeline.pseudonyms import Pseudonyms
+    from pipeline.run import tree_verifier
     from pipeline.settings import load_settings
 
     settings = load_settings()
@@ -42,8 +43,8 @@ def verify(
         originals = Verifier.originals_from_mapping(mapped)
     organization = org or _manifest_organization(directory) or mapped.get("organization") or settings.organization
     prof = load_profile(profile, option) if profile else None
-    verifier = Verifier(Pseudonyms(settings.pseudonym_secret, organization), prof,
-                        originals=originals, allowed_names=allow_name)
+    verifier = tree_verifier(Pseudonyms(settings.pseudonym_secret, organization), prof,
+                             originals=originals, allow_names=allow_name)
     report = verifier.verify_tree(directory)
     if report.files == 0:
         typer.secho(f"error: {directory.name} holds no files to verify: nothing was checked "

@@ -1,31 +1,29 @@
-"""One DICOM file through the pipeline's engine and leak verifier, for anonymize-stream and review.
+"""One DICOM file through the study runner, for anonymize-stream and review.
 
-The same ``Deidentifier`` as a batch and ``telerad anonymize`` (the configured
-profile, options and keyed pseudonyms, so the same study gets the same cloud
-study ID here as in a batch), and the same gate as ``telerad anonymize``: the
-verifier checks each encoded header, with that file's own original
-identifiers, before a byte of it is written. One engine per thread and
-organisation and overrides, built once (building one reads the profile and vocabularies).
+The same runner as a batch and ``telerad anonymize`` (``pipeline.run``: the
+configured profile, options and keyed pseudonyms, so the same study gets the
+same cloud study ID here as in a batch; the site's deflate limits), and the
+same gate as ``telerad anonymize``: the verifier checks each encoded header,
+with that file's own original identifiers and the values captured from it
+(names, birth date, addresses, the submitted name), before a byte of it is
+written. One runner per thread and organisation and overrides, built once
+(building one reads the profile and vocabularies).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from pathlib import Path
-from typing import Any
 
-from pipeline.deid import DeidentifiedFile, Deidentifier, OriginalIds, Verifier, load_profile
-from pipeline.exceptions import VerificationError
-from pipeline.pseudonyms import Pseudonyms
+from pipeline.deid import DeidentifiedFile
+from pipeline.exceptions import TeleradError
+from pipeline.run import Recipe, StudyRunner, Unverified, Verify
 from pipeline.settings import Settings
+from pipeline.study import Outcome
 
-
-class Unverified(VerificationError):
-    """The verifier's findings for a header that was therefore never written."""
-
-    def __init__(self, findings: list[Any]) -> None:
-        self.findings = [str(f) for f in findings]
-        super().__init__(f"verification: {len(findings)} finding(s), first: {findings[0]}")
+__all__ = ["OneFile", "Unverified"]
 
 
 class OneFile:
@@ -35,32 +33,28 @@ class OneFile:
         self.settings = settings
         self._local = threading.local()
 
-    def engine(self, organization: str | None = None, overrides: dict[str, str] | None = None) -> Deidentifier:
-        org = (organization or self.settings.organization).upper()
-        key = (org, tuple(sorted((overrides or {}).items())))
-        cache = self._local.__dict__.setdefault("engines", {})
-        engine = cache.get(key)
-        if engine is None:
+    def runner(self, organization: str | None = None, overrides: dict[str, str] | None = None) -> StudyRunner:
+        """This thread's runner for the organisation and overrides (the site's profile and options)."""
+        recipe = Recipe.of(self.settings, organization=organization, overrides=overrides,
+                           verify=Verify.GATE, hold_for_review=False)
+        cache = self._local.__dict__.setdefault("runners", {})
+        runner = cache.get(recipe)
+        if runner is None:
             if len(cache) > 16:
                 cache.clear()
-            profile = load_profile(self.settings.profile, options=list(self.settings.options))
-            engine = cache[key] = Deidentifier(profile, Pseudonyms(self.settings.pseudonym_secret, org),
-                                               overrides=overrides or None)
-        return engine
+            runner = cache[recipe] = StudyRunner(self.settings, recipe)
+        return runner
 
     def run(self, src: Path, out_root: Path, *, organization: str | None = None,
             overrides: dict[str, str] | None = None) -> DeidentifiedFile:
         """De-identify ``src`` under ``out_root``; raises the engine's errors or ``Unverified``."""
-        engine = self.engine(organization, overrides)
-        alias = engine.overrides.as_dict().get("PatientName")
-
-        def gate(header: bytes, relpath: str, original: OriginalIds) -> None:
-            verifier = Verifier(engine.pseudonyms, engine.profile,
-                                originals=[original.patient_id, original.study_instance_uid,
-                                           original.accession_number],
-                                allowed_names=[alias] if alias else [])
-            findings = verifier.verify_header(header, relpath)
-            if findings:
-                raise Unverified(findings)
-
-        return engine.deidentify_file(src, out_root, gate, digest=False)
+        runner = self.runner(organization, overrides)
+        out_root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".incoming-", dir=out_root.parent))
+        try:
+            done = runner.one(src, out_root, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if done.outcome is not Outcome.WRITTEN or done.result is None:
+            raise done.error if done.error is not None else TeleradError(done.reason)
+        return done.result

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pydicom
-
+from pipeline import dicomio
 from pipeline.deid.overrides import ALLOWED
 from pipeline.gateway.models import Review, ReviewField
 from pipeline.gateway.onefile import OneFile
@@ -42,8 +41,9 @@ class OverrideRepeatsIdentity(ValueError):
     """An override would carry one of the file's original identifiers."""
 
 
-def _values(path: Path) -> dict[str, str]:
-    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+def _values(path: Path, limits: dicomio.InflateLimits) -> dict[str, str]:
+    """The key fields of a file, read by the bounded reader within the site's deflate limits."""
+    ds = dicomio.read(path, header_only=True, inflate_limits=limits).dataset
     out = {}
     for keyword in KEY_FIELDS:
         value = ds.get(keyword)
@@ -74,10 +74,11 @@ def check_against_originals(original: dict[str, str], overrides: dict[str, str])
 def review_file(onefile: OneFile, src: Path, work: Path, *, organization: str | None,
                 overrides: dict[str, str]) -> Review:
     """De-identify ``src`` (through the verifier) into ``work`` and list its key fields before and after."""
-    original = _values(src)
+    limits = onefile.settings.inflate_limits
+    original = _values(src, limits)
     check_against_originals(original, overrides)
     res = onefile.run(src, work, organization=organization, overrides=overrides)
-    after = _values(work / res.relpath)
+    after = _values(work / res.relpath, limits)
     fields = [ReviewField(keyword=k, label=label, original=original[k], deidentified=after[k],
                           editable=k in ALLOWED) for k, label in KEY_FIELDS.items()]
     return Review(cloud_study_id=res.cloud_study_id, fields=fields, overrides=dict(overrides))
