@@ -63,6 +63,8 @@ def quiet_pydicom() -> None:
         logger.addFilter(_WITHHOLD)
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+SYNTAX_MISMATCH = ("the data set is not encoded in the transfer syntax its file meta declares; "
+                   "export it again from the sending system")
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 IMPLEMENTATION_CLASS_UID = "2.25.148939371387591563436155633391563728945"
 IMPLEMENTATION_VERSION_NAME = "TELERAD_0_1"
@@ -433,7 +435,7 @@ def _check_not_dicomdir(ds: Dataset) -> None:
 
 
 def _transfer_syntax(meta, implicit: bool | None, little: bool | None) -> UID:
-    """The syntax the dataset is really encoded in (file meta can be wrong)."""
+    """The syntax the data set is encoded in; DicomReadError when the file meta declares another."""
     declared = dicomraw.value_of(meta, "TransferSyntaxUID") if meta is not None else None
     declared = UID(str(declared)) if declared is not None else None
     if implicit is None:
@@ -445,9 +447,9 @@ def _transfer_syntax(meta, implicit: bool | None, little: bool | None) -> UID:
         return actual
     if declared.is_implicit_VR == implicit and declared.is_little_endian == little:
         return declared
-    if declared.is_compressed:
-        return declared
-    return actual
+    # The meta says one encoding and the data set is in another: a sender's bug that every
+    # door refuses alike (it is never re-labelled silently), so the sender can fix and resend.
+    raise DicomReadError(SYNTAX_MISMATCH)
 
 
 def _pixel_span(fh, stop: int, size: int, ts: UID) -> tuple[int, int] | None:

@@ -23,13 +23,14 @@ from pydicom.valuerep import AMBIGUOUS_VR
 from pipeline import dicomraw
 from pipeline.deid import values, vrforms
 from pipeline.exceptions import DeidentificationError
+from pipeline.multiplicity import NUMERIC_VRS, VALUE_SIZE, binary_problem
 
 # VRs whose conversion may change the VR (UN to the dictionary's or to SQ, US or
 # SS resolved by the dataset): always converted first. SQ stays SQ, so a raw
 # sequence is left raw until it is walked (see walk_sequence).
 _CONVERT_FIRST = frozenset({"UN"}) | frozenset(AMBIGUOUS_VR)
 # Fixed-size binary VRs: a value whose length is not a multiple fails conversion.
-_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8, "AT": 4}
+_SIZE = {vr: n for vr, n in VALUE_SIZE.items() if vr in NUMERIC_VRS}
 _BYTES = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _MULTI_STRING = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"})
 _SINGLE_STRING = frozenset({"LT", "ST", "UR", "UT"})
@@ -94,9 +95,9 @@ def check_kept(ds: Dataset, tag, vr: str, label: str, elem=None) -> None:
     if type(elem) is RawDataElement and elem.value is not None:
         raw = elem.value
         if vr in _BYTES or vr in _SIZE:
-            if vr in _SIZE and len(raw) % _SIZE[vr]:
-                raise DeidentificationError(
-                    f"{label} ({vr}) has a length that is not a multiple of {_SIZE[vr]}; refusing to keep it")
+            wrong = binary_problem(int(tag), vr, len(raw))
+            if wrong is not None:  # a damaged length, or text where whole values belong
+                raise DeidentificationError(f"{label} ({vr}) {wrong[1]}; refusing to keep it")
             if text_in_binary(vr, raw, int(tag)):
                 raise binary_text_error(label, vr)
             return

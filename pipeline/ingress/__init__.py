@@ -13,9 +13,8 @@ from pipeline.ingress.admit import (
     admit,
     check_elements,
     meta_uids,
-    vm_allows,
 )
 from pipeline.ingress.ticket import SourceGoneError, StudyTicket, SubmitService
 
 __all__ = ["AdmitLimits", "InstanceRefused", "ReceivedInstance", "SourceGoneError", "StudyTicket", "SubmitService",
-           "admit", "check_elements", "meta_uids", "vm_allows"]
+           "admit", "check_elements", "meta_uids"]

@@ -25,13 +25,12 @@ tests) and a reason naming tags and checks, never a value from the data.
 
 from __future__ import annotations
 
-import re
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.datadict import dictionary_VM, dictionary_VR
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
@@ -41,15 +40,11 @@ from pipeline import dicomio
 from pipeline.checksums import sha256_file
 from pipeline.dicomio import InflateLimits
 from pipeline.exceptions import DicomReadError, NotDicomError, PermanentError
+from pipeline.multiplicity import binary_problem
 from pipeline.settings import Settings
 
-#: Bytes per value of the binary VRs; the numeric ones (not O*) are also held to the dictionary's VM.
-VALUE_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "AT": 4, "SV": 8, "UV": 8,
-              "OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
-NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "AT", "SV", "UV"})
 PIXEL_TAGS = frozenset(dicomio.PIXEL_TAGS)
 _STEP = 4 * 1024 * 1024
-_VM = re.compile(r"^(\d+)(?:-(\d*)n|-(\d+))?$")
 
 
 #: Refusals of data that parses but says what it may not (DICOM's "data set does not match SOP
@@ -118,6 +113,7 @@ def admit(path: Path, limits: AdmitLimits) -> ReceivedInstance:
     except DicomReadError as exc:
         text = str(exc)
         code = ("deflate_bomb" if "decompression bomb" in text else
+                "wrong_transfer_syntax" if text == dicomio.SYNTAX_MISMATCH else
                 "truncated" if "truncated" in text else "unparsable")
         raise InstanceRefused(code, text) from None
     ds = source.dataset
@@ -234,22 +230,6 @@ def _dataset_start(path: Path) -> int:
     raise InstanceRefused("bad_meta", "the file meta has no group length")
 
 
-def vm_allows(vm: str, count: int) -> bool:
-    """Whether ``count`` values fit a dictionary VM such as ``1``, ``1-3``, ``1-n``, ``2-2n``."""
-    if count == 0:
-        return True  # an empty value (Type 2) says nothing about multiplicity
-    m = _VM.match(vm.strip())
-    if not m:
-        return True  # a form this check does not know: not held against the data
-    low = int(m.group(1))
-    if m.group(2) is not None:  # low-[k]n: at least low, a multiple of k (of 1 when k is empty)
-        step = int(m.group(2) or 1)
-        return count >= low and count % step == 0
-    if m.group(3) is not None:
-        return low <= count <= int(m.group(3))
-    return count == low
-
-
 def check_elements(ds: Dataset, depth: int = 0) -> None:
     """Decode every element at every depth; binary VRs whole values, in the dictionary's multiplicity."""
     if depth > 32:
@@ -269,21 +249,12 @@ def check_elements(ds: Dataset, depth: int = 0) -> None:
             for item in elem.value or ():
                 check_elements(item, depth + 1)
             continue
-        size = VALUE_SIZE.get(vr)
-        if size is None or length is None:
+        if length is None:
             continue
-        if length % size:
-            raise InstanceRefused("bad_value_length",
-                                  f"element {tag} ({vr}) is {length} bytes long, not a whole number of values")
-        if vr in NUMERIC_VRS and not tag.is_private:
-            try:
-                vm = dictionary_VM(tag)
-            except KeyError:
-                continue
-            if not vm_allows(vm, length // size):
-                raise InstanceRefused("bad_value_multiplicity",
-                                      f"element {tag} ({vr}) holds {length // size} values; "
-                                      f"the DICOM dictionary allows {vm}")
+        problem = binary_problem(int(tag), vr, length)
+        if problem is not None:
+            code, why = problem
+            raise InstanceRefused(code, f"element {tag} ({vr}) {why}")
 
 
 def _vr_and_length(tag: BaseTag, raw: object) -> tuple[str | None, int | None]:
