@@ -49,7 +49,9 @@ from pipeline.permissions import remove_unpacked_originals
 from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState, FileError, StateStore, utcnow, utcnow_ms  # noqa: F401  (StateStore: read by tests and tools)
 from pipeline import fanout, study, zipsafe
+from pipeline.inbox.disposal import archive_original, quarantine_original
 from pipeline.intake import drop_from_intake, originals_for, put_in_intake
+from pipeline.netdicom.studies import discard_submitted
 from pipeline.lease import StepLease, begin_step, staged_elsewhere
 from pipeline.run import Recipe, StudyRunner
 from pipeline.run.source import unpacked
@@ -333,12 +335,8 @@ def finalize(settings: Settings, batch_id: str) -> None:
         record.error = ""
         _audit(settings, "batch.done", batch_id, images=record.counts.get("images", 0))
         if record.origin == "inbox":  # on another host than the inbox's, its watcher does it
-            from pipeline.inbox.disposal import archive_original
-
             archive_original(settings, record, persist=False)  # the step saves the record
         elif record.origin == "listen":
-            from pipeline.netdicom.studies import discard_submitted
-
             discard_submitted(record)
         log.info("batch %s done: %s images", batch_id, record.counts.get("images", 0))
 
@@ -371,8 +369,6 @@ def mark_failed(settings: Settings, batch_id: str, reason: str, *, dispose: bool
     _audit(settings, "batch.failed", batch_id, outcome="failed")
     log.warning("batch %s failed (see `telerad status %s`)", batch_id, batch_id)
     if record.origin == "inbox" and dispose:
-        from pipeline.inbox.disposal import quarantine_original
-
         quarantine_original(settings, record, reason)
 
 

@@ -36,6 +36,7 @@ from pydicom.uid import (
 )
 
 from pipeline import dicomraw
+from pipeline.limits import InflateLimits
 from pipeline.exceptions import DeidentificationError, DicomReadError, NotDicomError
 
 class _WithholdText(logging.Filter):
@@ -71,21 +72,6 @@ IMPLEMENTATION_VERSION_NAME = "TELERAD_0_1"
 _CHUNK = 4 * 1024 * 1024
 _LONG_VRS = {vr.encode() for vr in dicomraw.LONG_VRS}
 _VRS = set(dicomraw.VR_CODES)
-
-
-@dataclass(frozen=True)
-class InflateLimits:
-    """How far a Deflated Explicit VR Little Endian dataset may inflate before it is refused.
-
-    A deflated dataset is held in memory whole (its pixels cannot be streamed),
-    so a small file that inflates to gigabytes is a memory bomb. Real deflated
-    images compress a few times; a blank one compresses far more, so the ratio
-    limit applies only above ``ratio_floor`` bytes.
-    """
-
-    max_bytes: int = 256 * 1024 * 1024
-    max_ratio: int = 200
-    ratio_floor: int = 16 * 1024 * 1024
 
 
 DEFAULT_INFLATE = InflateLimits()
@@ -446,6 +432,11 @@ def _transfer_syntax(meta, implicit: bool | None, little: bool | None) -> UID:
     if declared is None:
         return actual
     if declared.is_implicit_VR == implicit and declared.is_little_endian == little:
+        return declared
+    if declared.is_compressed:
+        # Encapsulated pixels in an implicit-VR data set: a known vendor quirk (pydicom's
+        # SC_rgb_jpeg.dcm). Nothing is lost or guessed: the output is written explicit, as the
+        # declared syntax requires, with the same fragments.
         return declared
     # The meta says one encoding and the data set is in another: a sender's bug that every
     # door refuses alike (it is never re-labelled silently), so the sender can fix and resend.

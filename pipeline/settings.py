@@ -13,7 +13,7 @@ import os
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -25,10 +25,8 @@ from pydantic_settings import (
 )
 
 from pipeline.exceptions import ConfigError
+from pipeline.limits import InflateLimits
 from pipeline.locations import check_intake_apart, check_mapping_apart
-
-if TYPE_CHECKING:
-    from pipeline.dicomio import InflateLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -315,10 +313,8 @@ class Settings(BaseSettings):
         return self.home / "broker"
 
     @property
-    def inflate_limits(self) -> "InflateLimits":
-        """How far a deflated dataset may inflate (``dicomio.InflateLimits``)."""
-        from pipeline.dicomio import InflateLimits
-
+    def inflate_limits(self) -> InflateLimits:
+        """How far a deflated dataset may inflate (``TELERAD_DEFLATED_MAX_*``)."""
         return InflateLimits(max_bytes=self.deflated_max_bytes, max_ratio=self.deflated_max_ratio)
 
     @cached_property

@@ -1,7 +1,7 @@
 """`telerad listen`: receive studies by DICOM C-STORE and submit each once it is stable.
 
 A thin shell over ``pipeline.netdicom``: settings from the options, closed studies
-recorded and queued by the submit service (``pipeline.ingress.submit``, with
+recorded and queued by the submit service (``pipeline.submit``, with
 ``workers.dispatch.start_batch``), Ctrl-C or SIGTERM stops it
 (studies still receiving stay in the spool and are closed by the next start).
 """
@@ -15,8 +15,9 @@ from typing import Any, Optional
 
 import typer
 
-from pipeline.ingress.submit import BatchSubmitService
+from pipeline.deid import load_profile
 from pipeline.settings import Settings, load_settings
+from pipeline.submit import BatchSubmitService
 
 
 def queue_batch(settings: Settings) -> BatchSubmitService:
@@ -29,6 +30,8 @@ def queue_batch(settings: Settings) -> BatchSubmitService:
     """
     from workers.dispatch import start_batch
 
+    # A wrong profile fails here, at start, not at the first study (which is not slowed by loading it).
+    load_profile(settings.profile, options=list(settings.options))
     return BatchSubmitService(settings, start_batch, origin="listen")
 
 

@@ -17,7 +17,7 @@ from pipeline.exceptions import ConfigError, TeleradError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.netdicom.send import Destination
+    from pipeline.reader.deliver import Destination
     from pipeline.reader.fetch import FetchResult
 
 reader_app = typer.Typer(
@@ -131,7 +131,7 @@ def fetch_cmd(
     destination = None
     try:
         if send:
-            from pipeline.netdicom.send import Destination
+            from pipeline.reader.deliver import Destination
 
             destination = Destination.parse(send)
         settings = load_settings()
@@ -177,7 +177,7 @@ def fetch_cmd(
 
 def _deliver(settings: Settings, result: FetchResult, destination: Destination) -> None:
     """Send a verified batch to the PACS; exit 1 naming what it did not store."""
-    from pipeline.netdicom.send import deliver_fetched
+    from pipeline.reader.deliver import deliver_fetched
 
     try:
         sent = deliver_fetched(settings, result, destination, notify=lambda line: typer.echo(line, err=True))
@@ -216,7 +216,7 @@ def watch_cmd(
     try:
         destination = None
         if send:
-            from pipeline.netdicom.send import Destination
+            from pipeline.reader.deliver import Destination
 
             destination = Destination.parse(send)
         settings, store, prefix = _context()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from pipeline.deid.guards import POLICIES
+from pipeline.pixels.rules import POLICIES
 from pipeline.deid.profile import PRESETS, Profile, Rule, build_profile
 from pipeline.deid.standard import TagPattern
 from pipeline.exceptions import ConfigError

@@ -21,10 +21,11 @@ from pydicom.dataset import Dataset
 
 from pipeline import dicomio
 from pipeline.dicomraw import value_of
-from pipeline.deid import completeness, guards, updaters
+from pipeline.deid import completeness, updaters
 from pipeline.deid.iodtypes import IodTypes, TypeNode
 from pipeline.deid.capture import Captured, capture
-from pipeline.deid.guards import PixelOutcome
+from pipeline.pixels.guard import BurnedInGuard
+from pipeline.pixels.outcome import PixelOutcome
 from pipeline.deid.cleaning import Cleaners, drop_empty_private_blocks, vocabulary_paths
 from pipeline.deid import rawelem
 from pipeline.deid.handlers import (
@@ -116,7 +117,7 @@ class Deidentifier:
         self.overrides = Overrides.parse(overrides or {})
         self.never_remap, self.keep_text, self.clean_text = _load_keep_lists(root)
         self.cleaners = Cleaners(Vocabulary.from_files(vocabulary_paths(root)))
-        self.guard = guards.BurnedInGuard.from_config(root, profile, review_dir)  # review_dir: doubt is held there
+        self.guard = BurnedInGuard.from_config(root, profile, review_dir)  # review_dir: doubt is held there
         self.handlers = [GroupLength(), Private(), Identity(), CodeMeaning(), OverlayPlane(), Dependent(), TableRule(), Unlisted()]
         # Plans are cached per Type node (one per SOP Class and sequence path): the same
         # tag may be Type 1 in one IOD or sequence and Type 3 in another.

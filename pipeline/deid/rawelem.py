@@ -10,7 +10,6 @@ prove the answer a conversion would give, these helpers convert, so results
 
 from __future__ import annotations
 
-import re
 
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
@@ -22,6 +21,7 @@ from pydicom.valuerep import AMBIGUOUS_VR
 
 from pipeline import dicomraw
 from pipeline.deid import values, vrforms
+from pipeline.deid.binarytext import binary_text_error, text_in_binary
 from pipeline.exceptions import DeidentificationError
 from pipeline.multiplicity import NUMERIC_VRS, VALUE_SIZE, binary_problem
 
@@ -34,14 +34,6 @@ _SIZE = {vr: n for vr, n in VALUE_SIZE.items() if vr in NUMERIC_VRS}
 _BYTES = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _MULTI_STRING = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"})
 _SINGLE_STRING = frozenset({"LT", "ST", "UR", "UT"})
-_IDENTIFIER_TEXT = re.compile(rb"[0-9A-Za-z.^ _\-=,']{8,}")
-_SHORT_TEXT = re.compile(rb"[A-Za-z][A-Za-z^ ,.'\-]*[A-Za-z]")
-_NAME_RUN = re.compile(rb"[A-Za-z][0-9A-Za-z]{2,}(?:[\^ ,.\-]{1,2}[A-Za-z][0-9A-Za-z]+)+")
-# Not searched for text runs: pixel data (the burned-in annotation policy's concern; compressed
-# frames form any bytes) and the ICC Profile (a binary format with text tags by design).
-_TEXT_BY_DESIGN = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009, 0x00282000})
-
-
 def vr_of(ds: Dataset, tag) -> str:
     """The VR the converted element would have (UN read as the dictionary's VR, as before)."""
     elem = ds.get_item(tag)
@@ -58,29 +50,6 @@ def vr_of(ds: Dataset, tag) -> str:
     if vr == "UN" and dictionary_has_tag(tag):
         vr = dictionary_VR(tag)
     return vr
-
-
-def text_in_binary(vr: str, raw: bytes | None, tag: int = 0) -> bool:
-    """True when a numeric or binary value of any length holds a run of text.
-
-    A damaged tag or a mismatched VR can make a name or UID read as numbers of
-    another attribute (``1.2.826...`` as Simple Frame List, UL), and a palette
-    or a long float array can carry a name inside; its bytes then pass every
-    check of a number. Short values (4 to 64 bytes) are text when they are all
-    identifier characters; longer ones when they hold words joined by a name
-    or word separator (``DOE^JOHN``, ``SMITH, ANN``), which ramps and number
-    arrays do not form. Pixel data and binary formats that hold text by design
-    (an ICC profile) are left to the verifier's search for captured values.
-    """
-    if raw is None or (vr not in _SIZE and vr not in _BYTES) or len(raw) < 4 or tag in _TEXT_BY_DESIGN:
-        return False
-    body = raw.rstrip(b" \x00")
-    if len(raw) <= 64:
-        if len(body) >= 8 and _IDENTIFIER_TEXT.fullmatch(body):
-            return True
-        if len(raw) < 8:
-            return len(body) >= 3 and bool(_SHORT_TEXT.fullmatch(body))
-    return _NAME_RUN.search(raw) is not None
 
 
 def check_kept(ds: Dataset, tag, vr: str, label: str, elem=None) -> None:
@@ -107,13 +76,6 @@ def check_kept(ds: Dataset, tag, vr: str, label: str, elem=None) -> None:
                 raise values.invalid_value_error(label, vr, why)
             return
     values.check_kept_value(label, vr, ds[tag].value, int(tag))
-
-
-def binary_text_error(label: str, vr: str) -> DeidentificationError:
-    return DeidentificationError(
-        f"{label} ({vr}) holds bytes that read as text, not {vr} values (a damaged tag or VR "
-        "that may hide an identifier); refusing to keep it"
-    )
 
 
 def settle_vr(ds: Dataset, tag, number: int, elem) -> str:

@@ -12,6 +12,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
+from pipeline.deid import vrforms
+from pipeline.deid.binarytext import binary_text_error, text_in_binary
 from pipeline.exceptions import DeidentificationError
 from pipeline.pseudonyms import Pseudonyms
 
@@ -89,13 +91,11 @@ def check_kept_value(label: str, vr: str, value, tag: int = 0) -> None:
     this value, and a name typed into a number or code is kept as it is by any
     rule that keeps the element; either could carry identifiers out unseen.
     """
-    from pipeline.deid import rawelem, vrforms
-
     if value is None or isinstance(value, Sequence):
         return
     if isinstance(value, (bytes, bytearray)):
-        if rawelem.text_in_binary(vr, bytes(value), tag):
-            raise rawelem.binary_text_error(label, vr)
+        if text_in_binary(vr, bytes(value), tag):
+            raise binary_text_error(label, vr)
         return
     items = value if isinstance(value, (list, tuple, MultiValue)) else [value]
     for item in items:

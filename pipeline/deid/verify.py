@@ -27,6 +27,7 @@ from pydicom.multival import MultiValue
 from pipeline import dicomio, dicomraw
 from pipeline.dicomraw import value_at, value_of
 from pipeline.deid import rawelem, standard
+from pipeline.deid.binarytext import text_in_binary
 from pipeline.deid.capture import Captured, Matcher, matcher_for
 from pipeline.deid.cleaning import Cleaners
 from pipeline.deid.profile import keyword_or_tag
@@ -281,7 +282,7 @@ class Verifier:
             if dvr is not None and vr != dvr and vr not in dvr.split(" or ") and not (vr == "SQ" and dvr == "UN"):
                 add("vr", f"{_tag(t)} {keyword_or_tag(t)} is written as {vr}, not the dictionary's {dvr}")
                 continue
-            if raw and vr in _BINARY_VRS and rawelem.text_in_binary(vr, elem.value, number):
+            if raw and vr in _BINARY_VRS and text_in_binary(vr, elem.value, number):
                 add("text in numbers", f"{_tag(t)} {keyword_or_tag(t)} ({vr}) holds bytes that read as text")
                 continue
             if vr not in _INSPECTED_VRS:

@@ -1,7 +1,7 @@
 """Ingress: how what arrives at a door becomes a received instance (``admit``), or is refused with why.
 
 ``ticket`` holds what a door hands the submit service (``StudyTicket``) and the
-service's protocol; the service itself (``pipeline.ingress.submit``: record a closed
+service's protocol; the service itself (``pipeline.submit``: record a closed
 study as a batch and queue it) is imported by the shells that hand it to the doors,
 not from here, so a door that only validates needs nothing of the batch.
 """

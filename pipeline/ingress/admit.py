@@ -118,7 +118,6 @@ def admit(path: Path, limits: AdmitLimits) -> ReceivedInstance:
         raise InstanceRefused(code, text) from None
     ds = source.dataset
     meta = getattr(ds, "file_meta", None)
-    _check_syntax(declared, source.transfer_syntax)
     uids = {kw: str(ds.get(kw) or "").strip() for kw in
             ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")}
     for kw, label in (("StudyInstanceUID", "Study Instance UID"), ("SeriesInstanceUID", "Series Instance UID"),
@@ -183,16 +182,6 @@ def _declared_syntax(path: Path) -> UID:
         raise InstanceRefused("unknown_transfer_syntax",
                               "the file meta declares a transfer syntax this site does not know")
     return UID(syntax)
-
-
-def _check_syntax(declared: UID, actual: UID) -> None:
-    if declared.is_compressed and declared != DeflatedExplicitVRLittleEndian:
-        same = not actual.is_implicit_VR and actual.is_little_endian
-    else:
-        same = actual.is_implicit_VR == declared.is_implicit_VR and actual.is_little_endian == declared.is_little_endian
-    if not same:
-        raise InstanceRefused("wrong_transfer_syntax",
-                              "the data set is not encoded in the transfer syntax its file meta declares")
 
 
 def _check_inflates_within(path: Path, limits: InflateLimits) -> None:

@@ -2,7 +2,7 @@
 
 The collector (DIMSE and STOW-RS) and the inbox only know this protocol; the
 shells (``telerad listen``, ``telerad up``, ``telerad serve``) hand them the
-real service (``pipeline.ingress.submit.BatchSubmitService``), so no door
+real service (``pipeline.submit.BatchSubmitService``), so no door
 imports the batch.
 """
 

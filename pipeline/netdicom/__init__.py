@@ -1,7 +1,8 @@
-"""DICOM networking: receive studies by C-STORE (and from the DICOMweb gateway), deliver them to a PACS.
+"""DICOM networking: receive studies by C-STORE (and from the DICOMweb gateway).
 
 ``studies`` (the stable-study collector) and ``priority`` need no network library;
-``scp`` (the Storage SCP) and ``send`` (delivery by C-STORE) import pynetdicom.
+``scp`` (the Storage SCP) imports pynetdicom. Delivery to a PACS by C-STORE is the
+reader's (``pipeline.reader.deliver``).
 """
 
 from pipeline.netdicom.priority import PriorityRules

@@ -33,10 +33,6 @@ class Listener:
         return self.scp.port
 
     def start(self) -> "Listener":
-        from pipeline.deid import load_profile
-
-        # A wrong profile fails here, not at the first study; and the first study is not slowed by loading it.
-        load_profile(self.settings.profile, options=list(self.settings.options))
         self.collector.close_stable()  # what a previous run left closed or stable goes first
         self.scp.start()
         self.activity.set(stable_seconds=self.collector.stable_seconds, spool=str(self.collector.spool))

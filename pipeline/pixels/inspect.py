@@ -1,6 +1,6 @@
 """One candidate, start to end: decode, rules, OCR, mask, OCR again, write back (or hold for review).
 
-Called by the burned-in guard (``pipeline/deid/guards.py``) for candidates
+Called by the burned-in guard (``pipeline/pixels/guard.py``) for candidates
 only. Returns the source the engine walks (the original, untouched, when no
 text was found) and the ``PixelOutcome`` every report reads.
 """
@@ -17,23 +17,22 @@ from pipeline.exceptions import DeidentificationError, RefusedFileError
 from pipeline.pixels import mask as masking
 from pipeline.pixels.decode import DecodedPixels, PixelDecodeError, decode
 from pipeline.pixels.ocr import OcrUnavailable, engine
+from pipeline.pixels.outcome import PixelOutcome
 from pipeline.pixels.review import ReviewItem, ReviewQueue, file_digest
 from pipeline.pixels.screen import HeaderValues, Screening, read_frames, rule_regions, too_small
 
 #: Second (and further) OCR passes over masked frames before the file is held for review.
 RECHECKS = 3
 
-if TYPE_CHECKING:
-    from pipeline.deid.guards import BurnedInGuard, PixelOutcome
+if TYPE_CHECKING:  # the guard calls this module; it is only named here
+    from pipeline.pixels.guard import BurnedInGuard
 
 
 def inspect_candidate(guard: "BurnedInGuard", path: Path, source: dicomio.SourceFile, reason: str,
                       inflate_limits: dicomio.InflateLimits = dicomio.DEFAULT_INFLATE,
                       before_change: Callable[[dicomio.SourceFile], None] | None = None,
                       captured: Iterable[str] = (),
-                      ) -> tuple[dicomio.SourceFile, "PixelOutcome"]:
-    from pipeline.deid.guards import PixelOutcome
-
+                      ) -> tuple[dicomio.SourceFile, PixelOutcome]:
     try:
         name, version = engine()
     except OcrUnavailable as exc:

@@ -22,7 +22,7 @@ from pipeline.reader.listing import list_batches
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.netdicom.send import Destination
+    from pipeline.reader.deliver import Destination
 
 log = logging.getLogger("telerad.reader")
 
@@ -42,7 +42,7 @@ def watch_round(
     destination: "Destination | None" = None, since: timedelta | None = None, notify: Callable[[WatchEvent], None] = lambda e: None,
 ) -> list[WatchEvent]:
     """Fetch and deliver whatever is new, most urgent first; returns what was done."""
-    from pipeline.netdicom.send import deliver_fetched, delivered
+    from pipeline.reader.deliver import deliver_fetched, delivered
 
     events = []
 

@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 from pipeline.deid import DeidentifiedFile, OriginalIds
 from pipeline.deid.capture import Captured
-from pipeline.deid.guards import PixelOutcome
+from pipeline.pixels.outcome import PixelOutcome
 
 JSON = dict[str, object]
 

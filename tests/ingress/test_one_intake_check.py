@@ -15,7 +15,7 @@ from pipeline import batch
 from pipeline.exceptions import UnsafeArchiveError
 from pipeline.ingress import AdmitLimits, InstanceRefused, SourceGoneError, admit
 from pipeline.multiplicity import vm_allows
-from pipeline.ingress.submit import SOURCE_GONE, BatchSubmitService
+from pipeline.submit import SOURCE_GONE, BatchSubmitService
 from pipeline.netdicom.activity import summary_lines
 from pipeline.netdicom.studies import StudyCollector, discard_submitted
 from pipeline.settings import load_settings

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from pipeline import batch
-from pipeline.ingress.submit import BatchSubmitService
+from pipeline.submit import BatchSubmitService
 from pipeline.netdicom.studies import SpoolFullError, StudyCollector, UnreadableInstanceError
 from pipeline.settings import load_settings
 from pipeline.state import StateStore

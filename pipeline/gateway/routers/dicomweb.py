@@ -37,7 +37,7 @@ from pipeline.gateway.multipart import stream_parts
 from pipeline.gateway.routers.batches import ERRORS
 from pipeline.gateway.spool import new_upload_dir
 from pipeline.ingress.admit import InstanceRefused, meta_uids
-from pipeline.ingress.submit import BatchSubmitService
+from pipeline.submit import BatchSubmitService
 from pipeline.netdicom.studies import SpoolFullError, StudyCollector
 
 log = logging.getLogger("telerad.gateway")

@@ -6,7 +6,7 @@ YES, or the flag absent on a SOP class or modality that commonly burns text in
 site lists. Everything else passes without its pixels being decoded, so CT and
 MR cost what they always did.
 
-A candidate's frames are decoded and read by OCR (``pipeline.pixels``). What
+A candidate's frames are decoded and read by OCR (``pipeline.pixels.inspect``). What
 happens then is the policy of ``config/deid/pixels.toml`` (or the profile's
 ``burned_in_policy``; the Clean Pixel Data option means ``mask``):
 
@@ -24,7 +24,6 @@ happens then is the policy of ``config/deid/pixels.toml`` (or the profile's
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -32,59 +31,18 @@ from pydicom.dataset import Dataset
 
 from pipeline import dicomio
 from pipeline.dicomraw import value_of
-from pipeline.exceptions import DeidentificationError, RefusedFileError
+from pipeline.exceptions import ConfigError, DeidentificationError, RefusedFileError
+from pipeline.pixels.inspect import inspect_candidate
+from pipeline.pixels.outcome import PixelOutcome
 from pipeline.pixels.rules import POLICIES, PixelConfig, PixelRule
 
 __all__ = ["POLICIES", "BurnedInGuard", "PixelOutcome", "PixelRule"]
-
-
-@dataclass
-class PixelOutcome:
-    """What was done to one candidate's pixels; no values from the file (boxes and counts only)."""
-
-    reason: str                     # why it was a candidate
-    action: str                     # "no text", "masked", "warned"
-    frames_examined: int = 0
-    regions: list[list[int]] = field(default_factory=list)  # masked: [frame, x, y, w, h], output pixels
-    words_masked: int = 0
-    header_hits: int = 0
-    rules: list[str] = field(default_factory=list)  # names of the region rules applied
-    engine: str = ""
-    engine_version: str = ""
-    transfer_syntax_in: str = ""
-    transfer_syntax_out: str = ""
-    encoding: str = ""              # why the output syntax was chosen
-    reviewed: str | None = None     # the review item whose decision was applied
-    warning: str | None = None
-
-    @property
-    def cleaned(self) -> bool:
-        return bool(self.regions)
-
-    def as_report(self, relpath: str) -> dict:
-        out = {"file": relpath, "candidate_because": self.reason, "action": self.action,
-               "frames_examined": self.frames_examined, "boxes_masked": len(self.regions),
-               "masked_regions": self.regions, "words_masked": self.words_masked,
-               "header_values_found": self.header_hits,
-               "ocr_engine": self.engine, "ocr_engine_version": self.engine_version}
-        if self.rules:
-            out["rules"] = self.rules
-        if self.reviewed:
-            out["review_id"] = self.reviewed
-        if self.transfer_syntax_out:
-            out["transfer_syntax"] = {"source": self.transfer_syntax_in, "output": self.transfer_syntax_out,
-                                      "note": self.encoding}
-        if self.warning:
-            out["warning"] = self.warning
-        return out
 
 
 class BurnedInGuard:
     """Decides, before the walk, whether a file's pixels may leave, and masks text where the policy says so."""
 
     def __init__(self, config: PixelConfig, policy: str, clean: bool, review_dir: Path | None = None) -> None:
-        from pipeline.exceptions import ConfigError
-
         if policy not in POLICIES:
             raise ConfigError(f"burned-in policy must be one of {', '.join(POLICIES)}, not {policy!r}")
         self.config = config
@@ -155,8 +113,6 @@ class BurnedInGuard:
         reason = self.suspect(source.dataset)
         if reason is None:
             return source, None
-        from pipeline.pixels.inspect import inspect_candidate
-
         return inspect_candidate(self, Path(path), source, reason, inflate_limits, before_change, captured)
 
     # --- what the policy says about a finding -----------------------------------------
