@@ -11,20 +11,53 @@ batch waits, and a batch whose worker dies is delivered again.
 
 from __future__ import annotations
 
+import logging
+from functools import lru_cache
+from typing import Any
+
 from celery import Celery
 from celery.signals import worker_init
 
+from pipeline.lease import STAGED_STEPS
 from pipeline.permissions import make_process_private
 from pipeline.settings import Settings, load_settings
+from pipeline.statestore import open_state_store
+
+log = logging.getLogger("telerad.hosts")
 
 
 @worker_init.connect
 def _private_files(**_: object) -> None:
     """Files a worker creates are 0600/0700, however it was started (`telerad worker`,
-    `celery -A workers.app worker`, `telerad up`); its pool processes inherit the umask."""
+    `celery -A workers.worker worker`, `telerad up`); its pool processes inherit the umask."""
     make_process_private()
 
 QUEUE = "telerad"
+
+QUEUE_PREFIX = "telerad.host."
+
+
+def host_queue(host: str) -> str:
+    """The queue of one host's own work (its staged steps)."""
+    return QUEUE_PREFIX + host
+
+
+def make_router(settings: Settings):
+    """A Celery router: staged steps go to the queue of the host holding the batch's staging."""
+    staged = {f"telerad.{s}" for s in STAGED_STEPS}
+
+    def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict | None:
+        if name not in staged or not args:
+            return None
+        try:
+            record = open_state_store(settings).get(str(args[0]))
+        except Exception as exc:  # unknown batch or state unreachable: the shared queue; the step copes
+            log.warning("batch %s: not routed to its host (%s)", args[0], type(exc).__name__)
+            return None
+        return {"queue": host_queue(record.host)} if record.host else None
+
+    return route
+
 
 
 def broker_settings(settings: Settings) -> dict:
@@ -87,11 +120,16 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_send_task_events=False,
         broker_heartbeat=0,
     )
+    if settings.state_url:  # several hosts: staged steps go to the queue of the host that staged them
+        app.conf.task_routes = (make_router(settings),)
     app.telerad_settings = settings  # type: ignore[attr-defined]
-    from workers.hosts import install  # several hosts: per-host queues, heartbeats, take-over
-
-    install(app, settings)
     return app
+
+
+@lru_cache(maxsize=1)
+def worker_settings() -> Settings:
+    """The worker's settings, read once per process from its own environment."""
+    return load_settings()
 
 
 app = make_app()

@@ -13,6 +13,7 @@ from pipeline import batch
 from pipeline.exceptions import EnqueueError
 from pipeline.settings import Priority, Settings
 from pipeline.statestore import open_state_store
+from workers.tasks import WORKFLOW
 
 
 def start_batch(settings: Settings, batch_id: str) -> None:
@@ -21,8 +22,6 @@ def start_batch(settings: Settings, batch_id: str) -> None:
     Raises ``EnqueueError`` (one line naming the setting) when the broker does
     not take it; the batch is then ``failed``, with its original left in place.
     """
-    from workers.tasks import WORKFLOW
-
     record = open_state_store(settings).get(batch_id)
     priority = Priority(record.priority).celery_priority
     try:

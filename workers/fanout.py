@@ -11,14 +11,12 @@ from celery import group
 
 from pipeline import batch, fanout
 from pipeline.settings import Priority, Settings
-from workers.app import app
+from workers.app import app, worker_settings
 
 
 @app.task(name="telerad.deidentify_chunk", bind=True, acks_late=True, max_retries=0)
 def deidentify_chunk(self, batch_id: str, n: int) -> None:
     """De-identify chunk ``n`` of a batch, unless it is done or held (the join redoes what fails)."""
-    from workers.tasks import worker_settings
-
     fanout.run_chunk(worker_settings(), batch_id, n)
 
 

@@ -1,7 +1,8 @@
 """Several hosts on one broker: per-host queues for staged steps, heartbeats, take-over sweeps.
 
-Installed by ``make_app`` only when ``TELERAD_STATE_URL`` is set; with it unset a
-worker behaves exactly as on one machine.
+The routing is the app's (``workers.app``: every process that sends tasks routes them);
+the duties below are the worker process's, installed by ``workers.worker`` only when
+``TELERAD_STATE_URL`` is set; with it unset a worker behaves exactly as on one machine.
 
 * **Routing.** A batch's first step (de-identify) goes to the shared queue, so any
   free worker on any host takes it, STAT first. It leaves the de-identified files
@@ -24,46 +25,17 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.signals import celeryd_after_setup
 
+from pipeline import batch as batch_steps
+from pipeline.lease import orphans, take_over
 from pipeline.settings import Settings
+from pipeline.statestore import open_state_store
+from workers.app import host_queue
+from workers.dispatch import start_batch
 
 log = logging.getLogger("telerad.hosts")
 
-QUEUE_PREFIX = "telerad.host."
-
-
-def host_queue(host: str) -> str:
-    """The queue of one host's own work (its staged steps)."""
-    return QUEUE_PREFIX + host
-
-
-def make_router(settings: Settings):
-    """A Celery router: staged steps go to the queue of the host holding the batch's staging."""
-    from pipeline.lease import STAGED_STEPS
-
-    staged = {f"telerad.{s}" for s in STAGED_STEPS}
-
-    def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict | None:
-        if name not in staged or not args:
-            return None
-        from pipeline.statestore import open_state_store
-
-        try:
-            record = open_state_store(settings).get(str(args[0]))
-        except Exception as exc:  # unknown batch or state unreachable: the shared queue; the step copes
-            log.warning("batch %s: not routed to its host (%s)", args[0], type(exc).__name__)
-            return None
-        return {"queue": host_queue(record.host)} if record.host else None
-
-    return route
-
-
 def sweep_once(settings: Settings) -> list[str]:
     """Beat for this host, take over every orphaned batch, enqueue each again; returns their IDs."""
-    from pipeline import batch as batch_steps
-    from pipeline.lease import orphans, take_over
-    from pipeline.statestore import open_state_store
-    from workers.dispatch import start_batch
-
     states = open_state_store(settings)
     states.beat_host(settings.effective_host_id, settings.lease_seconds)  # type: ignore[attr-defined]
     live = states.live_hosts()  # type: ignore[attr-defined]
@@ -111,10 +83,9 @@ class HostDuties(bootsteps.StartStopStep):
 
 
 def install(app: Celery, settings: Settings) -> None:
-    """Wire routing, the host queue and the host duties into ``app`` (several hosts only)."""
+    """Wire the host queue and the host duties into a worker's ``app`` (several hosts only)."""
     if not settings.state_url:
         return
-    app.conf.task_routes = (make_router(settings),)
     app.steps["worker"].add(HostDuties)
 
     @celeryd_after_setup.connect(weak=False)

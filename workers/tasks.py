@@ -8,23 +8,17 @@ arguments in clear) and load settings from the worker's own environment.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from typing import Callable
 
 from pipeline import batch
 from pipeline.exceptions import PermanentError, TransientError
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import Settings
 from pipeline.statestore import open_state_store
-from workers.app import app
+from workers import fanout
+from workers.app import app, worker_settings
 
 log = logging.getLogger("telerad.worker")
 
-
-
-@lru_cache(maxsize=1)
-def worker_settings() -> Settings:
-    """The worker's settings, read once per process from its own environment."""
-    return load_settings()
 
 
 def _run(task, step: Callable[[Settings, str], None], batch_id: str) -> str:
@@ -69,8 +63,6 @@ def _task(step: Callable[[Settings, str], None]):
     task.__doc__ = step.__doc__
     return task
 
-
-from workers import fanout  # noqa: E402  (its tasks register on the app above)
 
 deidentify = _task(fanout.deidentify)  # batch.deidentify, with large studies fanned out
 write_manifest = _task(batch.write_manifest)

@@ -74,7 +74,7 @@ def worker(
     # Celery's SIGTERM is a warm shutdown that waits for the pool without a bound (and was
     # seen to hang in Pool.join); as a cold shutdown it stops the pool and requeues the step.
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
-    from workers.app import app as celery_app
+    from workers.worker import app as celery_app
 
     celery_app.worker_main(
         ["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle"]

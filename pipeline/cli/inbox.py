@@ -194,7 +194,7 @@ def watch(
 
 def worker_command(concurrency: int) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        sys.executable, "-m", "celery", "-A", "workers.worker", "worker",
         "--loglevel=INFO", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
     ]
 
