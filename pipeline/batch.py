@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 from pipeline.checksums import sha256_file
 from pipeline.exceptions import (
+    LeaseLostError,
     PermanentError,
     SubmissionError,
     VerificationError,
@@ -474,20 +475,24 @@ def _leave_uplink(states: BatchStateStore, priority: str, max_pause: float) -> N
 
 @contextmanager
 def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> Iterator[BatchRecord | None]:
-    """Context for one step: lock, skip when done, record timing, state and failure.
+    """Context for one step: lease, skip when done, record timing, state and failure.
 
     Yields the batch's record, or None when the step has nothing to do here
-    (done already, the batch failed, or its staging is on another host). While
-    a STAT or URGENT step runs it says so (``states.running``), so that
-    lower-priority uploads on this machine can leave it the uplink between
-    their files. Every lock is held by one ``ExitStack``: whatever fails, all
-    are released.
+    (done already, the batch failed or was cancelled, or its staging is on
+    another host). The record carries the lease's ``Fence``: every save of it
+    (progress included) is refused once another holder has the batch, and the
+    step ends with ``LeaseLostError`` without recording anything, neither its
+    result nor a failure (the new holder's run is the one that counts). While a
+    STAT or URGENT step runs it says so (``states.running``), so that
+    lower-priority uploads on this machine can leave it the uplink between their
+    files. Every lock is held by one ``ExitStack``: whatever fails, all are released.
     """
     states = open_state_store(settings)
     with ExitStack() as held:
-        held.enter_context(StepLease(states, settings, batch_id))  # flock here, a lease across hosts
+        lease = held.enter_context(StepLease(states, settings, batch_id))  # flock here, a lease across hosts
         record = states.get(batch_id)
-        if name in record.steps_done or record.state == BatchState.FAILED.value:
+        record.fence = lease.fence
+        if name in record.steps_done or record.state in (BatchState.FAILED.value, BatchState.CANCELLED.value):
             yield None
             return
         if staged_elsewhere(states, record, name, settings):
@@ -501,7 +506,18 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
         states.save(record)
         try:
             yield record
+            lease.check()  # the step's work is done: commit it only while the lease is still ours
+        except LeaseLostError:
+            log.warning("batch %s: %s stopped on %s, its lease was lost; nothing of it is recorded here",
+                        batch_id, name, settings.effective_host_id)
+            raise
         except BaseException as exc:
+            if lease.is_lost():  # e.g. the shared state unreachable for a whole TTL: not ours to record
+                log.warning("batch %s: %s stopped on %s (%s) after its lease was lost; nothing is recorded here",
+                            batch_id, name, settings.effective_host_id, type(exc).__name__)
+                raise LeaseLostError(
+                    f"batch {batch_id}: the lease of its {name} step on this host was lost"
+                ) from None
             record.running_step = ""
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 failure = BatchFailed(
