@@ -16,6 +16,7 @@ encrypted mapping, both in the batch's private folder under ``state/``.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -31,7 +32,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline.audit import AuditLog
 from pipeline.checksums import sha256_file
+from pipeline.inbox.disposal import archive_original
 from pipeline.exceptions import (
     LeaseLostError,
     PermanentError,
@@ -383,7 +386,7 @@ def mark_failed(settings: Settings, batch_id: str, reason: str, *, dispose: bool
     """
     states = open_state_store(settings)
     with states.update(batch_id) as record:
-        if record.state == BatchState.DONE.value:
+        if record.state in (BatchState.DONE.value, BatchState.CANCELLED.value):
             return
         record.state = BatchState.FAILED.value
         record.error = reason
@@ -433,6 +436,9 @@ def stale_queued_seconds(settings: Settings, record: BatchRecord) -> int | None:
 def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
     """Make a failed (or stale queued) batch runnable again; finished steps stay finished."""
     with open_state_store(settings).update(batch_id) as record:
+        if record.state == BatchState.CANCELLED.value:
+            raise SubmissionError(f"batch {batch_id} was cancelled; a cancelled batch is never retried: "
+                                  "submit the study again")
         if record.state != BatchState.FAILED.value and stale_queued_seconds(settings, record) is None:
             raise SubmissionError(
                 f"batch {batch_id} is {record.state}; only a failed batch, or one queued for more than "
@@ -447,6 +453,58 @@ def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
         record.error = ""
         record.errors = []
         record.keep_source = False
+    return record
+
+
+RUNNING_STATES = (BatchState.DEIDENTIFYING.value, BatchState.UPLOADING.value,
+                  BatchState.STORING_MAPPING.value, BatchState.FINALIZING.value)
+
+
+def cancel(settings: Settings, batch_id: str, reason: str, *, actor: str = "telerad") -> BatchRecord:
+    """End a queued, stale-queued or failed batch as ``cancelled``: it never runs (or is retried) again.
+
+    Its staged files, private work folder, pending mapping and intake copy are
+    removed; an inbox original goes to the inbox's archive (kept
+    ``inbox_archive_days``, never deleted at once: it was not uploaded), or stays
+    in quarantine if a failure put it there. The audit log gets the SHA-256 of
+    ``reason``, never its text (it may name the patient). A running or finished
+    batch is refused (SubmissionError). Raising the batch's generation voids the
+    fence of a worker that is just starting a step of it: that step commits nothing.
+    """
+    reason = reason.strip()
+    if not reason:
+        raise SubmissionError("say why the batch is cancelled: --reason TEXT (only its SHA-256 is audited)")
+    states = open_state_store(settings)
+    with states.update(batch_id) as record:
+        was = record.state
+        if was == BatchState.CANCELLED.value:
+            raise SubmissionError(f"batch {batch_id} is cancelled already")
+        if was == BatchState.DONE.value:
+            raise SubmissionError(f"batch {batch_id} is done: its study is in the store, there is nothing to cancel")
+        if was in RUNNING_STATES or record.running_step:
+            step = record.running_step or was
+            raise SubmissionError(
+                f"batch {batch_id} is running ({step}); only a queued or failed batch can be cancelled: "
+                "wait until it is done or failed"
+            )
+        record.generation = states.fence_off(batch_id)  # JSON files: keep the raised generation in this write
+        record.state = BatchState.CANCELLED.value
+        record.progress = {}
+        record.cancelled = {"at": utcnow(), "by": actor,
+                            "reason_sha256": hashlib.sha256(reason.encode()).hexdigest()}
+    shutil.rmtree(settings.staging_root / batch_id, ignore_errors=True)
+    shutil.rmtree(settings.staging_root / f".{batch_id}.incoming", ignore_errors=True)
+    shutil.rmtree(states.batch_dir(batch_id), ignore_errors=True)
+    remove_unpacked_originals(settings.state_dir, batch_id)
+    _mapping_store(settings, pending=True).delete(batch_id)
+    drop_from_intake(settings, record)
+    AuditLog.from_settings(settings).append(
+        "batch.cancelled", batch_id=batch_id, actor=actor, outcome="ok", state=was,
+        reason_sha256=record.cancelled["reason_sha256"], reason_length=len(reason),
+    )
+    log.info("batch %s cancelled (it was %s)", batch_id, was)
+    if record.origin == "inbox":
+        archive_original(settings, record)
     return record
 
 
