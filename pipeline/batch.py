@@ -565,9 +565,9 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
         try:
             yield record
             lease.check()  # the step's work is done: commit it only while the lease is still ours
-        except LeaseLostError:
-            log.warning("batch %s: %s stopped on %s, its lease was lost; nothing of it is recorded here",
-                        batch_id, name, settings.effective_host_id)
+        except LeaseLostError as exc:  # its message names the batch and the generation only
+            log.warning("batch %s: %s stopped on %s, its lease was lost; nothing of it is recorded here (%s)",
+                        batch_id, name, settings.effective_host_id, exc)
             raise
         except BaseException as exc:
             if lease.is_lost():  # e.g. the shared state unreachable for a whole TTL: not ours to record

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS telerad_hosts (
   alive_until timestamptz NOT NULL
 );
 """
+IDLE_IN_TX_MS = 30_000  # a lock's transaction lasts milliseconds; one idle this long lost its client
 _SCHEMA_LOCK = 0x7E1E_8AD0  # advisory lock key serialising the CREATE statements of racing hosts
 
 _inherited: list[Any] = []  # connections a forked child saw from its parent: never used, never closed
@@ -79,7 +80,10 @@ class PostgresStateStore(SharedStateStore):
             _inherited.append(conn)  # the parent's socket: closing it here would end the parent's session
             conn = None
         if conn is None or conn.closed or conn.broken:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            # A host cut off inside a lock's transaction would hold the batch's advisory lock until
+            # TCP gives up (minutes); the server ends such a session after IDLE_IN_TX instead.
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5,
+                                   options=f"-c idle_in_transaction_session_timeout={IDLE_IN_TX_MS}")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
