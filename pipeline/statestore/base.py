@@ -88,7 +88,7 @@ class SharedStateStore(ABC):
         """Every record, newest submission first (as StateStore.all)."""
 
     def unfinished(self) -> list[BatchRecord]:
-        """Every batch neither done nor failed (what the take-over sweep looks at, every few seconds)."""
+        """Every batch not final (done, failed or cancelled): what the take-over sweep looks at, every few seconds."""
         return [r for r in self.all() if not r.final]
 
     @abstractmethod
