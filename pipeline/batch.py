@@ -561,7 +561,7 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
         record.state = state.value
         record.stage_times.setdefault(name, {})["started"] = utcnow_ms()
         begin_step(record, name, settings)
-        states.save(record)
+        lease.save(record)
         try:
             yield record
             lease.check()  # the step's work is done: commit it only while the lease is still ours
@@ -570,13 +570,8 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
                         batch_id, name, settings.effective_host_id, exc)
             raise
         except BaseException as exc:
-            if lease.is_lost():  # e.g. the shared state unreachable for a whole TTL: not ours to record
-                log.warning("batch %s: %s stopped on %s (%s) after its lease was lost; nothing is recorded here",
-                            batch_id, name, settings.effective_host_id, type(exc).__name__)
-                raise LeaseLostError(
-                    f"batch {batch_id}: the lease of its {name} step on this host was lost"
-                ) from None
             record.running_step = ""
+            failure: BatchFailed | None = None
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 failure = BatchFailed(
                     "no space left on the disk of staging or TELERAD_HOME; free space there "
@@ -584,14 +579,21 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
                 )
                 record.state = BatchState.FAILED.value
                 record.error = f"{name}: {failure}"
-                states.save(record)
-                raise failure from None
-            if isinstance(exc, PermanentError):
+            elif isinstance(exc, PermanentError):
                 record.state = BatchState.FAILED.value
                 record.error = f"{name}: {exc}"
             else:
                 record.error = f"{name}: {type(exc).__name__} (will retry)"
-            states.save(record)
+            try:
+                lease.save(record)
+            except LeaseLostError:  # e.g. the shared state unreachable for a whole TTL: not ours to record
+                log.warning("batch %s: %s stopped on %s (%s) after its lease was lost; nothing is recorded here",
+                            batch_id, name, settings.effective_host_id, type(exc).__name__)
+                raise LeaseLostError(
+                    f"batch {batch_id}: the lease of its {name} step on this host was lost"
+                ) from None
+            if failure is not None:
+                raise failure from None
             raise
         record.running_step = ""
         if name == "deidentify":  # staging holds all later steps need
@@ -600,7 +602,7 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
         record.stage_times[name]["finished"] = utcnow_ms()
         if name == "finalize":
             record.state = BatchState.DONE.value
-        states.save(record)
+        lease.save(record)
 
 
 class _Progress:

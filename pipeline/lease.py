@@ -38,7 +38,9 @@ import time
 import uuid
 from typing import Any, Iterator
 
-from pipeline.exceptions import LeaseLostError
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, stop_when_event_set, wait_fixed
+
+from pipeline.exceptions import LeaseLostError, TransientError
 from pipeline.settings import Settings
 from pipeline.state import BatchRecord, BatchState, Fence
 from pipeline.statestore.base import BatchStateStore
@@ -95,6 +97,27 @@ class StepLease:
                 f"batch {self.batch_id}: this host's lease (generation {self.generation}) lapsed "
                 "or was taken over; the step stops here and the holder of the lease runs it"
             )
+
+    def save(self, record: BatchRecord) -> None:
+        """Save the step's (fenced) record, riding out an outage of the shared state while the lease lasts.
+
+        A TransientError is tried again every 0.5 s (tenacity) until the save lands, the
+        lease is lost, or ``lease_seconds`` pass: then ``LeaseLostError`` if the lease is
+        gone, else the TransientError (the task retries the step). An outage shorter
+        than the lease thus costs the step nothing; a longer one ends it uncommitted.
+        """
+        self.check()
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=wait_fixed(0.5),
+            stop=stop_after_delay(self.settings.lease_seconds) | stop_when_event_set(self.lost),
+            reraise=True,
+        )
+        try:
+            retrying(self.states.save, record)
+        except TransientError:
+            self.check()
+            raise
 
     def __enter__(self) -> "StepLease":
         if not self.states.shared:
