@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -182,3 +183,31 @@ def test_a_lost_lease_ends_the_task_without_failing_the_batch(tmp_path: Path) ->
         assert store.get(batch_id).state == "failed"
     finally:
         tasks.worker_settings.cache_clear()
+
+
+@pytest.mark.parametrize("down_for", [1.5, 6.0])
+def test_a_step_rides_out_a_short_outage_and_stops_after_a_long_one(tmp_path: Path, down_for: float) -> None:
+    """Redis (its own server) stopped mid-step: back within the 4 s lease, the step commits; after, it stops unrecorded."""
+    import threading
+
+    from tests.harness.redis_server import redis_server
+
+    with redis_server(tmp_path / "redis", appendonly=True) as server:
+        url = server.url.rsplit("/", 1)[0] + "/2"
+        settings = load_settings(home=tmp_path / "b", state_url=url, host_id="host-b", lease_seconds=4.0)
+        store = state_store_for(url, tmp_path / "work")
+        batch_id = _new_batch(store)
+        with pytest.raises(LeaseLostError) if down_for > 4 else nullcontext():
+            with batch._step(settings, batch_id, "write_manifest", BatchState.DEIDENTIFYING) as record:
+                assert record is not None
+                server.stop()
+                back = threading.Timer(down_for, server.start)
+                back.start()
+                time.sleep(0.5)  # the step's work ends while the state is down: its commit waits
+            back.join()
+        back.join()
+        stored = store.get(batch_id)
+        if down_for > 4:
+            assert stored.steps_done == [] and stored.error == "" and stored.running_step == "write_manifest"
+        else:
+            assert stored.steps_done == ["write_manifest"] and stored.running_step == ""
