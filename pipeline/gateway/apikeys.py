@@ -22,8 +22,8 @@ from pipeline.settings import Settings
 from pipeline.state import utcnow
 
 #: What a key may do: submit studies (and anonymize-stream), read batches, re-identify,
-#: administer batches (cancel one for good).
-SCOPES = ("submit", "read", "reidentify", "admin")
+#: manage batches (the operator's actions: cancel one for good).
+SCOPES = ("submit", "read", "reidentify", "manage")
 PREFIX = "trk_"
 
 

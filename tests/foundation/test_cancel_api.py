@@ -1,4 +1,4 @@
-"""POST /api/batches/{id}/cancel on a real `telerad serve`: the same rules as `telerad cancel`, scope admin."""
+"""POST /api/batches/{id}/cancel on a real `telerad serve`: the same rules as `telerad cancel`, scope manage."""
 
 from __future__ import annotations
 
@@ -36,20 +36,20 @@ def _queued(gw: Gateway, root: Path) -> str:
 
 
 def test_cancel_over_http(gw: Gateway, tmp_path: Path) -> None:
-    """Admin scope cancels a queued batch (listed as cancelled); others get 403, running 409, unknown 404."""
+    """The manage scope cancels a queued batch (listed as cancelled); others get 403, running 409, unknown 404."""
     study = make_study(tmp_path / "study-src7q", series=1, images=1)
     batch_id = _queued(gw, study.root)
     path = f"/api/batches/{batch_id}/cancel"
 
     assert gw.post(path, "submit,read", json={"reason": REASON}).status_code == 403
-    assert gw.post(path, "admin", json={}).status_code == 422  # a reason is required
-    r = gw.post(path, "admin", json={"reason": REASON})
+    assert gw.post(path, "manage", json={}).status_code == 422  # a reason is required
+    r = gw.post(path, "manage", json={"reason": REASON})
     assert r.status_code == 200, r.text
     assert r.json() == {"batch_id": batch_id, "state": "cancelled"}
     listed = gw.get("/api/batches?state=cancelled", "read").json()
     assert [b["batch_id"] for b in listed] == [batch_id]
     assert gw.get(f"/api/batches/{batch_id}", "read").json()["state"] == "cancelled"
-    again = gw.post(path, "admin", json={"reason": REASON})
+    again = gw.post(path, "manage", json={"reason": REASON})
     assert again.status_code == 409 and "cancelled already" in again.json()["detail"]
     retried = gw.post(f"/api/batches/{batch_id}/retry", "submit")
     assert retried.status_code == 409 and "never retried" in retried.json()["detail"]
@@ -64,7 +64,7 @@ def test_cancel_over_http(gw: Gateway, tmp_path: Path) -> None:
     running = _queued(gw, study.root)
     with StateStore(load_settings(home=home).state_dir).update(running) as rec:
         rec.state, rec.running_step = BatchState.DEIDENTIFYING.value, "deidentify"
-    busy = gw.post(f"/api/batches/{running}/cancel", "admin", json={"reason": REASON})
+    busy = gw.post(f"/api/batches/{running}/cancel", "manage", json={"reason": REASON})
     assert busy.status_code == 409 and "is running" in busy.json()["detail"]
-    missing = gw.post("/api/batches/00000000-0000-4000-8000-000000000000/cancel", "admin", json={"reason": "x"})
+    missing = gw.post("/api/batches/00000000-0000-4000-8000-000000000000/cancel", "manage", json={"reason": "x"})
     assert missing.status_code == 404

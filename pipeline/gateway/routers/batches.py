@@ -329,7 +329,7 @@ async def retry(
 
 
 @router.post("/api/batches/{batch_id}/cancel", response_model=Cancelled,
-             summary="End a queued or failed batch for good (scope admin)",
+             summary="End a queued or failed batch for good (scope manage)",
              description="The batch becomes `cancelled`: it never runs or retries, its staged files are removed, "
                          "an inbox original goes to the archive. A running or done batch is refused (409). "
                          "The audit log records the key and the SHA-256 of the reason, never its text.",
@@ -337,7 +337,7 @@ async def retry(
 async def cancel(
     body: CancelRequest,
     batch_id: str = BATCH_ID,
-    principal: Principal = Depends(require_scope("admin")),
+    principal: Principal = Depends(require_scope("manage")),
     gw: Gateway = Depends(gateway),
 ) -> Cancelled:
     from pipeline import batch
