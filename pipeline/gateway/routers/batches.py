@@ -333,7 +333,7 @@ async def retry(
              description="The batch becomes `cancelled`: it never runs or retries, its staged files are removed, "
                          "an inbox original goes to the archive. A running or done batch is refused (409). "
                          "The audit log records the key and the SHA-256 of the reason, never its text.",
-             responses={404: {"model": Problem}, 409: {"model": Problem}, **ERRORS})
+             responses={400: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}, **ERRORS})
 async def cancel(
     body: CancelRequest,
     batch_id: str = BATCH_ID,
