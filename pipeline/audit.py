@@ -70,7 +70,7 @@ COUNT_DETAILS = frozenset(
 SAFE_DETAILS = COUNT_DETAILS | frozenset(
     {
         "cloud_study_id", "cloud_study_ids", "counts", "profile", "options", "cid7050_codes",
-        "priority", "organization", "origin", "reason_code", "reason_hmac", "error_type",
+        "priority", "organization", "origin", "reason_code", "reason_hmac", "reason_sha256", "error_type",
         "error_code", "duration_s", "step", "state", "store", "store_scheme", "key_provider",
         "key_id", "key_version", "retired_versions", "manifest_sha256", "share_expires_at",
         "destination_scheme", "verified", "worker", "task_id", "pseudonym_key_id",

@@ -16,6 +16,7 @@ encrypted mapping, both in the batch's private folder under ``state/``.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -31,8 +32,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline.audit import AuditLog
 from pipeline.checksums import sha256_file
+from pipeline.inbox.disposal import archive_original
 from pipeline.exceptions import (
+    LeaseLostError,
     PermanentError,
     SubmissionError,
     VerificationError,
@@ -360,7 +364,7 @@ def mark_failed(settings: Settings, batch_id: str, reason: str, *, dispose: bool
     """
     states = open_state_store(settings)
     with states.update(batch_id) as record:
-        if record.state == BatchState.DONE.value:
+        if record.state in (BatchState.DONE.value, BatchState.CANCELLED.value):
             return
         record.state = BatchState.FAILED.value
         record.error = reason
@@ -408,6 +412,9 @@ def stale_queued_seconds(settings: Settings, record: BatchRecord) -> int | None:
 def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
     """Make a failed (or stale queued) batch runnable again; finished steps stay finished."""
     with open_state_store(settings).update(batch_id) as record:
+        if record.state == BatchState.CANCELLED.value:
+            raise SubmissionError(f"batch {batch_id} was cancelled; a cancelled batch is never retried: "
+                                  "submit the study again")
         if record.state != BatchState.FAILED.value and stale_queued_seconds(settings, record) is None:
             raise SubmissionError(
                 f"batch {batch_id} is {record.state}; only a failed batch, or one queued for more than "
@@ -422,6 +429,58 @@ def reset_for_retry(settings: Settings, batch_id: str) -> BatchRecord:
         record.error = ""
         record.errors = []
         record.keep_source = False
+    return record
+
+
+RUNNING_STATES = (BatchState.DEIDENTIFYING.value, BatchState.UPLOADING.value,
+                  BatchState.STORING_MAPPING.value, BatchState.FINALIZING.value)
+
+
+def cancel(settings: Settings, batch_id: str, reason: str, *, actor: str = "telerad") -> BatchRecord:
+    """End a queued, stale-queued or failed batch as ``cancelled``: it never runs (or is retried) again.
+
+    Its staged files, private work folder, pending mapping and intake copy are
+    removed; an inbox original goes to the inbox's archive (kept
+    ``inbox_archive_days``, never deleted at once: it was not uploaded), or stays
+    in quarantine if a failure put it there. The audit log gets the SHA-256 of
+    ``reason``, never its text (it may name the patient). A running or finished
+    batch is refused (SubmissionError). Raising the batch's generation voids the
+    fence of a worker that is just starting a step of it: that step commits nothing.
+    """
+    reason = reason.strip()
+    if not reason:
+        raise SubmissionError("say why the batch is cancelled: --reason TEXT (only its SHA-256 is audited)")
+    states = open_state_store(settings)
+    with states.update(batch_id) as record:
+        was = record.state
+        if was == BatchState.CANCELLED.value:
+            raise SubmissionError(f"batch {batch_id} is cancelled already")
+        if was == BatchState.DONE.value:
+            raise SubmissionError(f"batch {batch_id} is done: its study is in the store, there is nothing to cancel")
+        if was in RUNNING_STATES or record.running_step:
+            step = record.running_step or was
+            raise SubmissionError(
+                f"batch {batch_id} is running ({step}); only a queued or failed batch can be cancelled: "
+                "wait until it is done or failed"
+            )
+        record.generation = states.fence_off(batch_id)  # JSON files: keep the raised generation in this write
+        record.state = BatchState.CANCELLED.value
+        record.progress = {}
+        record.cancelled = {"at": utcnow(), "by": actor,
+                            "reason_sha256": hashlib.sha256(reason.encode()).hexdigest()}
+    shutil.rmtree(settings.staging_root / batch_id, ignore_errors=True)
+    shutil.rmtree(settings.staging_root / f".{batch_id}.incoming", ignore_errors=True)
+    shutil.rmtree(states.batch_dir(batch_id), ignore_errors=True)
+    remove_unpacked_originals(settings.state_dir, batch_id)
+    _mapping_store(settings, pending=True).delete(batch_id)
+    drop_from_intake(settings, record)
+    AuditLog.from_settings(settings).append(
+        "batch.cancelled", batch_id=batch_id, actor=actor, outcome="ok", state=was,
+        reason_sha256=record.cancelled["reason_sha256"], reason_length=len(reason),
+    )
+    log.info("batch %s cancelled (it was %s)", batch_id, was)
+    if record.origin == "inbox":
+        archive_original(settings, record)
     return record
 
 
@@ -450,20 +509,24 @@ def _leave_uplink(states: BatchStateStore, priority: str, max_pause: float) -> N
 
 @contextmanager
 def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> Iterator[BatchRecord | None]:
-    """Context for one step: lock, skip when done, record timing, state and failure.
+    """Context for one step: lease, skip when done, record timing, state and failure.
 
     Yields the batch's record, or None when the step has nothing to do here
-    (done already, the batch failed, or its staging is on another host). While
-    a STAT or URGENT step runs it says so (``states.running``), so that
-    lower-priority uploads on this machine can leave it the uplink between
-    their files. Every lock is held by one ``ExitStack``: whatever fails, all
-    are released.
+    (done already, the batch failed or was cancelled, or its staging is on
+    another host). The record carries the lease's ``Fence``: every save of it
+    (progress included) is refused once another holder has the batch, and the
+    step ends with ``LeaseLostError`` without recording anything, neither its
+    result nor a failure (the new holder's run is the one that counts). While a
+    STAT or URGENT step runs it says so (``states.running``), so that
+    lower-priority uploads on this machine can leave it the uplink between their
+    files. Every lock is held by one ``ExitStack``: whatever fails, all are released.
     """
     states = open_state_store(settings)
     with ExitStack() as held:
-        held.enter_context(StepLease(states, settings, batch_id))  # flock here, a lease across hosts
+        lease = held.enter_context(StepLease(states, settings, batch_id))  # flock here, a lease across hosts
         record = states.get(batch_id)
-        if name in record.steps_done or record.state == BatchState.FAILED.value:
+        record.fence = lease.fence
+        if name in record.steps_done or record.state in (BatchState.FAILED.value, BatchState.CANCELLED.value):
             yield None
             return
         if staged_elsewhere(states, record, name, settings):
@@ -474,11 +537,17 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
         record.state = state.value
         record.stage_times.setdefault(name, {})["started"] = utcnow_ms()
         begin_step(record, name, settings)
-        states.save(record)
+        lease.save(record)
         try:
             yield record
+            lease.check()  # the step's work is done: commit it only while the lease is still ours
+        except LeaseLostError as exc:  # its message names the batch and the generation only
+            log.warning("batch %s: %s stopped on %s, its lease was lost; nothing of it is recorded here (%s)",
+                        batch_id, name, settings.effective_host_id, exc)
+            raise
         except BaseException as exc:
             record.running_step = ""
+            failure: BatchFailed | None = None
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 failure = BatchFailed(
                     "no space left on the disk of staging or TELERAD_HOME; free space there "
@@ -486,14 +555,21 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
                 )
                 record.state = BatchState.FAILED.value
                 record.error = f"{name}: {failure}"
-                states.save(record)
-                raise failure from None
-            if isinstance(exc, PermanentError):
+            elif isinstance(exc, PermanentError):
                 record.state = BatchState.FAILED.value
                 record.error = f"{name}: {exc}"
             else:
                 record.error = f"{name}: {type(exc).__name__} (will retry)"
-            states.save(record)
+            try:
+                lease.save(record)
+            except LeaseLostError:  # e.g. the shared state unreachable for a whole TTL: not ours to record
+                log.warning("batch %s: %s stopped on %s (%s) after its lease was lost; nothing is recorded here",
+                            batch_id, name, settings.effective_host_id, type(exc).__name__)
+                raise LeaseLostError(
+                    f"batch {batch_id}: the lease of its {name} step on this host was lost"
+                ) from None
+            if failure is not None:
+                raise failure from None
             raise
         record.running_step = ""
         if name == "deidentify":  # staging holds all later steps need
@@ -502,7 +578,7 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
         record.stage_times[name]["finished"] = utcnow_ms()
         if name == "finalize":
             record.state = BatchState.DONE.value
-        states.save(record)
+        lease.save(record)
 
 
 class _Progress:

@@ -95,3 +95,14 @@ class KeyError_(MappingError):
 
 class AuditError(PermanentError):
     """The audit log cannot be written, or its hash chain is broken."""
+
+
+# --- several hosts -----------------------------------------------------------------
+class LeaseLostError(TeleradError):
+    """This host's lease on a batch's step was lost (it lapsed, or another host took the step over).
+
+    Neither transient nor permanent: the step stops without committing anything, and
+    the task records no failure, since the host now holding the lease runs the step
+    and its result is the one that counts. Nothing to do: `telerad status BATCH_ID`
+    shows which host has it.
+    """

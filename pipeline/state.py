@@ -20,12 +20,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.exceptions import SubmissionError
+from pipeline.exceptions import LeaseLostError, SubmissionError
 from pipeline.locking import flocked, held_by_another
 
 
 class BatchState(str, Enum):
-    """Where a batch is; ``done`` and ``failed`` are final (``failed`` is retryable)."""
+    """Where a batch is; ``done``, ``failed`` and ``cancelled`` are final (only ``failed`` is retryable)."""
 
     QUEUED = "queued"
     DEIDENTIFYING = "deidentifying"
@@ -34,6 +34,10 @@ class BatchState(str, Enum):
     FINALIZING = "finalizing"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # ended by `telerad cancel` before it ran (or after it failed): never retried
+
+
+FINAL_STATES = (BatchState.DONE.value, BatchState.FAILED.value, BatchState.CANCELLED.value)
 
 
 def utcnow() -> str:
@@ -64,6 +68,20 @@ class FileError:
     index: int
     relpath: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease a step holds, as the stores check it: its owner and its generation (fencing token).
+
+    Every acquisition of a batch's lease (and every take-over) raises the batch's
+    generation in the shared state; a save made under a ``Fence`` is refused
+    (``pipeline.exceptions.LeaseLostError``) unless the generation is still the
+    stored one and, on a shared store, the lease is still ``owner``'s and live.
+    """
+
+    owner: str
+    generation: int
 
 
 @dataclass
@@ -102,21 +120,27 @@ class BatchRecord:
     intake: str = ""  # "" or the intake store URL holding its encrypted originals
     received_on: str = ""  # with a shared state: the host that recorded the submission (``source`` is its path)
     keep_source: bool = False  # failed for a reason unrelated to the study (the broker): original left in place
+    generation: int = 0  # the lease generation (fencing token) as last read; the stores keep the real one
+    cancelled: dict[str, str] = field(default_factory=dict)  # {"at", "by", "reason_sha256"}: `telerad cancel`
+    # Not stored: the lease this copy of the record was read under (set by a step); saves of it are fenced.
+    fence: Fence | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BatchRecord":
         data = dict(data)
         for name in ("skipped", "refused", "warned", "errors"):
             data[name] = [FileError(**e) for e in data.get(name, [])]
-        known = set(cls.__dataclass_fields__)
+        known = set(cls.__dataclass_fields__) - {"fence"}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["fence"]  # which lease a process holds is never stored or shown
+        return data
 
     @property
     def final(self) -> bool:
-        return self.state in (BatchState.DONE.value, BatchState.FAILED.value)
+        return self.state in FINAL_STATES
 
 
 class StateStore:
@@ -219,8 +243,29 @@ class StateStore:
         return sorted(records, key=lambda r: r.submitted_at, reverse=True)
 
     def save(self, record: BatchRecord) -> None:
-        """Write the record as it is (atomically); callers that read first hold ``lock``."""
+        """Write the record as it is (atomically); callers that read first hold ``lock``.
+
+        A record read under a step's ``Fence`` is written only while the generation on
+        disk is still the fence's (else ``LeaseLostError``). The step holds the batch's
+        flock for its whole run, and every other writer (``update``, ``fence_off``) takes
+        the same flock, so the check and the write cannot be separated by another write.
+        """
+        if record.fence is not None and self._stored_generation(record.batch_id) != record.fence.generation:
+            raise LeaseLostError(
+                f"batch {record.batch_id}: this step's lease (generation {record.fence.generation}) "
+                "was superseded; its result is not saved"
+            )
         self._write(record)
+
+    def _stored_generation(self, batch_id: str) -> int:
+        return self.get(batch_id).generation
+
+    def fence_off(self, batch_id: str) -> int:
+        """Raise the batch's generation (the caller holds ``lock``): every earlier fence is void."""
+        record = self.get(batch_id)
+        record.generation += 1
+        self._write(record)
+        return record.generation
 
     def _write(self, record: BatchRecord) -> None:
         record.updated_at = utcnow()

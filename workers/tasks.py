@@ -11,7 +11,7 @@ import logging
 from typing import Callable
 
 from pipeline import batch
-from pipeline.exceptions import PermanentError, TransientError
+from pipeline.exceptions import LeaseLostError, PermanentError, TransientError
 from pipeline.settings import Settings
 from pipeline.statestore import open_state_store
 from workers import fanout
@@ -30,16 +30,19 @@ def _run(task, step: Callable[[Settings, str], None], batch_id: str) -> str:
                   "`telerad retry %s` on the submitting host queues it again", batch_id,
                   settings.state_dir, batch_id)
         return batch_id
-    budget = settings.task_max_retries
     try:
         step(settings, batch_id)
+    except LeaseLostError:
+        # Another host holds the batch now and runs this step; its result is the one that counts.
+        # Nothing to record, nothing to retry: the task ends (and is acknowledged) here.
+        log.warning("batch %s: %s left to the host that took the batch over", batch_id, step.__name__)
+        return batch_id
     except TransientError as exc:
-        if task.request.retries >= budget:
+        if task.request.retries >= task.max_retries:
             batch.mark_failed(settings, batch_id, f"{step.__name__}: gave up after retries: {exc}")
-            raise
-        log.info("batch %s: %s will retry (%s)", batch_id, step.__name__, type(exc).__name__)
-        countdown = min(settings.task_retry_backoff_max, 2 ** task.request.retries)
-        raise task.retry(exc=exc, countdown=countdown, max_retries=budget)
+        else:
+            log.info("batch %s: %s will retry (%s)", batch_id, step.__name__, type(exc).__name__)
+        raise  # Celery's autoretry_for retries it with exponential backoff (or gives up, past max_retries)
     except PermanentError as exc:
         batch.mark_failed(settings, batch_id, f"{step.__name__}: {exc}")
         raise
@@ -56,7 +59,13 @@ def _run(task, step: Callable[[Settings, str], None], batch_id: str) -> str:
 
 
 def _task(step: Callable[[Settings, str], None]):
-    @app.task(name=f"telerad.{step.__name__}", bind=True, max_retries=8, acks_late=True)
+    settings: Settings = app.telerad_settings  # type: ignore[attr-defined]
+
+    # Retries are Celery's own: a TransientError is retried after 1, 2, 4 ... s (at most
+    # TELERAD_TASK_RETRY_BACKOFF_MAX), TELERAD_TASK_MAX_RETRIES times; then _run fails the batch.
+    @app.task(name=f"telerad.{step.__name__}", bind=True, acks_late=True,
+              autoretry_for=(TransientError,), max_retries=settings.task_max_retries,
+              retry_backoff=True, retry_backoff_max=settings.task_retry_backoff_max, retry_jitter=False)
     def task(self, batch_id: str) -> str:
         return _run(self, step, batch_id)
 

@@ -1,4 +1,4 @@
-"""`telerad submit`, `worker`, `status`, `retry` and `demo`: batches on the queue.
+"""`telerad submit`, `worker`, `status`, `retry`, `cancel` and `demo`: batches on the queue.
 
 Queue commands import ``workers`` inside the command, so ``pipeline`` never
 imports Celery.
@@ -178,6 +178,11 @@ def _print_one(settings: Settings, r: BatchRecord) -> None:
             console.print(f"{label} file {e.index}: {shown(e.relpath)}: {shown(e.reason)}", markup=False, soft_wrap=True)
     if r.error:
         console.print(f"[red]error[/red]     {m(r.error)}", highlight=False)
+    if r.cancelled:
+        c = r.cancelled
+        console.print(f"cancelled {m(c.get('at', ''))} by {m(c.get('by', '?'))} "
+                      f"(the reason's SHA-256 {m(c.get('reason_sha256', '')[:16])}… is in the audit log)",
+                      highlight=False, soft_wrap=True)
     if not r.final or r.state == "failed":
         from pipeline.batch import missing_objects
         from pipeline.exceptions import TeleradError
@@ -204,6 +209,24 @@ def retry(batch_id: str = typer.Argument(..., help="A failed batch, or one stuck
     batch.reset_for_retry(settings, batch_id)
     start_batch(settings, batch_id)
     typer.echo(f"{shown(batch_id)} queued again")
+
+
+def cancel(
+    batch_id: str = typer.Argument(..., help="A queued (or stuck queued) or failed batch."),
+    reason: str = typer.Option(..., "--reason", help="Why; only its SHA-256 is audited (it may name the patient)."),
+) -> None:
+    """End a queued or failed batch for good: it never runs or retries, its staged files are removed.
+
+    A running or done batch is refused. An inbox original goes to the inbox's archive
+    (or stays in quarantine); the audit log records who cancelled it and the reason's digest.
+    """
+    import getpass
+
+    from pipeline import batch
+
+    settings = load_settings()
+    batch.cancel(settings, batch_id, reason, actor=getpass.getuser())
+    typer.echo(f"{shown(batch_id)} cancelled")
 
 
 def demo(
@@ -272,4 +295,5 @@ def register(app: typer.Typer) -> None:
     app.command()(worker)
     app.command()(status)
     app.command()(retry)
+    app.command()(cancel)
     app.command()(demo)

@@ -23,7 +23,7 @@ from pipeline.exceptions import TeleradError
 COMMANDS = {
     "anonymize": "anonymize",
     "audit": "audit",
-    "submit": "batches", "worker": "batches", "status": "batches", "retry": "batches", "demo": "batches",
+    "submit": "batches", "worker": "batches", "status": "batches", "retry": "batches", "cancel": "batches", "demo": "batches",
     "verify": "deid", "profile": "deid",
     "watch": "inbox", "up": "inbox",
     "keys": "keys",

@@ -21,8 +21,9 @@ from pipeline.secrets import replace_private
 from pipeline.settings import Settings
 from pipeline.state import utcnow
 
-#: What a key may do: submit studies (and anonymize-stream), read batches, re-identify.
-SCOPES = ("submit", "read", "reidentify")
+#: What a key may do: submit studies (and anonymize-stream), read batches, re-identify,
+#: manage batches (the operator's actions: cancel one for good).
+SCOPES = ("submit", "read", "reidentify", "manage")
 PREFIX = "trk_"
 
 

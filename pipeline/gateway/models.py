@@ -88,6 +88,17 @@ class RetryAccepted(BaseModel):
     state: str
 
 
+class CancelRequest(BaseModel):
+    """Why the batch is cancelled; only its SHA-256 is audited (the text may name the patient)."""
+
+    reason: str = Field(..., min_length=1, max_length=2000)
+
+
+class Cancelled(BaseModel):
+    batch_id: str
+    state: str
+
+
 class ReidentifyRequest(BaseModel):
     """Why the identities are needed; recorded as a keyed digest, never in clear."""
 

@@ -43,7 +43,7 @@ def summary(settings: Settings, record: BatchRecord, now: datetime | None = None
     end = now
     if record.state == BatchState.DONE.value:
         end = _when(record.stage_times.get("finalize", {}).get("finished")) or _when(record.updated_at) or now
-    elif record.state == BatchState.FAILED.value:
+    elif record.state in (BatchState.FAILED.value, BatchState.CANCELLED.value):
         end = _when(record.updated_at) or now
     waiting = max(0.0, (end - submitted).total_seconds())
     target = int(settings.gateway_targets.get(record.priority, 0))

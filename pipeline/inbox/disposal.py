@@ -2,7 +2,9 @@
 
 Uploaded (the batch's ``upload`` step is recorded done): the original moves to
 ``INBOX/archive/BATCH_ID/`` and is deleted after ``inbox_archive_days``, or
-deleted at once when ``inbox_delete_after_upload`` is set. Failed: it moves,
+deleted at once when ``inbox_delete_after_upload`` is set. Cancelled
+(``telerad cancel``): archived the same way but never deleted at once, as it was
+not uploaded; one a failure had quarantined stays in quarantine. Failed: it moves,
 unchanged, to ``INBOX/quarantine/BATCH_ID/`` with a ``reason.txt``. Nothing is
 ever deleted before its upload is confirmed.
 
@@ -123,6 +125,8 @@ def dispose_final(settings: Settings, record: BatchRecord) -> Path | None:
         return archive_original(settings, record)
     if record.state == BatchState.FAILED.value and not record.keep_source:
         return quarantine_original(settings, record, record.error or "the batch failed")
+    if record.state == BatchState.CANCELLED.value:
+        return archive_original(settings, record)
     return None
 
 
@@ -136,7 +140,10 @@ def archive_original(settings: Settings, record: BatchRecord, *, persist: bool =
     layout = InboxLayout.from_source(source)
     if layout is None or not received_here(settings, record) or not source.exists():
         return None
-    if "upload" not in record.steps_done:
+    cancelled = record.state == BatchState.CANCELLED.value
+    if cancelled and source.parent.parent == layout.quarantine:
+        return None  # a failed batch cancelled afterwards: its original stays in quarantine
+    if "upload" not in record.steps_done and not cancelled:
         log.warning("batch %s: original kept, its upload is not confirmed", record.batch_id)
         return None
     lock = _lock_spool_entry(source, record)
@@ -144,7 +151,7 @@ def archive_original(settings: Settings, record: BatchRecord, *, persist: bool =
         return None
     try:
         entry = source.parent
-        if settings.inbox_delete_after_upload:
+        if settings.inbox_delete_after_upload and not cancelled:  # a cancelled study was never uploaded
             if source.is_dir():
                 shutil.rmtree(source)
             else:

@@ -20,6 +20,7 @@ from typing import Callable
 
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, build_context
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from pipeline.exceptions import ConfigError, TransientError
 from pipeline.reader.fetch import FetchResult
@@ -100,22 +101,35 @@ def send_files(
     if len(pairs) > MAX_CONTEXTS:
         raise ConfigError(f"the batch needs {len(pairs)} presentation contexts, more than DICOM's {MAX_CONTEXTS}")
     result = DeliveryResult(str(destination), len(files))
-    pending = list(files)
     last: dict[Path, str] = {}
-    for attempt in range(1, attempts + 1):
-        result.attempts = attempt
+    pending: list[Path] = list(files)
+
+    def attempt() -> list[Path]:
+        """One association for what is still pending; returns what is still not stored."""
+        nonlocal pending
+        result.attempts += 1
         pending = _one_attempt(settings, destination, pairs, pending, kinds, last)
         result.sent = len(files) - len(pending)
-        if not pending:
-            break
-        if attempt < attempts:
-            wait = pause * 2 ** (attempt - 1)
-            line = (f"{len(pending)} of {len(files)} instances not stored by {destination} "
-                    f"(attempt {attempt} of {attempts}); again in {wait:.1f}s")
-            log.warning("%s", line)
-            if notify is not None:
-                notify(line)
-            time.sleep(wait)
+        return pending
+
+    def before_sleep(state: RetryCallState) -> None:
+        line = (f"{len(pending)} of {len(files)} instances not stored by {destination} "
+                f"(attempt {state.attempt_number} of {attempts}); "
+                f"again in {state.upcoming_sleep:.1f}s")
+        log.warning("%s", line)
+        if notify is not None:
+            notify(line)
+
+    # tenacity: try again while instances are pending, pause x 1, 2, 4 ... between attempts;
+    # after the last attempt the pending ones are reported, not raised.
+    Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=pause, exp_base=2, min=0),
+        retry=retry_if_result(bool),
+        before_sleep=before_sleep,
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else pending,
+        sleep=time.sleep,
+    )(attempt)
     result.failed = {label[p]: last.get(p, "not sent") for p in pending}
     return result
 

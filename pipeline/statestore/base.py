@@ -19,8 +19,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Iterator, Protocol, runtime_checkable
 
-from pipeline.exceptions import SubmissionError
-from pipeline.state import BatchRecord, StateStore
+from pipeline.exceptions import LeaseLostError, SubmissionError
+from pipeline.state import BatchRecord, Fence, StateStore, utcnow
 
 
 @runtime_checkable
@@ -34,6 +34,7 @@ class BatchStateStore(Protocol):
     def get(self, batch_id: str) -> BatchRecord: ...
     def exists(self, batch_id: str) -> bool: ...
     def save(self, record: BatchRecord) -> None: ...
+    def fence_off(self, batch_id: str) -> int: ...
     def update(self, batch_id: str) -> AbstractContextManager[BatchRecord]: ...
     def lock(self, batch_id: str) -> AbstractContextManager[None]: ...
     def all(self) -> list[BatchRecord]: ...
@@ -70,6 +71,15 @@ class SharedStateStore(ABC):
         """Write the record (the caller holds the batch's lock)."""
 
     @abstractmethod
+    def _store_fenced(self, record: BatchRecord, fence: Fence) -> bool:
+        """Write the record only if its generation is ``fence.generation`` and the lease is
+        ``fence.owner``'s and live, in one step of the server (False: nothing written)."""
+
+    @abstractmethod
+    def fence_off(self, batch_id: str) -> int:
+        """Raise the batch's generation and return it: every fence issued before is void."""
+
+    @abstractmethod
     def lock(self, batch_id: str) -> AbstractContextManager[None]:
         """An exclusive lock on one batch, across hosts."""
 
@@ -78,16 +88,22 @@ class SharedStateStore(ABC):
         """Every record, newest submission first (as StateStore.all)."""
 
     def unfinished(self) -> list[BatchRecord]:
-        """Every batch neither done nor failed (what the take-over sweep looks at, every few seconds)."""
+        """Every batch not final (done, failed or cancelled): what the take-over sweep looks at, every few seconds."""
         return [r for r in self.all() if not r.final]
 
     @abstractmethod
-    def acquire_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
-        """Take the batch's lease if it is free or expired (or already ``owner``'s)."""
+    def acquire_lease(self, batch_id: str, owner: str, ttl: float) -> int | None:
+        """Take the batch's lease if it is free or expired (or already ``owner``'s).
+
+        Returns the batch's new generation (its fencing token, raised by every
+        acquisition in the same server-side step), 0 for a key that names no record
+        (a fan-out chunk's claim: nothing to fence), or None when another holds it.
+        Test the result with ``is None``: 0 is a lease taken.
+        """
 
     @abstractmethod
     def renew_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
-        """Extend ``owner``'s lease; False when it is no longer ``owner``'s."""
+        """Extend ``owner``'s live lease; False when it lapsed or is no longer ``owner``'s."""
 
     @abstractmethod
     def release_lease(self, batch_id: str, owner: str) -> None:
@@ -133,10 +149,14 @@ class SharedStateStore(ABC):
             self._save_locked(record)
 
     def _save_locked(self, record: BatchRecord) -> None:
-        from pipeline.state import utcnow
-
         record.updated_at = utcnow()
-        self._store(record)
+        if record.fence is None:
+            self._store(record)
+        elif not self._store_fenced(record, record.fence):
+            raise LeaseLostError(
+                f"batch {record.batch_id}: this step's lease (generation {record.fence.generation}) "
+                "lapsed or was taken over; its result is not saved"
+            )
 
     @contextmanager
     def update(self, batch_id: str) -> Iterator[BatchRecord]:

@@ -6,6 +6,11 @@ sorted set, the unfinished ones also in a set the take-over sweep reads. The cro
 expiry so a dead holder cannot wedge the batch); a step's lease is a key holding
 its owner with a millisecond TTL, renewed only by its owner (compare-and-expire
 in Lua, so a lease taken over is never extended by the host that lost it).
+Each batch has a **generation** (``telerad:gen:ID``, its fencing token): the
+acquiring script raises it together with taking the lease, and a step's save is
+one Lua script that writes the record only while the generation is still the
+step's and the lease still its owner's, so a host cut off mid-step cannot
+overwrite what the host that took over has written.
 Redis keeps these in memory: run it with append-only persistence, or prefer
 PostgreSQL where a lost record would matter.
 """
@@ -19,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.exceptions import SubmissionError, TransientError
-from pipeline.state import BatchRecord
+from pipeline.state import BatchRecord, Fence, utcnow
 from pipeline.statestore.base import SharedStateStore
 
 PREFIX = "telerad:"
@@ -29,9 +34,25 @@ _ACQUIRE = """
 local v = redis.call('GET', KEYS[1])
 if (not v) or v == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    return 0
+  end
+  return redis.call('INCR', KEYS[2])
 end
-return 0
+return -1
+"""
+# KEYS: record, generation, lease, unfinished set; ARGV: JSON, generation, owner, final ("1"/"0"), batch ID
+_STORE_FENCED = """
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[2]) or redis.call('GET', KEYS[3]) ~= ARGV[3] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[4] == '1' then
+  redis.call('SREM', KEYS[4], ARGV[5])
+else
+  redis.call('SADD', KEYS[4], ARGV[5])
+end
+return 1
 """
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -54,6 +75,12 @@ def _epoch(ts: str) -> float:
         return 0.0
 
 
+def _record(raw: str, generation: str | None) -> BatchRecord:
+    record = BatchRecord.from_dict(json.loads(raw))
+    record.generation = int(generation or 0)  # the generation key is the truth; the JSON copy may be older
+    return record
+
+
 class RedisStateStore(SharedStateStore):
     """Records, locks, leases and host heartbeats in one Redis database."""
 
@@ -69,6 +96,7 @@ class RedisStateStore(SharedStateStore):
         self._acquire = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
+        self._fenced = self.client.register_script(_STORE_FENCED)
 
     def _call(self, fn, *args, **kwargs):
         import redis
@@ -83,8 +111,6 @@ class RedisStateStore(SharedStateStore):
 
     def create(self, record: BatchRecord) -> None:
         self.check_id(record.batch_id)
-        from pipeline.state import utcnow
-
         record.updated_at = utcnow()
         created = self._call(self.client.set, PREFIX + "batch:" + record.batch_id,
                              json.dumps(record.to_dict(), sort_keys=True), nx=True)
@@ -95,8 +121,13 @@ class RedisStateStore(SharedStateStore):
             self._call(self.client.sadd, PREFIX + "unfinished", record.batch_id)
 
     def _load(self, batch_id: str) -> BatchRecord | None:
-        raw = self._call(self.client.get, PREFIX + "batch:" + batch_id)
-        return None if raw is None else BatchRecord.from_dict(json.loads(raw))
+        raw, gen = self._call(self.client.mget, [PREFIX + "batch:" + batch_id, PREFIX + "gen:" + batch_id])
+        return None if raw is None else _record(raw, gen)
+
+    def _records(self, ids: list[str]) -> list[BatchRecord]:
+        raws = self._call(self.client.mget, [PREFIX + "batch:" + i for i in ids])
+        gens = self._call(self.client.mget, [PREFIX + "gen:" + i for i in ids])
+        return [_record(r, g) for r, g in zip(raws, gens) if r]
 
     def _store(self, record: BatchRecord) -> None:
         pipe = self.client.pipeline(transaction=True)
@@ -107,12 +138,21 @@ class RedisStateStore(SharedStateStore):
             pipe.sadd(PREFIX + "unfinished", record.batch_id)
         self._call(pipe.execute)
 
+    def _store_fenced(self, record: BatchRecord, fence: Fence) -> bool:
+        b = record.batch_id
+        keys = [PREFIX + "batch:" + b, PREFIX + "gen:" + b, PREFIX + "lease:" + b, PREFIX + "unfinished"]
+        args = [json.dumps(record.to_dict(), sort_keys=True), fence.generation, fence.owner,
+                "1" if record.final else "0", b]
+        return bool(self._call(self._fenced, keys=keys, args=args))
+
+    def fence_off(self, batch_id: str) -> int:
+        return int(self._call(self.client.incr, PREFIX + "gen:" + self.check_id(batch_id)))
+
     def unfinished(self) -> list[BatchRecord]:
         ids = sorted(self._call(self.client.smembers, PREFIX + "unfinished"))
         if not ids:
             return []
-        raws = self._call(self.client.mget, [PREFIX + "batch:" + i for i in ids])
-        records = [BatchRecord.from_dict(json.loads(r)) for r in raws if r]
+        records = self._records(ids)
         return sorted((r for r in records if not r.final), key=lambda r: r.submitted_at, reverse=True)
 
     def lock(self, batch_id: str) -> AbstractContextManager[None]:
@@ -135,12 +175,13 @@ class RedisStateStore(SharedStateStore):
         ids = self._call(self.client.zrevrange, PREFIX + "batches", 0, -1)
         if not ids:
             return []
-        raws = self._call(self.client.mget, [PREFIX + "batch:" + i for i in ids])
-        return [BatchRecord.from_dict(json.loads(r)) for r in raws if r]
+        return self._records(ids)
 
     # --- leases and heartbeats ----------------------------------------------------------
-    def acquire_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
-        return bool(self._call(self._acquire, keys=[PREFIX + "lease:" + batch_id], args=[owner, int(ttl * 1000)]))
+    def acquire_lease(self, batch_id: str, owner: str, ttl: float) -> int | None:
+        keys = [PREFIX + "lease:" + batch_id, PREFIX + "gen:" + batch_id, PREFIX + "batch:" + batch_id]
+        generation = int(self._call(self._acquire, keys=keys, args=[owner, int(ttl * 1000)]))
+        return None if generation < 0 else generation  # 0: a key with no record (a fan-out chunk's claim)
 
     def renew_lease(self, batch_id: str, owner: str, ttl: float) -> bool:
         return bool(self._call(self._renew, keys=[PREFIX + "lease:" + batch_id], args=[owner, int(ttl * 1000)]))

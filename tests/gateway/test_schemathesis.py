@@ -43,14 +43,14 @@ def test_every_operation_with_and_without_a_key(gateway_factory, site_env, tmp_p
     batches = [b["batch_id"] for b in gw.get("/api/batches", "read").json()]
     assert len(batches) == 2 and done in batches
 
-    with_key = schemathesis(gw, "-H", f"Authorization: Bearer {gw.key('submit,read,reidentify')}",
+    with_key = schemathesis(gw, "-H", f"Authorization: Bearer {gw.key('submit,read,reidentify,manage')}",
                             batches=batches, samples=study.files, cwd=tmp_path)
     assert with_key.returncode == 0, with_key.stdout[-6000:] + with_key.stderr[-2000:]
-    assert "9 selected / 9 total" in with_key.stdout and "Tested: 9" in with_key.stdout
+    assert "10 selected / 10 total" in with_key.stdout and "Tested: 10" in with_key.stdout
 
     without = schemathesis(gw, batches=batches, samples=study.files, cwd=tmp_path)
     assert without.returncode == 0, without.stdout[-6000:] + without.stderr[-2000:]
-    assert "Tested: 9" in without.stdout
+    assert "Tested: 10" in without.stdout
     assert " 401 " in gw.log() and " 500 " not in gw.log()
     assert all(" 200 " not in line and " 202 " not in line
                for line in gw.log().splitlines()[-50:] if "telerad.gateway" in line)  # without a key: refused

@@ -29,7 +29,7 @@ def test_join_runs_chunks_nobody_took_and_one_whose_holder_died(shared_url: str,
         """A queue no worker reads; a worker claims chunk 0 and dies without renewing."""
         dispatched.append(chunks)
         assert bid == batch_id and priority == "STAT"
-        assert states.acquire_lease(f"{batch_id}/fanout/0", "host-b/999/dead", 1.5)
+        assert states.acquire_lease(f"{batch_id}/fanout/0", "host-b/999/dead", 1.5) == 0  # taken; no record to fence
 
     start = time.monotonic()
     batch.deidentify(settings, batch_id, fan_out=dispatch)

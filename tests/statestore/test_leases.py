@@ -121,7 +121,7 @@ def test_one_machine_keeps_its_flock(tmp_path: Path) -> None:
     store = state_store_for("", settings.state_dir)
     batch_id = _new_batch(store)
     with StepLease(store, settings, batch_id) as lease:
-        assert lease.owner == "" and lease._thread is None
+        assert lease._thread is None and lease.fence.generation == store.get(batch_id).generation == 1
         probe = subprocess.run(
             [sys.executable, "-c", "import fcntl,sys; f=open(sys.argv[1]); "
              "fcntl.flock(f, fcntl.LOCK_EX|fcntl.LOCK_NB)", str(settings.state_dir / f".{batch_id}.lock")],

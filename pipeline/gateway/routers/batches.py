@@ -1,4 +1,4 @@
-"""``/api/batches``: submit a study, list and read batches, retry a failed one."""
+"""``/api/batches``: submit a study, list and read batches, retry a failed one, cancel one."""
 
 from __future__ import annotations
 
@@ -18,7 +18,16 @@ from pipeline.gateway import views
 from pipeline.gateway.auth import Principal, require_scope
 from pipeline.gateway.context import Gateway, gateway
 from pipeline.gateway.limits import stream_to_file
-from pipeline.gateway.models import BatchAccepted, BatchDetail, BatchSummary, PathSubmission, Problem, RetryAccepted
+from pipeline.gateway.models import (
+    BatchAccepted,
+    BatchDetail,
+    BatchSummary,
+    CancelRequest,
+    Cancelled,
+    PathSubmission,
+    Problem,
+    RetryAccepted,
+)
 from pipeline.gateway.multipart import stream_parts
 from pipeline.gateway.spool import new_upload_dir
 from pipeline.gateway.submission import (
@@ -317,3 +326,25 @@ async def retry(
                               dispose=False)
         raise HTTPException(503, "the batch could not be queued; try again when the broker is back") from None
     return JSONResponse(RetryAccepted(batch_id=batch_id, state="queued").model_dump(), status_code=202)
+
+
+@router.post("/api/batches/{batch_id}/cancel", response_model=Cancelled,
+             summary="End a queued or failed batch for good (scope manage)",
+             description="The batch becomes `cancelled`: it never runs or retries, its staged files are removed, "
+                         "an inbox original goes to the archive. A running or done batch is refused (409). "
+                         "The audit log records the key and the SHA-256 of the reason, never its text.",
+             responses={400: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}, **ERRORS})
+async def cancel(
+    body: CancelRequest,
+    batch_id: str = BATCH_ID,
+    principal: Principal = Depends(require_scope("manage")),
+    gw: Gateway = Depends(gateway),
+) -> Cancelled:
+    from pipeline import batch
+
+    _record(gw, batch_id)
+    try:
+        record = await run_in_threadpool(batch.cancel, gw.settings, batch_id, body.reason, actor=principal.actor)
+    except SubmissionError as exc:  # running, done or cancelled already: the message says which (no PHI)
+        raise HTTPException(409, str(exc)) from None
+    return Cancelled(batch_id=record.batch_id, state=record.state)
