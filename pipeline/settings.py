@@ -42,11 +42,29 @@ def default_home() -> Path:
 
 
 class Priority(str, Enum):
-    """Submission priority; STAT is read first."""
+    """Submission priority; STAT is read first. The one place the order is written: highest first."""
 
     STAT = "STAT"
     URGENT = "URGENT"
     ROUTINE = "ROUTINE"
+
+    @property
+    def rank(self) -> int:
+        """0 for STAT, 1 for URGENT, 2 for ROUTINE: sort by it to put the most urgent first."""
+        return list(Priority).index(self)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The priorities' names, highest first."""
+        return tuple(p.value for p in cls)
+
+    @classmethod
+    def rank_of(cls, name: str) -> int:
+        """The rank of a priority's name; an unknown name ranks after every priority."""
+        try:
+            return cls(name).rank
+        except ValueError:
+            return len(cls)
 
     @property
     def celery_priority(self) -> int:

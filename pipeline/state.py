@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from pipeline.exceptions import LeaseLostError, SubmissionError
 from pipeline.locking import flocked, held_by_another
+from pipeline.settings import Priority
 
 
 class BatchState(str, Enum):
@@ -50,7 +51,7 @@ def utcnow_ms() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_PRIORITY_ORDER = ("STAT", "URGENT", "ROUTINE")  # highest first, as pipeline.settings.Priority
+_PRIORITY_ORDER = Priority.names()  # highest first
 
 
 def _higher_than(priority: str) -> tuple[str, ...]:

@@ -13,7 +13,6 @@ from pipeline.gateway.models import BatchDetail, BatchSummary, FileIssue, StageT
 from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, BatchState
 
-PRIORITY_RANK = {"STAT": 0, "URGENT": 1, "ROUTINE": 2}
 
 
 def _when(text: str | None) -> datetime | None:
@@ -75,4 +74,4 @@ def detail(settings: Settings, record: BatchRecord, manifest_available: bool) ->
 
 def by_priority(rows: list[BatchSummary]) -> list[BatchSummary]:
     """STAT first, then URGENT, then ROUTINE; within one, the longest waiting first."""
-    return sorted(rows, key=lambda r: (PRIORITY_RANK.get(Priority(r.priority).value, 9), r.submitted_at))
+    return sorted(rows, key=lambda r: (Priority.rank_of(r.priority), r.submitted_at))

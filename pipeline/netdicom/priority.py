@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from pipeline.exceptions import ConfigError
 from pipeline.settings import Priority, Settings
 
-ORDER = ("STAT", "URGENT", "ROUTINE")
+ORDER = Priority.names()  # highest first
 
 #: Requested Procedure Priority (0040,1003) defined terms -> Telerad priority.
 REQUESTED_PROCEDURE_PRIORITY = {"STAT": "STAT", "HIGH": "URGENT", "ROUTINE": "ROUTINE",

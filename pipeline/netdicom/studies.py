@@ -69,7 +69,7 @@ from pipeline.ingress.admit import AdmitLimits, InstanceRefused, admit
 from pipeline.ingress.ticket import SourceGoneError, StudyTicket, SubmitService
 from pipeline.netdicom.activity import CONFLICTS_FILE, Activity
 from pipeline.netdicom.priority import PriorityRules, highest
-from pipeline.settings import Settings
+from pipeline.settings import Priority, Settings
 from pipeline.state import BatchRecord, utcnow
 from pipeline.checksums import sha256_file
 from pipeline.locking import flocked, try_flock
@@ -365,7 +365,7 @@ class StudyCollector:
                 stamp = int(folder.name.rsplit("-", 2)[-2])
             except (IndexError, ValueError):
                 continue  # not a folder this collector made
-            waiting.append((("STAT", "URGENT", "ROUTINE").index(prio) if prio in ("STAT", "URGENT", "ROUTINE") else 9,
+            waiting.append((Priority.rank_of(prio),
                             stamp, folder, info, prio))
         out = []
         for _rank, _stamp, folder, info, prio in sorted(waiting, key=lambda w: w[:2]):

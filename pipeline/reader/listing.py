@@ -11,9 +11,9 @@ from pipeline.exceptions import ObjectNotFound, TeleradError
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.reader.layout import manifest_key, parse_manifest
 from pipeline.storage.base import ListsFolders
+from pipeline.settings import Priority
 
 log = logging.getLogger(__name__)
-PRIORITY_ORDER = {"STAT": 0, "URGENT": 1, "ROUTINE": 2}
 
 
 @dataclass(frozen=True)
@@ -93,5 +93,5 @@ def list_batches(
         if cutoff and summary.submitted_at < cutoff:
             continue
         out.append(summary)
-    out.sort(key=lambda b: (PRIORITY_ORDER.get(b.priority, 9), b.submitted_at, b.batch_id))
+    out.sort(key=lambda b: (Priority.rank_of(b.priority), b.submitted_at, b.batch_id))
     return out

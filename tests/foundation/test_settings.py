@@ -80,3 +80,23 @@ def test_configured_secret_file_that_is_missing_is_an_error(tmp_path, monkeypatc
     monkeypatch.setenv("TELERAD_PSEUDONYM_SECRET_FILE", str(tmp_path / "nope.key"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings().pseudonym_secret
+
+
+def test_default_toml_documents_every_setting_with_the_codes_default():
+    """config/default.toml and the Settings fields agree: every key a field, every field a key, one value each."""
+    import tomllib
+
+    from pydantic_core import PydanticUndefined
+
+    from pipeline.settings import Settings, config_dir
+
+    toml = tomllib.loads((config_dir() / "default.toml").read_text())
+    fields = Settings.model_fields
+    assert set(toml) - set(fields) == set(), "keys in default.toml that no setting reads"
+    # TELERAD_HOME's default is the user's data folder, computed at run time, not a constant.
+    assert set(fields) - set(toml) == {"home"}, "settings default.toml does not document"
+    for key, value in toml.items():
+        field = fields[key]
+        default = field.default_factory() if field.default_factory is not None else field.default
+        assert default is not PydanticUndefined, key
+        assert getattr(default, "value", default) == value, f"{key}: code says {default!r}, default.toml {value!r}"
