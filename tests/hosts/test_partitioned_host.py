@@ -20,7 +20,7 @@ import pytest
 from pipeline.testing import make_study
 from tests.hosts.site import REDIS_PORT, SVC, Host, Site
 
-pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.xdist_group("netns")]
+pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 
 def _records(site: Site) -> dict[str, dict]:

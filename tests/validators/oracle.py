@@ -22,7 +22,7 @@ import sys
 import tempfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.deid import Deidentifier, load_profile
@@ -67,6 +67,11 @@ def _engine(profile: str) -> Deidentifier:
         # oracle judges the header, so they pass (their pixels are not what it checks).
         prof.settings["burned_in_policy"] = "warn"
         deid = _engines[profile] = Deidentifier(prof, Pseudonyms(SECRET, "ORACLE"))
+        # Under "warn" a candidate's file is written unchanged whatever OCR reads, so OCR cannot
+        # change what the validators judge: only files flagged YES stay candidates. Checked over
+        # this corpus on 2026-12-08: the same bytes for all 217 outputs, with 34 s less OCR per
+        # profile. (OCR and masking have their own tests, with dciodvfy, in tests/pixels.)
+        deid.guard.config = replace(deid.guard.config, suspect_sop_classes=(), suspect_modalities=frozenset())
     return deid
 
 
