@@ -3,9 +3,11 @@
 Under ``--dist loadgroup`` a group runs whole on one worker. Every test file is its
 own group (so its module-scoped fixtures — a generated corpus, a server — are made
 once), unless it names a group itself with ``pytest.mark.xdist_group``: the tests of
-one group never overlap each other. None needs that today: the several-hosts scenarios
-make network namespaces of their own (unique names, addresses inside them), servers take
-free ports, and tmpfs mounts are per test folder, so files may run side by side. A file marked
+one group never overlap each other (``netns``: the several-hosts scenarios, each a set of
+network namespaces with its own services and workers per host; their names and addresses
+are their own, but two at once starve each other's leases and take-overs on two cores, as
+seen on 2026-12-08). Servers take free ports and tmpfs mounts are per test folder, so
+nothing else needs a group. A file marked
 ``pytest.mark.spread`` (a few long tests whose shared fixtures are cheap, like the
 dciodvfy oracle's three profiles) lets each test go to whichever worker is free.
 

@@ -11,8 +11,8 @@ from pipeline.testing import find_markers, make_study
 from tests.hosts.site import Site
 from tests.hosts.test_two_worker_hosts import _objects_of, _wait
 
-# Network namespaces of its own (unique names, private addresses): may run beside other files.
-pytestmark = [pytest.mark.real, pytest.mark.slow]
+# Several hosts' workers in network namespaces: one such scenario at a time (tests/scheduling.py).
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 
 def test_a_large_study_is_fanned_out_over_hosts_and_joined(site: Site, tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import pytest
 from pipeline.testing import make_study
 from tests.hosts.site import Site
 
-# Network namespaces of its own (unique names, private addresses): may run beside other files.
-pytestmark = [pytest.mark.real, pytest.mark.slow]
+# Several hosts' workers in network namespaces: one such scenario at a time (tests/scheduling.py).
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 
 def _tree(root: Path) -> dict[str, bytes]:

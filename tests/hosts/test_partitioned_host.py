@@ -20,7 +20,8 @@ import pytest
 from pipeline.testing import make_study
 from tests.hosts.site import REDIS_PORT, SVC, Host, Site
 
-pytestmark = [pytest.mark.real, pytest.mark.slow]
+# Several hosts' workers in network namespaces: one such scenario at a time (tests/scheduling.py).
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 
 def _records(site: Site) -> dict[str, dict]:

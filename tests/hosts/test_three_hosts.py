@@ -13,8 +13,8 @@ from pipeline.testing import make_study
 from tests.hosts.site import Site
 from tests.sizes import size
 
-# Network namespaces of its own (unique names, private addresses): may run beside other files.
-pytestmark = [pytest.mark.real, pytest.mark.slow]
+# Several hosts' workers in network namespaces: one such scenario at a time (tests/scheduling.py).
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 
 def _ms(ts: str) -> float:

@@ -10,8 +10,8 @@ import pytest
 from pipeline.testing import find_markers, make_study
 from tests.hosts.site import Site
 
-# Network namespaces of its own (unique names, private addresses): may run beside other files.
-pytestmark = [pytest.mark.real, pytest.mark.slow]
+# Several hosts' workers in network namespaces: one such scenario at a time (tests/scheduling.py).
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 
 def _record(site: Site, batch_id: str) -> dict:
