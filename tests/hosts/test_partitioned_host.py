@@ -21,7 +21,11 @@ from pipeline.testing import make_study
 from tests.hosts.site import REDIS_PORT, SVC, Host, Site
 
 # Several hosts' workers in network namespaces: one such scenario at a time (tests/scheduling.py).
-pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.xdist_group("netns")]
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.xdist_group("netns"), pytest.mark.timeout(1200)]
+
+#: How long a stage of the scenario may take before the test calls it hung: generous, for a loaded
+#: machine (a lease lapse, a take-over and a whole re-run of the step on the other host).
+DEADLINE = 400
 
 
 def _records(site: Site) -> dict[str, dict]:
@@ -45,11 +49,14 @@ def _partition_mid_step(site: Site, tmp_path: Path) -> str:
     a = site.hosts["a"]
     for host in site.hosts.values():
         host.stop()
+    # A lease long enough that a host starved of CPU (a loaded machine) still renews it in time:
+    # the one host whose lease must lapse here is the one whose link is down.
+    site.extra_env.update({"TELERAD_LEASE_SECONDS": "20", "TELERAD_LEASE_SWEEP_SECONDS": "3"})
     site.hosts["b"].start_worker()
     site.hosts["c"].start_worker()
-    study = make_study(tmp_path / "big-src7q", series=8, images=60, rows=64, cols=64)
+    study = make_study(tmp_path / "big-src7q", series=3, images=60, rows=64, cols=64)
     batch_id = a.submit(study.root, "ROUTINE")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + DEADLINE
     while not ((r := _records(site)[batch_id])["running_step"] == "deidentify" and r["progress"].get("done")):
         assert time.monotonic() < deadline and r["state"] not in ("done", "failed"), r["state"]
         time.sleep(0.1)
@@ -59,19 +66,22 @@ def _partition_mid_step(site: Site, tmp_path: Path) -> str:
     cut_at = time.monotonic()
     try:
         while (r := _records(site)[batch_id])["hosts"].get("deidentify") != other.name:
-            assert time.monotonic() - cut_at < 60, f"{other.name} did not take the batch over: {r['state']} {r['hosts']}"
+            assert time.monotonic() - cut_at < DEADLINE, f"{other.name} did not take the batch over: {r['state']} {r['hosts']}"
             time.sleep(0.5)
         assert r["takeovers"] == 1
         time.sleep(3)  # the cut-off host goes on de-identifying while the other starts the step again
     finally:
         _link(cut, "up")
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + DEADLINE
     stopped = f"batch {batch_id}: deidentify stopped on {cut.name}"
     ended = f"{batch_id}: deidentify left to the host that took the batch over"  # the task's last word
     while True:
         r = _records(site)[batch_id]
         cut_log = "".join(p.read_text(errors="replace") for p in cut.logs)
-        if r["state"] in ("done", "failed") and stopped in cut_log and ended in cut_log:
+        # The cut-off host stops either when a save is refused, or by itself once its heartbeat has
+        # had no contact for a whole lease (first on a loaded machine): both are a stop, not a commit.
+        if r["state"] in ("done", "failed") and ended in cut_log and (
+                stopped in cut_log or "this step will not commit" in cut_log):
             break
         assert time.monotonic() < deadline, (r["state"], r["hosts"], cut_log[-3000:])
         time.sleep(0.5)
@@ -97,8 +107,10 @@ def test_a_partitioned_host_commits_nothing_over_postgres(site: Site, tmp_path: 
     finally:
         for host in site.hosts.values():
             host.stop()
-    # Its progress save, blocked while cut off, reached PostgreSQL when the link came back: refused there.
-    assert "lapsed or was taken over; its result is not saved" in cut_log
+    # Its progress save, blocked while cut off, reached PostgreSQL when the link came back and was
+    # refused there; or, on a loaded machine, its heartbeat gave the lease up first.
+    assert ("lapsed or was taken over; its result is not saved" in cut_log
+            or "this step will not commit" in cut_log), cut_log[-3000:]
 
 
 def test_a_partitioned_host_commits_nothing_over_redis(site: Site, tmp_path: Path) -> None:
