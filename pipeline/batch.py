@@ -27,6 +27,7 @@ import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -538,6 +539,8 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
         record.stage_times.setdefault(name, {})["started"] = utcnow_ms()
         begin_step(record, name, settings)
         lease.save(record)
+        audits: list[tuple[str, str, dict[str, Any]]] = []
+        held.callback(_step_audits.reset, _step_audits.set(audits))
         try:
             yield record
             lease.check()  # the step's work is done: commit it only while the lease is still ours
@@ -562,6 +565,7 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
                 record.error = f"{name}: {type(exc).__name__} (will retry)"
             try:
                 lease.save(record)
+                _flush_audits(settings, audits)  # the failure is recorded: so is what the step audited
             except LeaseLostError:  # e.g. the shared state unreachable for a whole TTL: not ours to record
                 log.warning("batch %s: %s stopped on %s (%s) after its lease was lost; nothing is recorded here",
                             batch_id, name, settings.effective_host_id, type(exc).__name__)
@@ -579,6 +583,7 @@ def _step(settings: Settings, batch_id: str, name: str, state: BatchState) -> It
         if name == "finalize":
             record.state = BatchState.DONE.value
         lease.save(record)
+        _flush_audits(settings, audits)  # committed: what the step did goes into the audit log now
 
 
 class _Progress:
@@ -776,8 +781,28 @@ def _sign(settings: Settings, body: bytes) -> bytes:
     return sign_manifest(settings, body)
 
 
+#: The audit entries of the step running in this context, written only once its record is saved:
+#: a host whose lease was lost records nothing, in the audit log as in the state (None: no step).
+_step_audits: ContextVar[list[tuple[str, str, dict[str, Any]]] | None] = ContextVar("telerad_step_audits",
+                                                                                   default=None)
+
+
 def _audit(settings: Settings, action: str, batch_id: str, **details: Any) -> None:
+    pending = _step_audits.get()
+    if pending is not None:
+        pending.append((action, batch_id, details))
+        return
+    _write_audit(settings, action, batch_id, details)
+
+
+def _write_audit(settings: Settings, action: str, batch_id: str, details: dict[str, Any]) -> None:
     from pipeline.audit import AuditLog
 
     outcome = details.pop("outcome", "ok")
     AuditLog.from_settings(settings).append(action, batch_id=batch_id, outcome=outcome, actor="telerad", **details)
+
+
+def _flush_audits(settings: Settings, pending: list[tuple[str, str, dict[str, Any]]]) -> None:
+    for action, batch_id, details in pending:
+        _write_audit(settings, action, batch_id, details)
+    pending.clear()
